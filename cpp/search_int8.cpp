@@ -1,0 +1,219 @@
+// Exact integer inner-product search of int8 queries against int8 codes.
+//
+// A panel holds 32 rows in groups of 4 dimensions ([ceil(d/4)][32][4] bytes) followed by the
+// 32 row sums (int32). AVX-512 VNNI multiplies unsigned by signed bytes, so queries are
+// shifted to q + 128 and the shift is taken back with the row sums:
+//   sum (q + 128) c = sum q c + 128 sum c.
+// Without VNNI (AVX2, or AVX-512 without VNNI) the same layout feeds the sign trick:
+//   maddubs(|q|, sign(c, q)), safe from saturation since |q| <= 127.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "dispatch.h"
+#include "panel_search.h"
+#include "search.h"
+#include "topk.h"
+
+namespace embedrank {
+namespace {
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define AVX512VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+inline size_t groups_of(size_t d) { return (d + 3) / 4; }
+inline size_t int8_panel_bytes(size_t d) { return groups_of(d) * kPanelRows * 4 + kPanelRows * sizeof(int32_t); }
+
+void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, uint8_t* dst) {
+  size_t groups = groups_of(d);
+  size_t panel_bytes = int8_panel_bytes(d);
+  size_t panels = (count + kPanelRows - 1) / kPanelRows;
+  for (size_t p = 0; p < panels; ++p) {
+    int8_t* panel = reinterpret_cast<int8_t*>(dst + p * panel_bytes);
+    int32_t* sums = reinterpret_cast<int32_t*>(dst + p * panel_bytes + groups * kPanelRows * 4);
+    std::memset(panel, 0, groups * kPanelRows * 4);
+    size_t valid = std::min(kPanelRows, count - p * kPanelRows);
+    for (size_t j = 0; j < kPanelRows; ++j) sums[j] = 0;
+    for (size_t j = 0; j < valid; ++j) {
+      const int8_t* row = rows + (first + p * kPanelRows + j) * d;
+      int32_t sum = 0;
+      for (size_t c = 0; c < d; ++c) {
+        panel[(c / 4) * kPanelRows * 4 + j * 4 + (c % 4)] = row[c];
+        sum += row[c];
+      }
+      sums[j] = sum;
+    }
+  }
+}
+
+// Queries prepared once per call: [nq][groups * 4] bytes, signed (zero padded) and shifted
+// by 128 (padded with 128, i.e. a zero query value).
+struct PreparedQueries {
+  size_t stride;
+  std::vector<int8_t> signed_q;
+  std::vector<uint8_t> shifted_q;
+};
+
+PreparedQueries prepare_queries(const int8_t* q, size_t nq, size_t d) {
+  PreparedQueries p;
+  p.stride = groups_of(d) * 4;
+  p.signed_q.assign(nq * p.stride, 0);
+  p.shifted_q.assign(nq * p.stride, 128);
+  for (size_t i = 0; i < nq; ++i)
+    for (size_t c = 0; c < d; ++c) {
+      p.signed_q[i * p.stride + c] = q[i * d + c];
+      p.shifted_q[i * p.stride + c] = static_cast<uint8_t>(static_cast<int>(q[i * d + c]) + 128);
+    }
+  return p;
+}
+
+using Int8TileFn = void (*)(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+                            int64_t first, uint32_t lanes, ScoreHeap* heaps);
+
+inline void fold_ints(const int32_t* raw, int64_t first, uint32_t lanes, ScoreHeap& heap) {
+  while (lanes) {
+    int j = __builtin_ctz(lanes);
+    lanes &= lanes - 1;
+    float s = static_cast<float>(raw[j]);
+    if (s > heap.threshold()) heap.push(s, first + j);
+  }
+}
+
+void tiles_scalar(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d, int64_t first,
+                  uint32_t lanes, ScoreHeap* heaps) {
+  const int8_t* codes = reinterpret_cast<const int8_t*>(panel);
+  size_t groups = groups_of(d);
+  for (size_t i = 0; i < count; ++i) {
+    const int8_t* qi = &q.signed_q[(q0 + i) * q.stride];
+    int32_t raw[kPanelRows] = {};
+    for (size_t g = 0; g < groups; ++g)
+      for (size_t j = 0; j < kPanelRows; ++j)
+        for (size_t b = 0; b < 4; ++b) raw[j] += qi[g * 4 + b] * codes[(g * kPanelRows + j) * 4 + b];
+    fold_ints(raw, first, lanes, heaps[i]);
+  }
+}
+
+// ---- AVX2 sign trick: 3 queries x 32 rows ---------------------------------------------------
+template <int MR>
+AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* panel, size_t d, int64_t first,
+                           uint32_t lanes, ScoreHeap* heaps) {
+  size_t groups = groups_of(d);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[MR][4];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_setzero_si256();
+  for (size_t g = 0; g < groups; ++g) {
+    const __m256i* b = reinterpret_cast<const __m256i*>(panel + g * kPanelRows * 4);
+    __m256i b0 = _mm256_load_si256(b), b1 = _mm256_load_si256(b + 1), b2 = _mm256_load_si256(b + 2),
+            b3 = _mm256_load_si256(b + 3);
+    for (int i = 0; i < MR; ++i) {
+      int32_t word;
+      std::memcpy(&word, &q.signed_q[(q0 + i) * q.stride + g * 4], 4);
+      __m256i a = _mm256_set1_epi32(word);
+      __m256i abs_a = _mm256_abs_epi8(a);
+      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b0, a)), ones));
+      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b1, a)), ones));
+      acc[i][2] = _mm256_add_epi32(acc[i][2], _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b2, a)), ones));
+      acc[i][3] = _mm256_add_epi32(acc[i][3], _mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b3, a)), ones));
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    __m256 thr = _mm256_set1_ps(heaps[i].threshold());
+    uint32_t hits = 0;
+    for (int v = 0; v < 4; ++v)
+      hits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_cvtepi32_ps(acc[i][v]), thr, _CMP_GT_OQ)))
+              << (8 * v);
+    hits &= lanes;
+    if (!hits) continue;
+    alignas(32) int32_t raw[kPanelRows];
+    for (int v = 0; v < 4; ++v) _mm256_store_si256(reinterpret_cast<__m256i*>(raw + 8 * v), acc[i][v]);
+    fold_ints(raw, first, hits, heaps[i]);
+  }
+}
+
+AVX2_TARGET void tiles_avx2(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+                            int64_t first, uint32_t lanes, ScoreHeap* heaps) {
+  size_t i = 0;
+  for (; i + 3 <= count; i += 3) tile_avx2<3>(q, q0 + i, panel, d, first, lanes, heaps + i);
+  if (count - i == 2) tile_avx2<2>(q, q0 + i, panel, d, first, lanes, heaps + i);
+  if (count - i == 1) tile_avx2<1>(q, q0 + i, panel, d, first, lanes, heaps + i);
+}
+
+// ---- AVX-512 VNNI: 6 queries x 32 rows -----------------------------------------------------
+template <int MR>
+AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint8_t* panel, size_t d, int64_t first,
+                                 uint32_t lanes, ScoreHeap* heaps) {
+  size_t groups = groups_of(d);
+  __m512i acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+  const uint8_t* qbase = &q.shifted_q[q0 * q.stride];
+  for (size_t g = 0; g < groups; ++g) {
+    const __m512i* b = reinterpret_cast<const __m512i*>(panel + g * kPanelRows * 4);
+    __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 1);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      int32_t word;
+      std::memcpy(&word, qbase + i * q.stride + g * 4, 4);
+      __m512i a = _mm512_set1_epi32(word);
+      acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, b0);
+      acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, b1);
+    }
+  }
+  const int32_t* sums = reinterpret_cast<const int32_t*>(panel + groups * kPanelRows * 4);
+  __m512i shift0 = _mm512_slli_epi32(_mm512_loadu_si512(sums), 7);
+  __m512i shift1 = _mm512_slli_epi32(_mm512_loadu_si512(sums + 16), 7);
+  for (int i = 0; i < MR; ++i) {
+    __m512i r0 = _mm512_sub_epi32(acc[i][0], shift0), r1 = _mm512_sub_epi32(acc[i][1], shift1);
+    __m512 thr = _mm512_set1_ps(heaps[i].threshold());
+    uint32_t hits = static_cast<uint32_t>(_mm512_cmp_ps_mask(_mm512_cvtepi32_ps(r0), thr, _CMP_GT_OQ)) |
+                    static_cast<uint32_t>(_mm512_cmp_ps_mask(_mm512_cvtepi32_ps(r1), thr, _CMP_GT_OQ)) << 16;
+    hits &= lanes;
+    if (!hits) continue;
+    alignas(64) int32_t raw[kPanelRows];
+    _mm512_store_si512(raw, r0);
+    _mm512_store_si512(raw + 16, r1);
+    fold_ints(raw, first, hits, heaps[i]);
+  }
+}
+
+AVX512VNNI_TARGET void tiles_vnni(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+                                  int64_t first, uint32_t lanes, ScoreHeap* heaps) {
+  size_t i = 0;
+  for (; i + 6 <= count; i += 6) tile_vnni<6>(q, q0 + i, panel, d, first, lanes, heaps + i);
+  switch (count - i) {
+    case 5: tile_vnni<5>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    case 4: tile_vnni<4>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    case 3: tile_vnni<3>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    case 2: tile_vnni<2>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    case 1: tile_vnni<1>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    default: break;
+  }
+}
+
+Int8TileFn active_tiles() {
+  if (use_avx512() && cpu_features().avx512_vnni) return tiles_vnni;
+  if (use_avx2()) return tiles_avx2;
+  return tiles_scalar;
+}
+
+}  // namespace
+
+void topk_int8_int8(const int8_t* queries, size_t nq, const int8_t* codes, size_t n, size_t d,
+                    const SearchOptions& o, float* out_scores, int64_t* out_ids) {
+  size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
+  HeapSet heaps(threads, nq, o.k);
+  PreparedQueries prepared = prepare_queries(queries, nq, d);
+  Int8TileFn tiles = active_tiles();
+  run_panel_search(
+      nq, n, int8_panel_bytes(d), 24, o.num_threads, o.interrupted, o.allow,
+      [&](size_t first, size_t count, uint8_t* dst) { pack_int8_panels(codes, first, count, d, dst); },
+      [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
+        tiles(prepared, q, count, panel, d, static_cast<int64_t>(first), lanes,
+              heaps.worker(static_cast<size_t>(worker)) + q);
+      });
+  heaps.merge_into(out_scores, out_ids);
+}
+
+}  // namespace embedrank
