@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -39,6 +40,29 @@ void pack_panels(const T* rows, size_t first, size_t count, size_t d, float* dst
     }
     for (size_t j = valid; j < kPanelRows; ++j)
       for (size_t c = 0; c < d; ++c) panel[c * kPanelRows + j] = 0.0f;
+  }
+}
+
+// AVX-512: each panel column c (32 rows) is gathered with two 16-lane gathers.
+AVX512_TARGET void pack_float_panels_avx512(const float* rows, size_t first, size_t count, size_t d, float* dst) {
+  size_t panels = (count + kPanelRows - 1) / kPanelRows;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i index = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(d)));
+  for (size_t p = 0; p < panels; ++p) {
+    float* panel = dst + p * d * kPanelRows;
+    size_t valid = std::min(kPanelRows, count - p * kPanelRows);
+    __mmask16 m0 = valid >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
+    __mmask16 m1 = valid >= 32 ? static_cast<__mmask16>(0xFFFF)
+                               : valid <= 16 ? static_cast<__mmask16>(0)
+                                             : static_cast<__mmask16>((1u << (valid - 16)) - 1u);
+    const float* r0 = rows + (first + p * kPanelRows) * d;
+    const float* r1 = r0 + 16 * d;
+    for (size_t c = 0; c < d; ++c) {
+      __m512 v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, index, r0 + c, 4);
+      __m512 v1 = m1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, index, r1 + c, 4) : _mm512_setzero_ps();
+      _mm512_store_ps(panel + c * kPanelRows, v0);
+      _mm512_store_ps(panel + c * kPanelRows + 16, v1);
+    }
   }
 }
 
@@ -229,6 +253,12 @@ bool panel_float_search(const float* queries, size_t nq, const T* rows, size_t n
   run_panel_search(
       nq, n, panel_bytes, 24, o.num_threads, o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) {
+        if constexpr (std::is_same_v<T, float>) {
+          if (use_avx512() && n * d < (size_t{1} << 31)) {
+            pack_float_panels_avx512(rows, first, count, d, reinterpret_cast<float*>(dst));
+            return;
+          }
+        }
         pack_panels(rows, first, count, d, reinterpret_cast<float*>(dst));
       },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {

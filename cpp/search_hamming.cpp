@@ -85,7 +85,7 @@ AVX512POPCNT_TARGET void tile_vpopcnt(const uint64_t* q, size_t words, const uin
     const __m512i* b = reinterpret_cast<const __m512i*>(panel + w * kPanelRows);
     __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 1), b2 = _mm512_load_si512(b + 2),
             b3 = _mm512_load_si512(b + 3);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       __m512i a = _mm512_set1_epi64(static_cast<long long>(q[i * words + w]));
       acc[i][0] = _mm512_add_epi64(acc[i][0], _mm512_popcnt_epi64(_mm512_xor_si512(a, b0)));
@@ -111,8 +111,10 @@ AVX512POPCNT_TARGET void tile_vpopcnt(const uint64_t* q, size_t words, const uin
 AVX512POPCNT_TARGET void tiles_vpopcnt(const uint64_t* q, size_t count, size_t words, const uint64_t* panel,
                                        int64_t first, uint32_t lanes, CountingTopK* selectors) {
   size_t i = 0;
-  for (; i + 4 <= count; i += 4) tile_vpopcnt<4>(q + i * words, words, panel, first, lanes, selectors + i);
+  for (; i + 6 <= count; i += 6) tile_vpopcnt<6>(q + i * words, words, panel, first, lanes, selectors + i);
   switch (count - i) {
+    case 5: tile_vpopcnt<5>(q + i * words, words, panel, first, lanes, selectors + i); break;
+    case 4: tile_vpopcnt<4>(q + i * words, words, panel, first, lanes, selectors + i); break;
     case 3: tile_vpopcnt<3>(q + i * words, words, panel, first, lanes, selectors + i); break;
     case 2: tile_vpopcnt<2>(q + i * words, words, panel, first, lanes, selectors + i); break;
     case 1: tile_vpopcnt<1>(q + i * words, words, panel, first, lanes, selectors + i); break;

@@ -26,24 +26,28 @@ namespace {
 inline size_t groups_of(size_t d) { return (d + 3) / 4; }
 inline size_t int8_panel_bytes(size_t d) { return groups_of(d) * kPanelRows * 4 + kPanelRows * sizeof(int32_t); }
 
+int32_t row_sum(const int8_t* row, size_t d) {
+  int32_t sum = 0;
+  for (size_t c = 0; c < d; ++c) sum += row[c];
+  return sum;
+}
+
 void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, uint8_t* dst) {
   size_t groups = groups_of(d);
+  size_t full_groups = d / 4;
   size_t panel_bytes = int8_panel_bytes(d);
   size_t panels = (count + kPanelRows - 1) / kPanelRows;
   for (size_t p = 0; p < panels; ++p) {
-    int8_t* panel = reinterpret_cast<int8_t*>(dst + p * panel_bytes);
+    uint8_t* panel = dst + p * panel_bytes;
     int32_t* sums = reinterpret_cast<int32_t*>(dst + p * panel_bytes + groups * kPanelRows * 4);
-    std::memset(panel, 0, groups * kPanelRows * 4);
     size_t valid = std::min(kPanelRows, count - p * kPanelRows);
-    for (size_t j = 0; j < kPanelRows; ++j) sums[j] = 0;
+    if (valid < kPanelRows || full_groups < groups) std::memset(panel, 0, groups * kPanelRows * 4);
+    for (size_t j = valid; j < kPanelRows; ++j) sums[j] = 0;
     for (size_t j = 0; j < valid; ++j) {
       const int8_t* row = rows + (first + p * kPanelRows + j) * d;
-      int32_t sum = 0;
-      for (size_t c = 0; c < d; ++c) {
-        panel[(c / 4) * kPanelRows * 4 + j * 4 + (c % 4)] = row[c];
-        sum += row[c];
-      }
-      sums[j] = sum;
+      for (size_t g = 0; g < full_groups; ++g) std::memcpy(panel + (g * kPanelRows + j) * 4, row + 4 * g, 4);
+      if (full_groups < groups) std::memcpy(panel + (full_groups * kPanelRows + j) * 4, row + 4 * full_groups, d % 4);
+      sums[j] = row_sum(row, d);
     }
   }
 }

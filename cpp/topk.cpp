@@ -33,14 +33,12 @@ void HeapSet::merge_into(float* out_scores, int64_t* out_ids) const {
 }
 
 CountingTopK::CountingTopK(size_t k, int32_t max_distance)
-    : k_(k), max_distance_(max_distance), bound_(max_distance + 1),
-      capacity_(std::max<size_t>(2 * k, 256)), histogram_(static_cast<size_t>(max_distance) + 2) {
-  candidates_.reserve(capacity_);
-}
+    : k_(k), max_distance_(max_distance), bound_(max_distance + 1), capacity_(std::max<size_t>(2 * k, 64)) {}
 
 void CountingTopK::prune() {
   if (candidates_.size() <= k_) return;
-  std::fill(histogram_.begin(), histogram_.end(), 0u);
+  thread_local std::vector<uint32_t> histogram_;
+  histogram_.assign(static_cast<size_t>(max_distance_) + 1, 0u);
   for (const auto& c : candidates_) ++histogram_[c.first];
   // Smallest t with count(distance <= t) >= k.
   size_t below = 0;

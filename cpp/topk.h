@@ -107,7 +107,6 @@ class CountingTopK {
   int32_t bound_ = 0;
   size_t capacity_ = 0;
   std::vector<std::pair<int32_t, int64_t>> candidates_;
-  std::vector<uint32_t> histogram_;
 };
 
 // Merges per-worker CountingTopK of each query into out [Q, k] sorted by (distance, id),
