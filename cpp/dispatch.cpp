@@ -1,10 +1,29 @@
 #include "dispatch.h"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <stdexcept>
 
 namespace embedrank {
 namespace {
+
+// AMX needs the CPU bits (CPUID.7.0:EDX bit 24 AMX-TILE, bit 25 AMX-INT8) and, on Linux, the
+// process's permission to use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM).
+bool amx_int8_usable() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if (!((edx >> 24) & 1u) || !((edx >> 25) & 1u)) return false;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 CpuFeatures detect() {
   __builtin_cpu_init();
@@ -15,6 +34,7 @@ CpuFeatures detect() {
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512_vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
   f.avx512_vpopcntdq = f.avx512 && __builtin_cpu_supports("avx512vpopcntdq");
+  f.amx_int8 = f.avx512 && amx_int8_usable();
   return f;
 }
 
@@ -41,6 +61,7 @@ std::vector<std::string> detected_feature_names() {
   }
   if (f.avx512_vnni) names.push_back("avx512_vnni");
   if (f.avx512_vpopcntdq) names.push_back("avx512_vpopcntdq");
+  if (f.amx_int8) names.push_back("amx_int8");
   return names;
 }
 

@@ -17,6 +17,7 @@ struct CpuFeatures {
   bool avx512 = false;     // AVX-512 F/BW/VL/DQ
   bool avx512_vnni = false;
   bool avx512_vpopcntdq = false;
+  bool amx_int8 = false;   // AMX tiles with int8 dot products, usable (OS permission granted)
 };
 
 const CpuFeatures& cpu_features();

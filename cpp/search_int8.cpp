@@ -23,8 +23,19 @@ namespace {
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define AVX512VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
-inline size_t groups_of(size_t d) { return (d + 3) / 4; }
-inline size_t int8_panel_bytes(size_t d) { return groups_of(d) * kPanelRows * 4 + kPanelRows * sizeof(int32_t); }
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+// AMX consumes 16 groups (64 bytes) of K per tile step, so its layout pads the groups.
+constexpr size_t kAmxGroups = 16;
+constexpr size_t kAmxQueries = 32;
+
+inline bool use_amx() { return use_avx512() && cpu_features().amx_int8; }
+
+inline size_t groups_of(size_t d) {
+  size_t groups = (d + 3) / 4;
+  return use_amx() ? (groups + kAmxGroups - 1) / kAmxGroups * kAmxGroups : groups;
+}
+inline size_t int8_panel_bytes(size_t groups) { return groups * kPanelRows * 4 + kPanelRows * sizeof(int32_t); }
 
 int32_t row_sum(const int8_t* row, size_t d) {
   int32_t sum = 0;
@@ -32,10 +43,9 @@ int32_t row_sum(const int8_t* row, size_t d) {
   return sum;
 }
 
-void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, uint8_t* dst) {
-  size_t groups = groups_of(d);
+void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, size_t groups, uint8_t* dst) {
   size_t full_groups = d / 4;
-  size_t panel_bytes = int8_panel_bytes(d);
+  size_t panel_bytes = int8_panel_bytes(groups);
   size_t panels = (count + kPanelRows - 1) / kPanelRows;
   for (size_t p = 0; p < panels; ++p) {
     uint8_t* panel = dst + p * panel_bytes;
@@ -52,19 +62,23 @@ void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, 
   }
 }
 
-// Queries prepared once per call: [nq][groups * 4] bytes, signed (zero padded) and shifted
-// by 128 (padded with 128, i.e. a zero query value).
+// Queries prepared once per call: [rows][groups * 4] bytes, signed (zero padded) and shifted
+// by 128 (padded with 128, i.e. a zero query value); rows are padded to a multiple of 32
+// (zero queries) so AMX tiles never read past the end.
 struct PreparedQueries {
   size_t stride;
+  size_t groups;
   std::vector<int8_t> signed_q;
   std::vector<uint8_t> shifted_q;
 };
 
-PreparedQueries prepare_queries(const int8_t* q, size_t nq, size_t d) {
+PreparedQueries prepare_queries(const int8_t* q, size_t nq, size_t d, size_t groups) {
   PreparedQueries p;
-  p.stride = groups_of(d) * 4;
-  p.signed_q.assign(nq * p.stride, 0);
-  p.shifted_q.assign(nq * p.stride, 128);
+  p.groups = groups;
+  p.stride = groups * 4;
+  size_t rows = (nq + kAmxQueries - 1) / kAmxQueries * kAmxQueries;
+  p.signed_q.assign(rows * p.stride, 0);
+  p.shifted_q.assign(rows * p.stride, 128);
   for (size_t i = 0; i < nq; ++i)
     for (size_t c = 0; c < d; ++c) {
       p.signed_q[i * p.stride + c] = q[i * d + c];
@@ -73,7 +87,7 @@ PreparedQueries prepare_queries(const int8_t* q, size_t nq, size_t d) {
   return p;
 }
 
-using Int8TileFn = void (*)(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+using Int8TileFn = void (*)(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
                             int64_t first, uint32_t lanes, ScoreHeap* heaps);
 
 inline void fold_ints(const int32_t* raw, int64_t first, uint32_t lanes, ScoreHeap& heap) {
@@ -85,10 +99,10 @@ inline void fold_ints(const int32_t* raw, int64_t first, uint32_t lanes, ScoreHe
   }
 }
 
-void tiles_scalar(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d, int64_t first,
+void tiles_scalar(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, int64_t first,
                   uint32_t lanes, ScoreHeap* heaps) {
   const int8_t* codes = reinterpret_cast<const int8_t*>(panel);
-  size_t groups = groups_of(d);
+  size_t groups = q.groups;
   for (size_t i = 0; i < count; ++i) {
     const int8_t* qi = &q.signed_q[(q0 + i) * q.stride];
     int32_t raw[kPanelRows] = {};
@@ -101,9 +115,9 @@ void tiles_scalar(const PreparedQueries& q, size_t q0, size_t count, const uint8
 
 // ---- AVX2 sign trick: 3 queries x 32 rows ---------------------------------------------------
 template <int MR>
-AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* panel, size_t d, int64_t first,
+AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
                            uint32_t lanes, ScoreHeap* heaps) {
-  size_t groups = groups_of(d);
+  size_t groups = q.groups;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[MR][4];
   for (int i = 0; i < MR; ++i)
@@ -137,19 +151,19 @@ AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* p
   }
 }
 
-AVX2_TARGET void tiles_avx2(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+AVX2_TARGET void tiles_avx2(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
                             int64_t first, uint32_t lanes, ScoreHeap* heaps) {
   size_t i = 0;
-  for (; i + 3 <= count; i += 3) tile_avx2<3>(q, q0 + i, panel, d, first, lanes, heaps + i);
-  if (count - i == 2) tile_avx2<2>(q, q0 + i, panel, d, first, lanes, heaps + i);
-  if (count - i == 1) tile_avx2<1>(q, q0 + i, panel, d, first, lanes, heaps + i);
+  for (; i + 3 <= count; i += 3) tile_avx2<3>(q, q0 + i, panel, first, lanes, heaps + i);
+  if (count - i == 2) tile_avx2<2>(q, q0 + i, panel, first, lanes, heaps + i);
+  if (count - i == 1) tile_avx2<1>(q, q0 + i, panel, first, lanes, heaps + i);
 }
 
 // ---- AVX-512 VNNI: 6 queries x 32 rows -----------------------------------------------------
 template <int MR>
-AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint8_t* panel, size_t d, int64_t first,
+AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
                                  uint32_t lanes, ScoreHeap* heaps) {
-  size_t groups = groups_of(d);
+  size_t groups = q.groups;
   __m512i acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
   const uint8_t* qbase = &q.shifted_q[q0 * q.stride];
@@ -182,21 +196,88 @@ AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint
   }
 }
 
-AVX512VNNI_TARGET void tiles_vnni(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, size_t d,
+AVX512VNNI_TARGET void tiles_vnni(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
                                   int64_t first, uint32_t lanes, ScoreHeap* heaps) {
   size_t i = 0;
-  for (; i + 6 <= count; i += 6) tile_vnni<6>(q, q0 + i, panel, d, first, lanes, heaps + i);
+  for (; i + 6 <= count; i += 6) tile_vnni<6>(q, q0 + i, panel, first, lanes, heaps + i);
   switch (count - i) {
-    case 5: tile_vnni<5>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
-    case 4: tile_vnni<4>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
-    case 3: tile_vnni<3>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
-    case 2: tile_vnni<2>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
-    case 1: tile_vnni<1>(q, q0 + i, panel, d, first, lanes, heaps + i); break;
+    case 5: tile_vnni<5>(q, q0 + i, panel, first, lanes, heaps + i); break;
+    case 4: tile_vnni<4>(q, q0 + i, panel, first, lanes, heaps + i); break;
+    case 3: tile_vnni<3>(q, q0 + i, panel, first, lanes, heaps + i); break;
+    case 2: tile_vnni<2>(q, q0 + i, panel, first, lanes, heaps + i); break;
+    case 1: tile_vnni<1>(q, q0 + i, panel, first, lanes, heaps + i); break;
     default: break;
   }
 }
 
+// ---- AMX: 32 queries x 32 rows in four 16x16 int32 tiles -----------------------------------
+// tmm0..3: C (queries 0-15 | 16-31) x (rows 0-15 | 16-31); tmm4, tmm5: queries; tmm6, tmm7:
+// rows. A B tile is 16 groups x 16 rows x 4 bytes, read from the panel with a 128-byte stride.
+// Signed x signed (tdpbssd): no shift is needed.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+AMX_TARGET void configure_tiles() {
+  thread_local bool configured = false;
+  if (configured) return;
+  TileConfig config{};
+  config.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  _tile_loadconfig(&config);
+  configured = true;
+}
+
+AMX_TARGET void tiles_amx(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, int64_t first,
+                          uint32_t lanes, ScoreHeap* heaps) {
+  configure_tiles();
+  const size_t groups = q.groups;
+  const int8_t* a = &q.signed_q[q0 * q.stride];
+  const size_t a_stride = q.stride;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (size_t g = 0; g < groups; g += kAmxGroups) {
+    _tile_loadd(4, a + g * 4, a_stride);
+    _tile_loadd(5, a + 16 * a_stride + g * 4, a_stride);
+    _tile_loadd(6, panel + g * kPanelRows * 4, kPanelRows * 4);
+    _tile_loadd(7, panel + g * kPanelRows * 4 + 64, kPanelRows * 4);
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(2, 5, 6);
+    _tile_dpbssd(3, 5, 7);
+  }
+  alignas(64) int32_t c[4][16][16];
+  _tile_stored(0, c[0], 64);
+  _tile_stored(1, c[1], 64);
+  _tile_stored(2, c[2], 64);
+  _tile_stored(3, c[3], 64);
+  for (size_t i = 0; i < count; ++i) {
+    const int32_t* lo = c[i < 16 ? 0 : 2][i % 16];
+    const int32_t* hi = c[i < 16 ? 1 : 3][i % 16];
+    __m512 thr = _mm512_set1_ps(heaps[i].threshold());
+    uint32_t hits =
+        static_cast<uint32_t>(_mm512_cmp_ps_mask(_mm512_cvtepi32_ps(_mm512_load_si512(lo)), thr, _CMP_GT_OQ)) |
+        static_cast<uint32_t>(_mm512_cmp_ps_mask(_mm512_cvtepi32_ps(_mm512_load_si512(hi)), thr, _CMP_GT_OQ)) << 16;
+    hits &= lanes;
+    if (!hits) continue;
+    alignas(64) int32_t raw[kPanelRows];
+    std::memcpy(raw, lo, 64);
+    std::memcpy(raw + 16, hi, 64);
+    fold_ints(raw, first, hits, heaps[i]);
+  }
+}
+
 Int8TileFn active_tiles() {
+  if (use_amx()) return tiles_amx;
   if (use_avx512() && cpu_features().avx512_vnni) return tiles_vnni;
   if (use_avx2()) return tiles_avx2;
   return tiles_scalar;
@@ -208,13 +289,15 @@ void topk_int8_int8(const int8_t* queries, size_t nq, const int8_t* codes, size_
                     const SearchOptions& o, float* out_scores, int64_t* out_ids) {
   size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
   HeapSet heaps(threads, nq, o.k);
-  PreparedQueries prepared = prepare_queries(queries, nq, d);
+  size_t groups = groups_of(d);
+  PreparedQueries prepared = prepare_queries(queries, nq, d, groups);
   Int8TileFn tiles = active_tiles();
+  size_t tile_queries = use_amx() ? kAmxQueries : 24;
   run_panel_search(
-      nq, n, int8_panel_bytes(d), 24, o.num_threads, o.interrupted, o.allow,
-      [&](size_t first, size_t count, uint8_t* dst) { pack_int8_panels(codes, first, count, d, dst); },
+      nq, n, int8_panel_bytes(groups), tile_queries, o.num_threads, o.interrupted, o.allow,
+      [&](size_t first, size_t count, uint8_t* dst) { pack_int8_panels(codes, first, count, d, groups, dst); },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
-        tiles(prepared, q, count, panel, d, static_cast<int64_t>(first), lanes,
+        tiles(prepared, q, count, panel, static_cast<int64_t>(first), lanes,
               heaps.worker(static_cast<size_t>(worker)) + q);
       });
   heaps.merge_into(out_scores, out_ids);
