@@ -1,0 +1,383 @@
+"""Bi-encoder inference: ONNX Runtime in token-length-sorted batches, pooling in C++."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from embedrank import kernels
+from embedrank.chunking import Chunk, chunk, default_chunking
+from embedrank.model_config import ModelConfig
+from embedrank.runtime import make_session
+from embedrank.tokenization import TextTokenizer, check_texts, length_sorted_batches
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's max_seq_length and were cut."""
+
+
+@dataclass
+class ChunkedEmbeddings:
+    """Chunk vectors of a list of documents.
+
+    embeddings: [n_chunks, dim]; chunk_to_doc: [n_chunks] int64 index of each chunk's
+    document; chunks: the chunk texts with their character spans.
+    """
+
+    embeddings: np.ndarray
+    chunk_to_doc: np.ndarray
+    chunks: list[Chunk]
+
+
+def document_text(doc) -> str:
+    """A document as one string: a str, or a BEIR dict {"title", "text"} as title + " " + text."""
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, dict) and "text" in doc:
+        title = doc.get("title") or ""
+        return f"{title} {doc['text']}".strip() if title else str(doc["text"])
+    raise TypeError(f"a document must be a str or a dict with 'text' (and 'title'), got {type(doc).__name__}")
+
+
+def quantize_embeddings(x: np.ndarray, precision: str, quantizer: kernels.Int8Quantizer | None = None) -> np.ndarray:
+    """float32 [n, d] -> the requested precision (sentence-transformers' conventions).
+
+    int8 / uint8: per-dimension ranges from `quantizer`, else fitted on `x` itself;
+    binary: packed sign bits as int8 (byte - 128); ubinary: packed sign bits as uint8.
+    """
+    if precision == "float32":
+        return x
+    if precision in ("int8", "uint8"):
+        q = quantizer if quantizer is not None else kernels.Int8Quantizer().fit(x)
+        codes = q.encode(x)
+        return codes if precision == "int8" else (codes.astype(np.int16) + 128).astype(np.uint8)
+    if precision in ("binary", "ubinary"):
+        bits = kernels.binarize(x)
+        return bits if precision == "ubinary" else (bits.astype(np.int16) - 128).astype(np.int8)
+    raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+class Encoder:
+    """An exported bi-encoder (see :func:`embedrank.export_model`) run with ONNX Runtime.
+
+    Load with :meth:`load`. ``cache`` (a path, True for the user cache directory, or an
+    EmbeddingCache) stores vectors by model fingerprint, settings and text, so repeated
+    texts are encoded once.
+    """
+
+    def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
+                 cache=None):
+        if config.kind != "bi-encoder":
+            raise ValueError(f"{config.path} holds a {config.kind!r} model; use CrossEncoder for cross-encoders")
+        self.config = config
+        self.variant = variant
+        model_path = config.variant_path(variant)
+        self.session = make_session(model_path, providers, num_threads)
+        self.num_threads = num_threads
+        self.tokenizer = TextTokenizer(config.tokenizer_path, config.max_seq_length)
+        self._input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self._input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise ValueError(f"{model_path} has unexpected inputs {sorted(unknown)}")
+        self._output_name = self.session.get_outputs()[0].name
+        self._owns_cache = cache is not None and cache is not False and not _is_cache_object(cache)
+        self.cache = self._open_cache(cache)
+        self.fingerprint = config.fingerprint or (_files_fingerprint([model_path, config.tokenizer_path])
+                                                  if self.cache is not None else "")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
+             cache=None) -> Encoder:
+        """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8) or "pooled" (pooling inside the graph)."""
+        return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads, cache=cache)
+
+    @staticmethod
+    def _open_cache(cache):
+        if cache is None or cache is False:
+            return None
+        from embedrank.cache import EmbeddingCache
+
+        if isinstance(cache, EmbeddingCache):
+            return cache
+        return EmbeddingCache(None if cache is True else cache)
+
+    def close(self) -> None:
+        """Closes the embedding cache if this encoder opened it."""
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
+        self.cache = None
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.max_seq_length
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode(self, texts, batch_size: int = 32, normalize: bool | None = None, prompt: str | None = None,
+               truncate_dim: int | None = None, precision: str = "float32", show_progress: bool | None = None,
+               max_tokens_per_batch: int | None = None) -> np.ndarray:
+        """Embeds texts: a list of str (or one str, taken as a list of one).
+
+        Returns [n, dim] float32 (or [n, truncate_dim]); int8/uint8 [n, d] or binary/ubinary
+        [n, ceil(d / 8)] for the other precisions. The empty string is encoded like any text
+        (its special tokens only). normalize=None follows the model (embedrank.json).
+        Texts longer than max_seq_length tokens are truncated, with one TruncationWarning per
+        call giving their count.
+        """
+        texts = check_texts(texts)
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
+        normalize = self.config.normalize if normalize is None else bool(normalize)
+        out_dim = self._check_truncate_dim(truncate_dim)
+        if prompt:
+            texts = [prompt + t for t in texts]
+        vectors = self._encode_float(texts, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
+        if not texts:
+            vectors = np.empty((0, out_dim), dtype=np.float32)
+        if precision != "float32" and len(texts) == 0:
+            width = out_dim if precision in ("int8", "uint8") else (out_dim + 7) // 8
+            return np.empty((0, width), dtype=np.uint8 if precision in ("uint8", "ubinary") else np.int8)
+        return quantize_embeddings(vectors, precision)
+
+    def encode_queries(self, texts, **kwargs) -> np.ndarray:
+        """encode() with the model's query prompt (if any)."""
+        kwargs.setdefault("prompt", self.config.prompts.get("query") or None)
+        return self.encode(texts, **kwargs)
+
+    def encode_documents(self, docs, chunking: bool = False, max_tokens: int | None = None,
+                         overlap: int | None = None, **kwargs):
+        """Embeds documents (str, or BEIR dicts {"title", "text"}) with the document prompt.
+
+        chunking=False: [n, dim] as encode(). chunking=True: long documents are split into
+        overlapping token windows (defaults from the model's max_seq_length: 224/32 for 256,
+        400/50 for 512) and a ChunkedEmbeddings is returned.
+        """
+        if isinstance(docs, (str, dict)):
+            docs = [docs]
+        texts = [document_text(d) for d in check_docs(docs)]
+        kwargs.setdefault("prompt", self.config.prompts.get("document") or None)
+        if not chunking:
+            return self.encode(texts, **kwargs)
+        default_tokens, default_overlap = default_chunking(self.max_seq_length)
+        max_tokens = default_tokens if max_tokens is None else max_tokens
+        overlap = default_overlap if overlap is None else overlap
+        chunks: list[Chunk] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            pieces = chunk(text, self.tokenizer, max_tokens, overlap)
+            chunks.extend(pieces)
+            owners.extend([i] * len(pieces))
+        vectors = self.encode([c.text for c in chunks], **kwargs)
+        return ChunkedEmbeddings(vectors, np.asarray(owners, dtype=np.int64), chunks)
+
+    def encode_to_file(self, texts: Iterable[str], path: str | os.PathLike, block_size: int = 4096,
+                       show_progress: bool | None = None, **kwargs) -> np.memmap:
+        """Streams any iterable of texts into a .npy file, holding one block of texts at a time.
+
+        The file appears only when complete (written beside it, then renamed). Returns the
+        result opened as a read-only memory map [n, dim].
+        """
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise ValueError(f"path must end in .npy, got {path}")
+        if isinstance(texts, str):
+            texts = [texts]
+        kwargs["show_progress"] = False
+        total = len(texts) if hasattr(texts, "__len__") else None
+        progress = _progress(total, show_progress, "encoding")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, raw_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".raw")
+        n_rows, width, dtype = 0, None, None
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                block: list[str] = []
+                for i, text in enumerate(texts):
+                    if not isinstance(text, str):
+                        raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+                    block.append(text)
+                    if len(block) == block_size:
+                        width, dtype = self._write_block(raw, block, kwargs)
+                        n_rows += len(block)
+                        progress.update(len(block))
+                        block = []
+                if block or n_rows == 0:
+                    width, dtype = self._write_block(raw, block, kwargs)
+                    n_rows += len(block)
+                    progress.update(len(block))
+            _raw_to_npy(Path(raw_name), path, (n_rows, width), dtype)
+        finally:
+            progress.close()
+            if os.path.exists(raw_name):
+                os.unlink(raw_name)
+        return np.load(path, mmap_mode="r")
+
+    def _write_block(self, raw, block: list[str], kwargs: dict) -> tuple[int, np.dtype]:
+        vectors = self.encode(block, **kwargs)
+        raw.write(np.ascontiguousarray(vectors).tobytes())
+        return vectors.shape[1], vectors.dtype
+
+    # -- internals -----------------------------------------------------------------------
+    def _check_truncate_dim(self, truncate_dim) -> int:
+        if truncate_dim is None:
+            return self.dim
+        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer)):
+            raise TypeError(f"truncate_dim must be an integer or None, got {type(truncate_dim).__name__}")
+        if not 1 <= truncate_dim <= self.dim:
+            raise ValueError(f"truncate_dim must be in [1, {self.dim}], got {truncate_dim}")
+        return int(truncate_dim)
+
+    def _settings(self, normalize: bool, truncate_dim) -> dict:
+        """Everything besides the text that changes a float32 vector (the cache's namespace)."""
+        return {
+            "variant": self.variant,
+            "max_seq_length": self.max_seq_length,
+            "pooling": self.config.pooling,
+            "normalize": normalize,
+            "truncate_dim": truncate_dim,
+        }
+
+    def _encode_float(self, texts: list[str], batch_size, normalize, truncate_dim, show_progress,
+                      max_tokens_per_batch) -> np.ndarray:
+        out_dim = truncate_dim or self.dim
+        result = np.empty((len(texts), out_dim), dtype=np.float32)
+        todo = list(range(len(texts)))
+        namespace = None
+        if self.cache is not None and texts:
+            from embedrank.cache import EmbeddingCache
+
+            namespace = EmbeddingCache.namespace(self.fingerprint, self._settings(normalize, truncate_dim))
+            found = self.cache.get_many(namespace, texts)
+            todo = [i for i, v in enumerate(found) if v is None or v.shape != (out_dim,)]
+            for i, v in enumerate(found):
+                if v is not None and v.shape == (out_dim,):
+                    result[i] = v
+        if todo:
+            missing = [texts[i] for i in todo]
+            vectors = self._run_model(missing, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
+            result[todo] = vectors
+            if namespace is not None:
+                self.cache.put_many(namespace, missing, vectors)
+        return result
+
+    def _run_model(self, texts: list[str], batch_size, normalize, truncate_dim, show_progress,
+                   max_tokens_per_batch) -> np.ndarray:
+        encodings, n_truncated = self.tokenizer.encode(texts)
+        if n_truncated:
+            warnings.warn(
+                f"{n_truncated} of {len(texts)} texts were longer than max_seq_length={self.max_seq_length} "
+                "tokens and were truncated", TruncationWarning, stacklevel=4)
+        lengths = [len(e.ids) for e in encodings]
+        batches = length_sorted_batches(lengths, batch_size, max_tokens_per_batch)
+        out = np.empty((len(texts), truncate_dim or self.dim), dtype=np.float32)
+        progress = _progress(len(texts), show_progress, "encoding")
+        try:
+            for rows in batches:
+                out[rows] = self._embed_batch([encodings[i] for i in rows], normalize, truncate_dim)
+                progress.update(len(rows))
+        finally:
+            progress.close()
+        return out
+
+    def _embed_batch(self, encodings, normalize: bool, truncate_dim) -> np.ndarray:
+        batch = self.tokenizer.pad(encodings)
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "token_type_ids": batch.token_type_ids}
+        output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]
+        threads = self.num_threads
+        if output.ndim == 2:  # pooled inside the graph
+            pooled = kernels.normalize(output, num_threads=threads) if normalize else np.asarray(output, np.float32)
+        elif self.config.pooling == "mean":
+            pooled = kernels.mean_pool_normalize(output, batch.attention_mask, normalize=normalize, num_threads=threads)
+        else:
+            pooled = kernels.cls_pool(output, normalize=normalize, num_threads=threads)
+        if truncate_dim is not None and truncate_dim != pooled.shape[1]:
+            pooled = (kernels.truncate_normalize(pooled, truncate_dim, num_threads=threads) if normalize
+                      else np.ascontiguousarray(pooled[:, :truncate_dim]))
+        return pooled
+
+
+def _is_cache_object(cache) -> bool:
+    from embedrank.cache import EmbeddingCache
+
+    return isinstance(cache, EmbeddingCache)
+
+
+def _files_fingerprint(paths) -> str:
+    """sha256 over the bytes of the given files (for models exported without a fingerprint)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_docs(docs) -> list:
+    if docs is None or not hasattr(docs, "__iter__"):
+        raise TypeError(f"docs must be a sequence of documents, got {type(docs).__name__}")
+    out = list(docs)
+    for i, d in enumerate(out):
+        if not isinstance(d, (str, dict)):
+            raise TypeError(f"docs[{i}] must be a str or a dict with 'text', got {type(d).__name__}")
+    return out
+
+
+def _raw_to_npy(raw_path: Path, path: Path, shape: tuple[int, int], dtype) -> None:
+    """Writes a .npy (header + the raw rows, copied in blocks) next to `path`, then renames it in."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as out, open(raw_path, "rb") as raw:
+        np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                   "fortran_order": False, "shape": shape})
+        while True:
+            block = raw.read(1 << 24)
+            if not block:
+                break
+            out.write(block)
+    os.replace(tmp, path)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int | None, show: bool | None, desc: str):
+    """A tqdm bar when asked for, or by default when stderr is a terminal and the work is long."""
+    import sys
+
+    if show is None:
+        show = sys.stderr.isatty() and (total is None or total >= 256)
+    if not show:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text")

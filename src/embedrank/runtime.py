@@ -1,0 +1,50 @@
+"""ONNX Runtime sessions: provider choice and threading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
+    """The CUDA provider when onnxruntime-gpu offers it (then CPU as fallback), else CPU.
+
+    Naming a provider that this onnxruntime lacks is a ValueError listing the available ones
+    (asking for CUDA needs the `gpu` extra: onnxruntime-gpu).
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if isinstance(providers, str):
+        providers = [providers]
+    wanted = [p if p.endswith("ExecutionProvider") else {"cpu": CPU, "cuda": CUDA}.get(p.lower(), p) for p in providers]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        hint = " (install embedrank[gpu], i.e. onnxruntime-gpu, on a machine with CUDA)" if CUDA in missing else ""
+        raise ValueError(f"providers {missing} are not available in this onnxruntime; available: {available}{hint}")
+    return wanted
+
+
+def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None):
+    """An InferenceSession with all graph optimizations and `num_threads` intra-op threads."""
+    import onnxruntime as ort
+
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=choose_providers(providers))
+    except ValueError:
+        raise
+    except Exception as error:  # onnxruntime raises its own exception types for bad files
+        raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
