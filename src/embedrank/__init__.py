@@ -23,6 +23,8 @@ _LAZY = {
     "EmbeddingCache": "embedrank.cache",
     "export_model": "embedrank.export",
     "ModelFolderError": "embedrank.model_config",
+    "evaluate": "embedrank.evaluation",
+    "load_beir": "embedrank.beir",
 }
 
 __all__ = ["kernels", "__version__", *_LAZY]
