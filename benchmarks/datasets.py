@@ -249,8 +249,9 @@ if __name__ == "__main__":
     print(f"clustered: {base.shape} {base.dtype} in {time.perf_counter() - t:.2f}s")
     q = clustered_queries()
     sims = q @ base.T
-    print(f"clustered_queries: {q.shape}; top-1 cos mean {sims.max(1).mean():.3f}, "
-          f"mean cos {sims.mean():.3f}")
+    print(
+        f"clustered_queries: {q.shape}; top-1 cos mean {sims.max(1).mean():.3f}, mean cos {sims.mean():.3f}"
+    )
     t = time.perf_counter()
     g = glove()
     print(f"glove: {g.shape} {g.dtype} C={g.flags.c_contiguous} in {time.perf_counter() - t:.2f}s")
