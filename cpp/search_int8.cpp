@@ -63,8 +63,8 @@ void pack_int8_panels(const int8_t* rows, size_t first, size_t count, size_t d, 
 }
 
 // Queries prepared once per call: [rows][groups * 4] bytes, signed (zero padded) and shifted
-// by 128 (padded with 128, i.e. a zero query value); rows are padded to a multiple of 32
-// (zero queries) so AMX tiles never read past the end.
+// by 128 (padded with 128, i.e. a zero query value); 32 zero rows follow the last query, so
+// an AMX tile of 32 rows starting at any query stays inside the buffer.
 struct PreparedQueries {
   size_t stride;
   size_t groups;
@@ -76,7 +76,7 @@ PreparedQueries prepare_queries(const int8_t* q, size_t nq, size_t d, size_t gro
   PreparedQueries p;
   p.groups = groups;
   p.stride = groups * 4;
-  size_t rows = (nq + kAmxQueries - 1) / kAmxQueries * kAmxQueries;
+  size_t rows = nq + kAmxQueries;
   p.signed_q.assign(rows * p.stride, 0);
   p.shifted_q.assign(rows * p.stride, 128);
   for (size_t i = 0; i < nq; ++i)

@@ -11,6 +11,10 @@
 namespace embedrank {
 namespace {
 
+// The cancel flag of the pool job the current thread works on (null outside pool jobs, e.g.
+// a one-task job run inline), so an interrupted job never leaks into another one.
+thread_local const std::atomic<bool>* t_job_cancelled = nullptr;
+
 class ThreadPool {
  public:
   static ThreadPool& instance() {
@@ -48,12 +52,12 @@ class ThreadPool {
     fn_ = nullptr;
     std::exception_ptr error = error_;
     bool cancelled = cancelled_.load();
+    cancelled_.store(false);
     lock.unlock();
     if (error) std::rethrow_exception(error);
     if (cancelled) throw Interrupted();
   }
 
-  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
 
  private:
   void ensure_workers(int n) {
@@ -81,6 +85,7 @@ class ThreadPool {
         if (index >= participants_) continue;
         fn = fn_;
       }
+      t_job_cancelled = &cancelled_;
       try {
         for (;;) {
           if (cancelled_.load(std::memory_order_relaxed)) break;
@@ -93,6 +98,7 @@ class ThreadPool {
         if (!error_) error_ = std::current_exception();
         cancelled_.store(true);
       }
+      t_job_cancelled = nullptr;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (--remaining_ == 0) done_.notify_all();
@@ -137,6 +143,8 @@ void parallel_for(size_t n_tasks, int num_threads, const TaskFn& fn, const Inter
   ThreadPool::instance().run(n_tasks, n_workers, fn, interrupted);
 }
 
-bool cancellation_requested() { return ThreadPool::instance().cancelled(); }
+bool cancellation_requested() {
+  return t_job_cancelled != nullptr && t_job_cancelled->load(std::memory_order_relaxed);
+}
 
 }  // namespace embedrank

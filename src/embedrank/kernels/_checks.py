@@ -76,12 +76,16 @@ def check_k(k, n: int, what: str = "base rows") -> int:
     return k
 
 
+MAX_THREADS = 1024
+
+
 def check_num_threads(num_threads) -> int:
     """0 means the library default (all cores)."""
     if num_threads is None:
         return 0
-    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
+            or not 1 <= num_threads <= MAX_THREADS):
+        raise ValueError(f"num_threads must be a positive integer (at most {MAX_THREADS}) or None, got {num_threads!r}")
     return int(num_threads)
 
 
@@ -102,6 +106,8 @@ def allow_mask(allow, n: int) -> np.ndarray | None:
     if allow is None:
         return None
     a = as_array(allow, "allow")
+    if a.size == 0 and a.dtype.kind == "f":  # [] reads as float64: no allowed ids
+        a = a.astype(np.int64)
     if a.ndim != 1:
         raise ValueError(f"allow must be 1-D (a boolean mask or row ids), got {describe(a)}")
     if a.dtype == np.bool_:

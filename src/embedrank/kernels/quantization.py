@@ -10,6 +10,10 @@ from embedrank.kernels._checks import as_code_matrix, as_float_matrix, check_num
 _FORMAT_VERSION = 1
 
 
+class NotFittedError(ValueError, RuntimeError):
+    """The quantizer was used before fit() or from_dict()."""
+
+
 class Int8Quantizer:
     """Per-dimension affine int8 quantization.
 
@@ -47,7 +51,7 @@ class Int8Quantizer:
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
-            raise RuntimeError("Int8Quantizer is not fitted: call fit(sample) or from_dict() first")
+            raise NotFittedError("Int8Quantizer is not fitted: call fit(sample) or from_dict() first")
 
     @property
     def offset(self) -> np.ndarray:
