@@ -72,7 +72,7 @@ class ScoreHeap {
 class HeapSet {
  public:
   HeapSet(size_t n_workers, size_t n_queries, size_t k);
-  ScoreHeap* worker(size_t w) { return &heaps_[w * n_queries_]; }
+  ScoreHeap* worker(size_t w) { return heaps_.data() + w * n_queries_; }
   // Merges the workers' heaps of every query into out_scores/out_ids [Q, k], best first,
   // padding with -inf / -1 where fewer than k were seen.
   void merge_into(float* out_scores, int64_t* out_ids) const;

@@ -19,8 +19,11 @@ cp -r src/embedrank "$STAGE/embedrank"
 cp "$BUILD"/_kernels*.so "$STAGE/embedrank/"
 
 LIBASAN=$(gcc -print-file-name=libasan.so)
+LIBSTDCXX=$(g++ -print-file-name=libstdc++.so.6)
 export PYTHONPATH="$PWD/$STAGE"
-export LD_PRELOAD="$LIBASAN"
+# libstdc++ preloaded too: ASan's __cxa_throw interceptor must find it at start-up, before
+# Python loads the extension (otherwise the first C++ exception aborts with a CHECK failure).
+export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
 # CPython itself leaks by design at exit: leak checking would only report the interpreter.
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

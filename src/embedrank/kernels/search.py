@@ -41,11 +41,13 @@ def _search(kernel: Callable, queries: np.ndarray, base: np.ndarray, k: int, all
     mask = allow_mask(allow, n)
     scores = np.full((nq, k), pad_score, dtype=score_dtype)
     ids = np.full((nq, k), -1, dtype=np.int64)
+    if nq == 0:
+        return scores, ids, True
     if mask is None:
         finite = kernel(queries, base, k, None, scores, ids, threads)
         return scores, ids, finite is not False
     allowed = np.flatnonzero(mask)
-    if allowed.size == 0 or nq == 0:
+    if allowed.size == 0:
         return scores, ids, True
     k_run = min(k, int(allowed.size))
     run_scores = np.empty((nq, k_run), dtype=score_dtype)
