@@ -35,8 +35,9 @@ def chunk(text: str, tokenizer, max_tokens: int, overlap: int) -> list[Chunk]:
 
     tokenizer: a `tokenizers.Tokenizer` or an object with a `.tokenizer` attribute holding one
     (embedrank's TextTokenizer). Tokens are counted without special tokens. Chunk texts are
-    slices of `text` (character offsets from the tokenizer), so nothing is re-tokenized
-    differently; whitespace-only or empty text gives a single empty chunk.
+    slices of `text` (character offsets from the tokenizer), from the first token's start to
+    the last token's end. A text of at most `max_tokens` tokens (the empty text included) is
+    one chunk holding the whole text.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -55,8 +56,6 @@ def chunk(text: str, tokenizer, max_tokens: int, overlap: int) -> list[Chunk]:
         if truncation:
             tok.enable_truncation(**{k: v for k, v in truncation.items() if k in ("max_length", "stride", "strategy", "direction")})
     offsets = [(s, e) for s, e in encoding.offsets]
-    if not offsets:
-        return [Chunk(text, 0, len(text))]
     if len(offsets) <= max_tokens:
         return [Chunk(text, 0, len(text))]
     chunks = []
