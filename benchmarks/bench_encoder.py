@@ -118,6 +118,12 @@ def main() -> None:
         print(f"embedrank {variant}: {entry}", flush=True)
 
     if not args.quick:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import datasets
+
+        datasets.bench_cache_dir().mkdir(parents=True, exist_ok=True)
+        np.savez(datasets.bench_cache_dir() / "scifact_minilm.npz", documents=vectors["embedrank-fp32"][0],
+                 queries=vectors["embedrank-fp32"][1])
         for name, (doc_vec, query_vec) in vectors.items():
             results[name].update(retrieval_quality(doc_vec, query_vec, doc_ids, query_ids, qrels))
 

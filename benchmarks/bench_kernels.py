@@ -165,6 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20k rows, 200 queries, fewer repeats")
     parser.add_argument("--no-glove", action="store_true", help="skip the GloVe section")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="real embeddings (.npz with 'documents' and 'queries'); default: the SciFact MiniLM "
+                             "file bench_encoder.py leaves in the benchmark cache")
     parser.add_argument("--output", type=Path, default=RESULTS / "kernels.json")
     args = parser.parse_args()
     n, nq, repeats, singles = (20_000, 200, 2, 50) if args.quick else (100_000, 1000, 3, 200)
@@ -196,6 +199,13 @@ def main() -> None:
         else:
             glove_base, glove_queries = datasets.holdout_split(glove, n=nq)
             search_section(table, results, "GloVe 50d", glove_base, glove_queries, k, repeats, bandwidth, singles)
+    embeddings = args.embeddings or datasets.bench_cache_dir() / "scifact_minilm.npz"
+    if Path(embeddings).exists():
+        real = np.load(embeddings)
+        search_section(table, results, "SciFact MiniLM", real["documents"], real["queries"], k, repeats, bandwidth,
+                       min(singles, len(real["queries"])))
+    else:
+        print(f"[SciFact MiniLM] skipped: {embeddings} not found (benchmarks/bench_encoder.py writes it)")
     pooling_section(table, results, repeats)
 
     print()
