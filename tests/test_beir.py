@@ -213,7 +213,7 @@ def test_bad_query_lines(tmp_path, queries, match):
         (HEADER + "q1\td1\t1.0\n", r"test\.tsv:2: score '1.0' is not an integer"),
         (HEADER + "q1\td1\t\n", r"test\.tsv:2: score '' is not an integer"),
         (HEADER + "\td1\t1\n", r"test\.tsv:2: empty query or corpus id"),
-        (HEADER + "q1\td1\t1\nq1\td1\t2\n", r"test\.tsv:3: \('q1', 'd1'\) is judged 2 here but 1 on line 2"),
+        (HEADER + "q1\td1\t1\nq1\td1\t2\n", r"test\.tsv:3: document 'd1' of query 'q1' is judged 2 here but 1 on line 2"),
         (HEADER + "q1\td1\t1\nq9\td1\t1\n", r"query id\(s\) judged in .*test\.tsv are not in .*queries\.jsonl: 'q9'"),
     ],
 )

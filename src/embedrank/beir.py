@@ -117,14 +117,7 @@ def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
                 raise ValueError(f"{path}:{lineno}: score {score_text!r} is not an integer") from None
             if not qid or not doc:
                 raise ValueError(f"{path}:{lineno}: empty query or corpus id: {line!r}")
-            docs = qrels.setdefault(qid, {})
-            if doc in docs and docs[doc] != score:
-                raise ValueError(
-                    f"{path}:{lineno}: ({qid!r}, {doc!r}) is judged {score} here but {docs[doc]} "
-                    f"on line {first_line[qid, doc]}"
-                )
-            first_line.setdefault((qid, doc), lineno)
-            docs[doc] = score
+            add_judgement(qrels, first_line, qid, doc, score, f"{path}:{lineno}")
     return qrels
 
 
@@ -171,3 +164,15 @@ def load_beir(
         )
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels
+
+
+def add_judgement(qrels: dict, first_line: dict, qid: str, doc: str, grade: int, where: str) -> None:
+    """Records one qrels row; the same (query, document) judged differently twice is a ValueError."""
+    docs = qrels.setdefault(qid, {})
+    if doc in docs and docs[doc] != grade:
+        raise ValueError(
+            f"{where}: document {doc!r} of query {qid!r} is judged {grade} here but "
+            f"{docs[doc]} on line {first_line[qid, doc]}"
+        )
+    first_line.setdefault((qid, doc), where.rsplit(":", 1)[-1])
+    docs[doc] = grade

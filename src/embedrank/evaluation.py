@@ -51,7 +51,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from embedrank.beir import read_beir_qrels
+from embedrank.beir import add_judgement, read_beir_qrels
 
 __all__ = [
     "evaluate",
@@ -417,12 +417,6 @@ def read_trec_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
                 grade = int(grade_text)
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: grade {grade_text!r} is not an integer") from None
-            docs = qrels.setdefault(qid, {})
-            if doc in docs and docs[doc] != grade:
-                raise ValueError(
-                    f"{path}:{lineno}: document {doc!r} of query {qid!r} is judged {grade} here but "
-                    f"{docs[doc]} on line {first_line[qid, doc]}"
-                )
-            first_line.setdefault((qid, doc), lineno)
-            docs[doc] = grade
+            add_judgement(qrels, first_line, qid, doc, grade, f"{path}:{lineno}")
     return qrels
+
