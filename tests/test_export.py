@@ -118,7 +118,7 @@ def test_files(exported):
     assert names == ["embedrank.json", "model.onnx", "model_int8.onnx", "model_opt.onnx", "model_pooled.onnx",
                      "tokenizer.json"]
     # no temporary folder left beside it
-    assert [p.name for p in exported.parent.iterdir()] == ["minilm"]
+    assert [p.name for p in exported.parent.iterdir()] == [exported.name]
 
 
 def test_tokenizer_copied_unchanged(exported, minilm_dir):
