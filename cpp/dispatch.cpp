@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 namespace embedrank {
 namespace {
@@ -13,6 +15,9 @@ namespace {
 // AMX needs the CPU bits (CPUID.7.0:EDX bit 24 AMX-TILE, bit 25 AMX-INT8) and, on Linux, the
 // process's permission to use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM).
 bool amx_int8_usable() {
+  // EMBEDRANK_AMX=0 turns AMX off (then int8 search runs on VNNI), e.g. to test that path.
+  const char* setting = std::getenv("EMBEDRANK_AMX");
+  if (setting && std::string(setting) == "0") return false;
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
   if (!((edx >> 24) & 1u) || !((edx >> 25) & 1u)) return false;
