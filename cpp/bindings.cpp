@@ -49,7 +49,6 @@ void check_rows(const py::array& a, const char* name, size_t ndim) {
   require(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
 }
 
-template <typename T>
 SearchOptions search_options(size_t k, const py::object& allow, size_t n, int num_threads) {
   SearchOptions o;
   o.k = k;
@@ -60,7 +59,6 @@ SearchOptions search_options(size_t k, const py::object& allow, size_t n, int nu
     require(mask.ndim() == 1 && static_cast<size_t>(mask.shape(0)) == n, "allow must have one byte per base row");
     o.allow = mask.data();
   }
-  (void)sizeof(T);
   return o;
 }
 
@@ -79,8 +77,6 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("highest_isa", [] { return std::string(isa_name(highest_supported_isa())); });
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
-  m.def("has_vnni", [] { return use_avx512() && cpu_features().avx512_vnni; });
-  m.def("has_vpopcntdq", [] { return use_avx512() && cpu_features().avx512_vpopcntdq; });
   m.def("default_num_threads", &default_num_threads);
 
   m.def("mean_pool", [](const py::array& hidden, const py::array& mask, bool normalize, CArray<float> out,
@@ -152,7 +148,7 @@ PYBIND11_MODULE(_kernels, m) {
     require(k >= 1 && k <= n, "k out of range");
     check_output(out_scores, nq, k, "out_scores");
     check_output(out_ids, nq, k, "out_ids");
-    SearchOptions o = search_options<float>(k, allow, n, num_threads);
+    SearchOptions o = search_options(k, allow, n, num_threads);
     const float *qp = q.data(), *bp = base.data();
     float* os = out_scores.mutable_data();
     int64_t* oi = out_ids.mutable_data();
@@ -168,7 +164,7 @@ PYBIND11_MODULE(_kernels, m) {
     require(k >= 1 && k <= n, "k out of range");
     check_output(out_scores, nq, k, "out_scores");
     check_output(out_ids, nq, k, "out_ids");
-    SearchOptions o = search_options<int8_t>(k, allow, n, num_threads);
+    SearchOptions o = search_options(k, allow, n, num_threads);
     const float* qp = q.data();
     const int8_t* cp = codes.data();
     float* os = out_scores.mutable_data();
@@ -185,7 +181,7 @@ PYBIND11_MODULE(_kernels, m) {
     require(k >= 1 && k <= n, "k out of range");
     check_output(out_scores, nq, k, "out_scores");
     check_output(out_ids, nq, k, "out_ids");
-    SearchOptions o = search_options<int8_t>(k, allow, n, num_threads);
+    SearchOptions o = search_options(k, allow, n, num_threads);
     const int8_t *qp = q.data(), *cp = codes.data();
     float* os = out_scores.mutable_data();
     int64_t* oi = out_ids.mutable_data();
@@ -201,7 +197,7 @@ PYBIND11_MODULE(_kernels, m) {
     require(k >= 1 && k <= n, "k out of range");
     check_output(out_distances, nq, k, "out_distances");
     check_output(out_ids, nq, k, "out_ids");
-    SearchOptions o = search_options<uint8_t>(k, allow, n, num_threads);
+    SearchOptions o = search_options(k, allow, n, num_threads);
     const uint8_t *qp = q.data(), *bp = base.data();
     int32_t* od = out_distances.mutable_data();
     int64_t* oi = out_ids.mutable_data();

@@ -155,12 +155,9 @@ class Encoder:
         out_dim = self._check_truncate_dim(truncate_dim)
         if prompt:
             texts = [prompt + t for t in texts]
-        vectors = self._encode_float(texts, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
         if not texts:
-            vectors = np.empty((0, out_dim), dtype=np.float32)
-        if precision != "float32" and len(texts) == 0:
-            width = out_dim if precision in ("int8", "uint8") else (out_dim + 7) // 8
-            return np.empty((0, width), dtype=np.uint8 if precision in ("uint8", "ubinary") else np.int8)
+            return _empty(out_dim, precision)
+        vectors = self._encode_float(texts, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
         return quantize_embeddings(vectors, precision)
 
     def encode_queries(self, texts, **kwargs) -> np.ndarray:
@@ -318,6 +315,13 @@ class Encoder:
             pooled = (kernels.truncate_normalize(pooled, truncate_dim, num_threads=threads) if normalize
                       else np.ascontiguousarray(pooled[:, :truncate_dim]))
         return pooled
+
+
+def _empty(dim: int, precision: str) -> np.ndarray:
+    """The [0, width] result of encoding no text, in the dtype of `precision`."""
+    width = (dim + 7) // 8 if precision in ("binary", "ubinary") else dim
+    dtype = {"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(precision, np.uint8)
+    return np.empty((0, width), dtype=dtype)
 
 
 def _is_cache_object(cache) -> bool:

@@ -180,13 +180,8 @@ def _read_sentence_transformers(root: Path, folder: Path, model: SourceModel) ->
         if pooling is not None:
             model.pooling = pooling
             model.sources["pooling"] = "1_Pooling/config.json"
-    st_config = folder / "sentence_bert_config.json"
-    if st_config.is_file():
-        length = _json_object(st_config).get("max_seq_length")
-        if isinstance(length, int) and length > 0:
-            model.max_seq_length = length
-            model.sources["max_seq_length"] = "sentence_bert_config.json"
-            model.sentence_transformers = True
+    if _read_max_seq_length(folder, model):
+        model.sentence_transformers = True
     prompts_path = root / "config_sentence_transformers.json"
     if prompts_path.is_file():
         prompts = _json_object(prompts_path).get("prompts") or {}
@@ -195,6 +190,19 @@ def _read_sentence_transformers(root: Path, folder: Path, model: SourceModel) ->
             document = next((prompts[k] for k in ("document", "passage", "corpus", "doc") if prompts.get(k)), "")
             model.prompts = {"query": str(query or ""), "document": str(document or "")}
             model.sources["prompts"] = "config_sentence_transformers.json"
+
+
+def _read_max_seq_length(folder: Path, model: SourceModel) -> bool:
+    """Takes max_seq_length from sentence_bert_config.json when it holds one; True if it did."""
+    st_config = folder / "sentence_bert_config.json"
+    if not st_config.is_file():
+        return False
+    length = _json_object(st_config).get("max_seq_length")
+    if not (isinstance(length, int) and length > 0):
+        return False
+    model.max_seq_length = length
+    model.sources["max_seq_length"] = "sentence_bert_config.json"
+    return True
 
 
 def read_source_model(model_dir: str | os.PathLike, kind: str = "bi-encoder") -> SourceModel:
@@ -239,10 +247,5 @@ def read_source_model(model_dir: str | os.PathLike, kind: str = "bi-encoder") ->
     if kind == "bi-encoder":
         _read_sentence_transformers(root, folder, model)
     else:
-        st_config = folder / "sentence_bert_config.json"
-        if st_config.is_file():
-            length = _json_object(st_config).get("max_seq_length")
-            if isinstance(length, int) and length > 0:
-                model.max_seq_length = length
-                model.sources["max_seq_length"] = "sentence_bert_config.json"
+        _read_max_seq_length(folder, model)
     return model

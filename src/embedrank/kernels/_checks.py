@@ -11,8 +11,6 @@ import numbers
 
 import numpy as np
 
-from embedrank import _kernels
-
 
 def describe(a: np.ndarray) -> str:
     return f"{a.dtype} array of shape {a.shape}"
@@ -129,6 +127,3 @@ def allow_mask(allow, n: int) -> np.ndarray | None:
 GATHER_BELOW_FRACTION = 0.5
 ROW_PATH_MAX_QUERIES = 4
 
-
-def default_threads() -> int:
-    return _kernels.default_num_threads()
