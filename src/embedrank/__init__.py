@@ -25,6 +25,14 @@ _LAZY = {
     "ModelFolderError": "embedrank.model_config",
     "evaluate": "embedrank.evaluation",
     "load_beir": "embedrank.beir",
+    "FlatIndex": "embedrank.index",
+    "HNSWIndex": "embedrank.index",
+    "SearchResult": "embedrank.index",
+    "IndexFormatError": "embedrank.index",
+    "load_index": "embedrank.index",
+    "CrossEncoder": "embedrank.cross_encoder",
+    "Retriever": "embedrank.retriever",
+    "Hit": "embedrank.retriever",
 }
 
 __all__ = ["kernels", "__version__", *_LAZY]
