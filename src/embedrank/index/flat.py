@@ -1,0 +1,339 @@
+"""FlatIndex: exact search over float32 vectors, int8 codes or sign bits, with a rescoring cascade.
+
+Precisions (what the first pass scans; all on embedrank's native kernels):
+
+- ``"float32"``: exact inner product (``topk_float32``). Scores are ``q . x``.
+- ``"int8"``: per-dimension int8 codes (:class:`~embedrank.kernels.Int8Quantizer`,
+  ``topk_int8``); with ``rescore="float32"`` (default) the best ``k * oversample`` are
+  rescored exactly against the float32 originals.
+- ``"binary"``: sign bits (``binarize``, ``topk_hamming``); the best ``k * oversample``
+  by Hamming distance are rescored with the float32 originals (``rescore="float32"``,
+  default) or the int8 codes (``rescore="int8"``).
+
+Scores: after float32 rescoring (or at precision float32) the exact float32 inner product;
+after int8 rescoring ``q . decode(code)`` (float query against dequantized codes); with
+``rescore=None`` at precision int8 the int8 kernel's approximation of ``q . decode(code)``
+(the query itself quantized to int8); with ``rescore=None`` at precision binary
+``dim - 2 * hamming``, the inner product of the ±1 sign vectors (bit set where x > 0).
+Results are best first; ties go to the vector added earlier.
+
+Memory: only what the cascade reads is kept: float32 rows when precision or rescore is
+float32, int8 codes when precision or rescore is int8, bits at precision binary. After
+``load_index(path, mmap=True)`` all of them are memory-mapped read-only from the index
+directory; the float32 originals of a cascade are then only paged in for the candidates
+being rescored. The first add, remove-compaction or upsert after such a load copies the
+arrays into memory.
+
+The int8 quantizer is fitted (per-dimension min-max) on the vectors of the first add unless
+a fitted ``quantizer=`` is passed; later vectors outside the fitted range are clipped to it
+by the encoder (their int8 scores lose accuracy; a float32 rescore still gives exact scores),
+so the first batch should be representative. It is saved with the index.
+
+Removal leaves a tombstone (the row is skipped by every search); the rows are compacted
+away on save and whenever tombstones exceed ``compact_threshold`` of the rows. Capacity
+grows by doubling, so many small adds cost amortized O(1) copies per row.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+from embedrank.index._base import BaseIndex, check_num_threads
+from embedrank.index._storage import IndexFormatError
+from embedrank.kernels import Int8Quantizer, binarize, rescore, topk_float32, topk_hamming, topk_int8
+
+__all__ = ["FlatIndex", "DEFAULT_OVERSAMPLE"]
+
+PRECISIONS = ("float32", "int8", "binary")
+RESCORES = ("float32", "int8", None)
+DEFAULT_OVERSAMPLE = {"float32": 1, "int8": 4, "binary": 10}
+_MIN_CAPACITY = 256
+_FILES = {"float32": "vectors.npy", "int8": "codes.npy", "binary": "bits.npy"}
+_QUANTIZER_FILE = "quantizer.json"
+
+
+def _check_oversample(oversample) -> int:
+    if isinstance(oversample, bool) or not isinstance(oversample, numbers.Integral) or oversample < 1:
+        raise ValueError(f"oversample must be an integer >= 1, got {oversample!r}")
+    return int(oversample)
+
+
+class FlatIndex(BaseIndex):
+    """Exact or quantized brute-force search; see the module docstring for precisions and scores.
+
+    dim: vector dimension. precision: "float32", "int8" or "binary". rescore: "float32",
+    "int8" (binary only) or None (use the first pass's scores); ignored at precision float32.
+    oversample: candidates per result for the rescoring pass (default 4 for int8, 10 for
+    binary). quantizer: a fitted Int8Quantizer for the int8 codes (default: fitted on the
+    first add). compact_threshold: fraction of tombstoned rows that triggers a compaction.
+    num_threads: kernel threads (None: all cores); not saved with the index.
+    Per-search overrides: ``search(..., oversample=..., rescore=...)``.
+    """
+
+    _type_name = "FlatIndex"
+
+    def __init__(self, dim: int, precision: str = "float32", rescore: str | None = "float32",
+                 oversample: int | None = None, *, quantizer: Int8Quantizer | None = None,
+                 compact_threshold: float = 0.25, num_threads: int | None = None) -> None:
+        super().__init__(dim)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if rescore not in RESCORES:
+            raise ValueError(f"rescore must be one of {RESCORES}, got {rescore!r}")
+        if precision == "float32":
+            rescore = None  # already exact
+        if precision == "int8" and rescore == "int8":
+            raise ValueError("rescore='int8' needs precision='binary' (int8 candidates are already int8-scored)")
+        self._precision = precision
+        self._rescore = rescore
+        self._oversample = DEFAULT_OVERSAMPLE[precision] if oversample is None else _check_oversample(oversample)
+        if (isinstance(compact_threshold, bool) or not isinstance(compact_threshold, numbers.Real)
+                or not 0 < compact_threshold <= 1):
+            raise ValueError(f"compact_threshold must be in (0, 1], got {compact_threshold!r}")
+        self._compact_threshold = float(compact_threshold)
+        self.num_threads = num_threads
+        self._keep_float32 = precision == "float32" or rescore == "float32"
+        self._keep_codes = precision == "int8" or rescore == "int8"
+        if quantizer is not None:
+            if not isinstance(quantizer, Int8Quantizer):
+                raise TypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
+            if not self._keep_codes:
+                raise ValueError(f"quantizer is only used with int8 codes (precision='int8' or rescore='int8'); "
+                                 f"this index has precision={precision!r}, rescore={rescore!r}")
+            if not quantizer.is_fitted:
+                raise ValueError("quantizer is not fitted: call quantizer.fit(sample) first")
+            if quantizer.dim != self._dim:
+                raise ValueError(f"quantizer was fitted for dimension {quantizer.dim}, the index has {self._dim}")
+        self._quantizer = quantizer
+        self._f32: np.ndarray | None = None  # rows [capacity, dim] float32
+        self._codes: np.ndarray | None = None  # rows [capacity, dim] int8
+        self._bits: np.ndarray | None = None  # rows [capacity, ceil(dim / 8)] uint8
+        self._rows = 0  # rows in use (== slots handed out)
+        self._tombstones = 0
+
+    # -- settings ------------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @property
+    def rescore(self) -> str | None:
+        return self._rescore
+
+    @property
+    def oversample(self) -> int:
+        return self._oversample
+
+    @property
+    def quantizer(self) -> Int8Quantizer | None:
+        return self._quantizer
+
+    @property
+    def num_threads(self) -> int | None:
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._num_threads = check_num_threads(value)
+
+    def _config(self) -> dict:
+        return {"precision": self._precision, "rescore": self._rescore, "oversample": self._oversample,
+                "compact_threshold": self._compact_threshold}
+
+    def _search_params(self) -> set[str]:
+        return {"oversample", "rescore"}
+
+    # -- storage -------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        if self._f32 is not None:
+            out["float32"] = self._f32
+        if self._codes is not None:
+            out["int8"] = self._codes
+        if self._bits is not None:
+            out["binary"] = self._bits
+        return out
+
+    def _new_rows(self, capacity: int) -> None:
+        """Moves every array into fresh writable memory of `capacity` rows (keeping the used rows)."""
+        widths = {"float32": (self._dim, np.float32), "int8": (self._dim, np.int8),
+                  "binary": ((self._dim + 7) // 8, np.uint8)}
+        wanted = {"float32": self._keep_float32, "int8": self._keep_codes, "binary": self._precision == "binary"}
+        for kind, keep in wanted.items():
+            if not keep:
+                continue
+            width, dtype = widths[kind]
+            rows = np.empty((capacity, width), dtype=dtype)
+            old = self._arrays().get(kind)
+            if old is not None and self._rows:
+                rows[: self._rows] = old[: self._rows]
+            setattr(self, {"float32": "_f32", "int8": "_codes", "binary": "_bits"}[kind], rows)
+
+    def _reserve(self, total_rows: int) -> None:
+        arrays = list(self._arrays().values())
+        capacity = arrays[0].shape[0] if arrays else 0
+        writable = all(a.flags.writeable and not isinstance(a, np.memmap) for a in arrays)
+        if arrays and total_rows <= capacity and writable:
+            return
+        self._new_rows(max(total_rows, 2 * capacity if total_rows > capacity else capacity, _MIN_CAPACITY))
+
+    def _write_rows(self, rows: np.ndarray | slice, vectors: np.ndarray) -> None:
+        if self._f32 is not None:
+            self._f32[rows] = vectors
+        if self._codes is not None:
+            self._codes[rows] = self._quantizer.encode(vectors, num_threads=self._num_threads)
+        if self._bits is not None:
+            self._bits[rows] = binarize(vectors, num_threads=self._num_threads)
+
+    def _add_vectors(self, slots: np.ndarray, vectors: np.ndarray) -> None:
+        n = vectors.shape[0]
+        if slots.shape != (n,) or (n and (slots[0] != self._rows or slots[-1] != self._rows + n - 1)):
+            raise RuntimeError(f"FlatIndex expects consecutive new slots from {self._rows}, got {slots[:3]}...")
+        if self._keep_codes and self._quantizer is None:
+            self._quantizer = Int8Quantizer().fit(vectors)
+        self._reserve(self._rows + n)
+        self._write_rows(slice(self._rows, self._rows + n), vectors)
+        self._rows += n
+
+    def _replace_slots(self, slots: np.ndarray, vectors: np.ndarray) -> None:
+        self._reserve(self._rows)
+        self._write_rows(slots, vectors)
+
+    def _remove_slots(self, slots: np.ndarray) -> None:
+        self._tombstones += int(slots.size)
+
+    def _after_remove(self) -> None:
+        if self._tombstones and self._tombstones > self._compact_threshold * self._rows:
+            self._compact()
+
+    def _prepare_save(self) -> None:
+        if self._tombstones:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drops tombstoned rows (renumbering slots; call under the write lock)."""
+        kept = self._renumber_slots()
+        capacity = max(kept.size, _MIN_CAPACITY)
+        for name in ("_f32", "_codes", "_bits"):
+            old = getattr(self, name)
+            if old is None:
+                continue
+            rows = np.empty((capacity, old.shape[1]), dtype=old.dtype)
+            rows[: kept.size] = old[kept]
+            setattr(self, name, rows)
+        self._rows = int(kept.size)
+        self._tombstones = 0
+
+    def _memory_bytes(self) -> int:
+        return sum(a[: self._rows].nbytes for a in self._arrays().values())
+
+    # -- search --------------------------------------------------------------------------
+    def _search_slots(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+                      params: dict) -> tuple[np.ndarray, np.ndarray]:
+        oversample = _check_oversample(params.get("oversample", self._oversample))
+        how = params.get("rescore", self._rescore)
+        if how not in RESCORES:
+            raise ValueError(f"rescore must be one of {RESCORES}, got {how!r}")
+        if self._precision == "float32":
+            how = None
+        elif how == "float32" and self._f32 is None:
+            raise ValueError("rescore='float32' needs the float32 originals, which this index does not keep "
+                             f"(it was built with rescore={self._rescore!r})")
+        elif how == "int8" and (self._precision != "binary" or self._codes is None):
+            raise ValueError("rescore='int8' needs precision='binary' and the int8 codes "
+                             f"(this index: precision={self._precision!r}, rescore={self._rescore!r})")
+        n = self._rows
+        mask = allowed
+        if mask is None and self._tombstones:
+            mask = self._idmap.live_view()
+        if mask is not None and mask.shape[0] != n:
+            raise RuntimeError(f"allowed mask has {mask.shape[0]} entries for {n} rows")
+        candidates = n if mask is None else int(np.count_nonzero(mask))
+        nq = queries.shape[0]
+        out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        out_slots = np.full((nq, k), -1, dtype=np.int64)
+        k_run = min(k, candidates)
+        if k_run == 0:
+            return out_scores, out_slots
+        threads = self._num_threads
+        pool = min(candidates, k_run * oversample) if how is not None else k_run
+        if self._precision == "float32":
+            scores, slots = topk_float32(queries, self._f32[:n], k_run, allow=mask, num_threads=threads)
+        elif self._precision == "int8":
+            scores, slots = topk_int8(queries, self._codes[:n], self._quantizer, pool, allow=mask, num_threads=threads)
+        else:
+            distances, slots = topk_hamming(binarize(queries, num_threads=threads), self._bits[:n], pool, allow=mask,
+                                            num_threads=threads)
+            scores = np.where(slots >= 0, self._dim - 2 * distances.astype(np.float32), -np.inf).astype(np.float32)
+        if how == "float32":
+            scores, slots = rescore(queries, self._f32[:n], slots, k_run, num_threads=threads)
+        elif how == "int8":
+            scores, slots = rescore(queries, (self._codes[:n], self._quantizer), slots, k_run, num_threads=threads)
+        out_scores[:, :k_run] = scores[:, :k_run]
+        out_slots[:, :k_run] = slots[:, :k_run]
+        return out_scores, out_slots
+
+    # -- persistence ---------------------------------------------------------------------
+    def _save_payload(self, directory: Path) -> list[str]:
+        names = []
+        for kind, rows in self._arrays().items():
+            name = _FILES[kind]
+            with open(directory / name, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(rows[: self._rows]), allow_pickle=False)
+            names.append(name)
+        if self._quantizer is not None:
+            (directory / _QUANTIZER_FILE).write_text(json.dumps(self._quantizer.to_dict()), encoding="utf-8")
+            names.append(_QUANTIZER_FILE)
+        return names
+
+    @classmethod
+    def _load_payload(cls, directory: Path, manifest: dict, mmap: bool) -> FlatIndex:
+        config = dict(manifest["config"])
+        files = manifest["files"]
+        quantizer = None
+        if _QUANTIZER_FILE in files:
+            path = directory / _QUANTIZER_FILE
+            try:
+                quantizer = Int8Quantizer.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError) as exc:
+                raise IndexFormatError(f"{path}: not a valid Int8Quantizer ({exc})") from None
+        try:
+            index = cls(manifest["dim"], **config)
+        except (TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{directory / 'manifest.json'}: bad FlatIndex config {config} ({exc})") from None
+        if index._keep_codes and quantizer is None and manifest["slot_count"]:
+            raise IndexFormatError(f"{directory / _QUANTIZER_FILE}: missing (the index keeps int8 codes)")
+        if quantizer is not None and quantizer.dim != index._dim:
+            raise IndexFormatError(f"{directory / _QUANTIZER_FILE}: fitted for dimension {quantizer.dim}, "
+                                   f"the index has {index._dim}")
+        index._quantizer = quantizer
+        rows = manifest["slot_count"]
+        expected = {"float32": (index._keep_float32, np.float32, index._dim),
+                    "int8": (index._keep_codes, np.int8, index._dim),
+                    "binary": (index._precision == "binary", np.uint8, (index._dim + 7) // 8)}
+        for kind, (keep, dtype, width) in expected.items():
+            name = _FILES[kind]
+            if not keep:
+                if name in files:
+                    raise IndexFormatError(f"{directory / name}: not expected for this FlatIndex config {config}")
+                continue
+            if name not in files:
+                raise IndexFormatError(f"{directory / name}: missing from the manifest (needed by config {config})")
+            path = directory / name
+            try:
+                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise IndexFormatError(f"{path}: not a readable .npy file ({exc})") from None
+            if array.dtype != dtype or array.ndim != 2 or array.shape != (rows, width) or not array.flags.c_contiguous:
+                raise IndexFormatError(f"{path}: expected a C-ordered {np.dtype(dtype)} array of shape {(rows, width)}, "
+                                       f"got {array.dtype} of shape {array.shape}")
+            setattr(index, {"float32": "_f32", "int8": "_codes", "binary": "_bits"}[kind], array)
+        index._rows = rows
+        return index
+
+    def _after_load(self) -> None:
+        self._tombstones = self._rows - len(self._idmap)
