@@ -1,0 +1,150 @@
+"""The `embedrank` command line: every subcommand's help, encode / eval end to end, user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrank import cli
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SUBCOMMANDS = ("export", "encode", "index", "search", "eval", "finetune", "train-reranker", "bench", "demo")
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "embedrank.cli", *argv], capture_output=True, text=True, timeout=600)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit status 2, one line on stderr naming the problem, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_top_level_help_lists_every_subcommand():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name):
+    result = run_cli(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: embedrank " + name in result.stdout
+
+
+def test_unknown_subcommand_is_an_argparse_error():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_encode_jsonl_matches_the_python_api(minilm_export, tmp_path):
+    from embedrank.encoder import Encoder
+
+    docs = [{"_id": "a", "title": "Cats", "text": "Cats purr when they are content."},
+            {"_id": "b", "text": "The stock market fell sharply on Monday."},
+            {"_id": "c", "title": "", "text": "Photosynthesis turns light into chemical energy."}]
+    source = write_jsonl(tmp_path / "docs.jsonl", docs)
+    out = tmp_path / "vectors.npy"
+    result = run_cli("encode", str(minilm_export), str(source), str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(out)
+    assert (out.with_suffix(".ids.txt")).read_text().split() == ["a", "b", "c"]
+    with Encoder.load(minilm_export) as encoder:
+        expected = encoder.encode_documents([{"title": d.get("title", ""), "text": d["text"]} for d in docs])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_encode_txt_with_precision_and_truncation(minilm_export, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("first text\n\nsecond text\nthird one\n", encoding="utf-8")
+    out = tmp_path / "codes.npy"
+    result = run_cli("encode", str(minilm_export), str(source), str(out), "--precision", "binary",
+                     "--truncate-dim", "128", "--role", "queries")
+    assert result.returncode == 0, result.stderr
+    codes = np.load(out)
+    assert codes.shape == (3, 16) and codes.dtype == np.int8  # "binary" is signed, as in sentence-transformers
+    assert out.with_suffix(".ids.txt").read_text().split() == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"_id": "a", "text": 3}\n', '"text" must be a string'),
+    ("not json\n", "not valid JSON"),
+    ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "duplicate id 'a'"),
+    ("", "holds no documents"),
+])
+def test_encode_bad_jsonl_is_one_line(minilm_export, tmp_path, content, needle):
+    source = tmp_path / "bad.jsonl"
+    source.write_text(content, encoding="utf-8")
+    assert_user_error(run_cli("encode", str(minilm_export), str(source), str(tmp_path / "x.npy")), needle)
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_encode_user_errors(minilm_export, tmp_path):
+    source = write_jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
+    assert_user_error(run_cli("encode", str(minilm_export), str(source), str(tmp_path / "out.txt")), ".npy")
+    assert_user_error(run_cli("encode", str(minilm_export), str(tmp_path / "missing.jsonl"), str(tmp_path / "o.npy")),
+                      "missing.jsonl")
+    assert_user_error(run_cli("encode", str(tmp_path), str(source), str(tmp_path / "o.npy")), str(tmp_path))
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b\n")
+    assert_user_error(run_cli("encode", str(minilm_export), str(csv), str(tmp_path / "o.npy")), "unsupported")
+    bad_dim = run_cli("encode", str(minilm_export), str(source), str(tmp_path / "o.npy"), "--batch-size", "0")
+    assert bad_dim.returncode == 2 and "positive integer" in bad_dim.stderr
+
+
+def test_eval_run_file_against_beir_and_trec_qrels(tmp_path):
+    from embedrank.evaluation import evaluate, write_trec_qrels, write_trec_run
+
+    qrels = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
+    run = {"q1": {"d1": 0.9, "d2": 0.8, "d3": 0.1}, "q2": {"d1": 0.5, "d2": 0.4}}
+    write_trec_run(run, tmp_path / "run.trec")
+    write_trec_qrels(qrels, tmp_path / "qrels.trec")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td3\t2\nq2\td2\t1\n")
+    expected = evaluate(run, qrels, ["ndcg@10", "recall@100"])["mean"]
+    for qrels_file in ("qrels.trec", "qrels.tsv"):
+        result = run_cli("eval", "--run", str(tmp_path / "run.trec"), "--qrels", str(tmp_path / qrels_file),
+                         "--metrics", "ndcg@10,recall@100", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["mean"] == pytest.approx(expected, abs=1e-12)
+    table = run_cli("eval", "--run", str(tmp_path / "run.trec"), "--qrels", str(tmp_path / "qrels.tsv"))
+    assert "ndcg@10" in table.stdout and "2 judged queries" in table.stdout
+
+
+def test_eval_user_errors(tmp_path):
+    run_file = tmp_path / "run.trec"
+    run_file.write_text("q1 Q0 d1 1 0.5 x\n")
+    assert_user_error(run_cli("eval", "--run", str(run_file)), "--qrels")
+    assert_user_error(run_cli("eval"), "--data")
+    qrels = tmp_path / "q.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    assert_user_error(run_cli("eval", "--run", str(run_file), "--qrels", str(qrels), "--metrics", "ndcg@10,bleu"),
+                      "bleu")
+    assert_user_error(run_cli("eval", "--run", str(tmp_path / "nope.trec"), "--qrels", str(qrels)), "nope.trec")
+
+
+def test_bench_rejects_unknown_sections(tmp_path):
+    assert_user_error(run_cli("bench", "--out", str(tmp_path), "--sections", "kernels,warp-drive"), "warp-drive")
+
+
+def test_main_returns_status_instead_of_raising(tmp_path, capsys):
+    code = cli.main(["encode", str(tmp_path), str(tmp_path / "none.jsonl"), str(tmp_path / "o.npy")])
+    assert code == 2
+    assert "embedrank encode: error:" in capsys.readouterr().err
