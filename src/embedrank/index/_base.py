@@ -99,7 +99,8 @@ def _as_float_matrix(x, name: str, dim: int) -> np.ndarray:
     if a.shape[1] != dim:
         raise ValueError(f"{name} have dimension {a.shape[1]} but the index has dimension {dim} "
                          f"(got {a.dtype} array of shape {a.shape})")
-    out = np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
     finite = np.isfinite(out)
     if not finite.all():
         bad = np.argwhere(~finite)[0]

@@ -158,15 +158,20 @@ class FlatIndex(BaseIndex):
             out["binary"] = self._bits
         return out
 
+    def _layout(self) -> dict[str, tuple[type, int]]:
+        """The arrays this configuration keeps: kind -> (dtype, row width)."""
+        layout = {}
+        if self._keep_float32:
+            layout["float32"] = (np.float32, self._dim)
+        if self._keep_codes:
+            layout["int8"] = (np.int8, self._dim)
+        if self._precision == "binary":
+            layout["binary"] = (np.uint8, (self._dim + 7) // 8)
+        return layout
+
     def _new_rows(self, capacity: int) -> None:
         """Moves every array into fresh writable memory of `capacity` rows (keeping the used rows)."""
-        widths = {"float32": (self._dim, np.float32), "int8": (self._dim, np.int8),
-                  "binary": ((self._dim + 7) // 8, np.uint8)}
-        wanted = {"float32": self._keep_float32, "int8": self._keep_codes, "binary": self._precision == "binary"}
-        for kind, keep in wanted.items():
-            if not keep:
-                continue
-            width, dtype = widths[kind]
+        for kind, (dtype, width) in self._layout().items():
             rows = np.empty((capacity, width), dtype=dtype)
             old = self._arrays().get(kind)
             if old is not None and self._rows:
@@ -280,10 +285,12 @@ class FlatIndex(BaseIndex):
     # -- persistence ---------------------------------------------------------------------
     def _save_payload(self, directory: Path) -> list[str]:
         names = []
-        for kind, rows in self._arrays().items():
+        arrays = self._arrays()
+        for kind, (dtype, width) in self._layout().items():
             name = _FILES[kind]
+            rows = arrays[kind][: self._rows] if kind in arrays else np.empty((0, width), dtype=dtype)
             with open(directory / name, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(rows[: self._rows]), allow_pickle=False)
+                np.save(handle, np.ascontiguousarray(rows), allow_pickle=False)
             names.append(name)
         if self._quantizer is not None:
             (directory / _QUANTIZER_FILE).write_text(json.dumps(self._quantizer.to_dict()), encoding="utf-8")
@@ -312,15 +319,14 @@ class FlatIndex(BaseIndex):
                                    f"the index has {index._dim}")
         index._quantizer = quantizer
         rows = manifest["slot_count"]
-        expected = {"float32": (index._keep_float32, np.float32, index._dim),
-                    "int8": (index._keep_codes, np.int8, index._dim),
-                    "binary": (index._precision == "binary", np.uint8, (index._dim + 7) // 8)}
-        for kind, (keep, dtype, width) in expected.items():
+        layout = index._layout()
+        for kind in PRECISIONS:
             name = _FILES[kind]
-            if not keep:
+            if kind not in layout:
                 if name in files:
                     raise IndexFormatError(f"{directory / name}: not expected for this FlatIndex config {config}")
                 continue
+            dtype, width = layout[kind]
             if name not in files:
                 raise IndexFormatError(f"{directory / name}: missing from the manifest (needed by config {config})")
             path = directory / name
