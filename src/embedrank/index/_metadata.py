@@ -52,6 +52,23 @@ def _to_builtin(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
+_encode_str = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii=False) does to a str
+
+
+def _canonical_fast(value, where: str) -> str:
+    """canonical() with a fast path for the built-in scalar types."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return canonical(value, where)
+
+
 def canonical(value, where: str) -> str:
     """The canonical JSON of a scalar filter/metadata value (integral floats as ints)."""
     if isinstance(value, np.generic):
@@ -85,11 +102,12 @@ def _prepare_one(item, position: int) -> Prepared | None:
     except (TypeError, RecursionError) as exc:
         raise TypeError(f"metadata[{position}] is not JSON-serializable: {exc}") from None
     rows = []
-    for key, value in json.loads(doc).items():
-        if isinstance(value, (list, dict)):
-            rows.append((key, json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
+    for key, value in item.items():
+        if isinstance(value, (list, tuple, dict, Mapping)):
+            rows.append((key, json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                                         default=_to_builtin)))
         else:
-            rows.append((key, canonical(value, f"metadata[{position}][{key!r}]")))
+            rows.append((key, _canonical_fast(value, f"metadata[{position}][{key!r}]")))
     return doc, rows
 
 
