@@ -81,7 +81,7 @@ def canonical(value, where: str) -> str:
         v = float(value)
         if not math.isfinite(v):
             raise ValueError(f"{where}: NaN and Inf cannot be stored or matched, got {v}")
-        if v.is_integer() and abs(v) < 2**53:
+        if v.is_integer() and abs(v) < 2**63:
             return str(int(v))
         return json.dumps(v)
     raise TypeError(f"{where}: values must be str, int, float, bool or None, got {type(value).__name__} ({value!r})")
@@ -282,8 +282,8 @@ class MetadataStore:
                 source.backup(memory)
             finally:
                 source.close()
-            info = dict(memory.execute("SELECT name, value FROM info"))
             tables = {row[0] for row in memory.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            info = dict(memory.execute("SELECT name, value FROM info")) if "info" in tables else {}
         except sqlite3.Error as exc:
             memory.close()
             raise error(f"{path}: not a readable metadata database ({exc})") from None
