@@ -333,3 +333,15 @@ def test_empty_index_and_k_larger_than_index():
     index.remove([0, 1])
     assert len(index) == 0 and index.search(np.ones(5), 2).ids.tolist() == [[-1, -1]]
     assert index.search(np.empty((0, 5), dtype=np.float32), 2).ids.shape == (0, 2)
+
+
+def test_public_names_and_empty_adds():
+    import embedrank
+
+    assert embedrank.FlatIndex is FlatIndex and embedrank.load_index is load_index
+    assert issubclass(embedrank.IndexFormatError, ValueError) and embedrank.SearchResult is SearchResult
+    index = FlatIndex(3)
+    index.add(np.ones((1, 3), dtype=np.float32), ids=["a"])
+    assert index.add(np.empty((0, 3), dtype=np.float32)).tolist() == []
+    assert index.add(np.empty((0, 3), dtype=np.float32), ids=[]).tolist() == []
+    assert len(index) == 1 and "a" in index and "b" not in index and 0 not in index

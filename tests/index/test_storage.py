@@ -167,3 +167,25 @@ def test_an_empty_index_round_trips(tmp_path):
         assert len(loaded) == 0 and loaded.search(np.ones(3), 2).ids.tolist() == [[-1, -1]]
         loaded.add(np.eye(3, dtype=np.float32))
         assert loaded.search(np.eye(3, dtype=np.float32)[1], 1).ids.tolist() == [[1]]
+
+
+def test_concurrent_saves_of_one_instance_to_one_path(saved):
+    import threading
+
+    index, path = saved
+    errors = []
+
+    def save():
+        try:
+            for _ in range(5):
+                index.save(path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(load_index(path)) == 300
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]

@@ -39,6 +39,7 @@ read lock while files are written (searches continue meanwhile).
 from __future__ import annotations
 
 import numbers
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,6 +129,7 @@ class BaseIndex(ABC):
     def __init__(self, dim: int) -> None:
         self._dim = check_dim(dim)
         self._lock = ReadWriteLock()
+        self._save_mutex = threading.Lock()  # one save at a time per instance
         self._idmap = IdMap()
         self._metadata = MetadataStore()
 
@@ -220,7 +222,8 @@ class BaseIndex(ABC):
         all int (>= 0) or all str, the same kind as the index already holds. metadata: None or
         n dicts (JSON-serializable, str keys) or None entries. An id already present (or
         repeated in `ids`): ValueError naming it, unless upsert=True, which replaces that
-        vector and its metadata. Nothing is changed when an error is raised.
+        vector and its metadata (a None entry, or metadata=None, leaves it without metadata).
+        Nothing is changed when an error is raised.
         """
         x = as_vectors(vectors, self._dim)
         n = x.shape[0]
@@ -235,7 +238,7 @@ class BaseIndex(ABC):
                 raise ValueError(f"ids repeated within this add: {show_ids(dup)}")
         with self._lock.write():
             if given is None:
-                given = self._idmap.auto_ids(n)
+                given = self._idmap.auto_ids(n) if n or self._idmap.kind != "str" else np.empty(0, dtype=object)
             else:
                 self._idmap.check_kind(kind)
             if n == 0:
@@ -279,9 +282,9 @@ class BaseIndex(ABC):
     # -- remove --------------------------------------------------------------------------
     def remove(self, ids) -> None:
         """Removes ids (a sequence, or one id). Unknown ids: KeyError listing them, nothing removed."""
-        wanted = normalize_ids(ids, single_ok=True)[0]
+        wanted, kind = normalize_ids(ids, single_ok=True)
         with self._lock.write():
-            self._idmap.check_kind(normalize_ids(wanted)[1])
+            self._idmap.check_kind(kind)
             slots = np.unique(self._idmap.slots_of(wanted))
             if slots.size == 0:
                 return
@@ -354,8 +357,13 @@ class BaseIndex(ABC):
 
         A crash at any moment of the save leaves the previous index (or the new one) loadable.
         Anything at `path` that is not an embedrank index is never overwritten (IndexFormatError).
-        Returns the absolute path.
+        Saves of one instance run one at a time; two processes (or two instances) must not save
+        to the same path at the same time. Returns the absolute path.
         """
+        with self._save_mutex:
+            return self._save(path)
+
+    def _save(self, path) -> Path:
         with self._lock.write():
             self._prepare_save()
         with self._lock.read():

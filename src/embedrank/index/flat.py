@@ -273,7 +273,8 @@ class FlatIndex(BaseIndex):
         else:
             distances, slots = topk_hamming(binarize(queries, num_threads=threads), self._bits[:n], pool, allow=mask,
                                             num_threads=threads)
-            scores = np.where(slots >= 0, self._dim - 2 * distances.astype(np.float32), -np.inf).astype(np.float32)
+            if how is None:  # dim - 2 * hamming: the inner product of the +-1 sign vectors
+                scores = np.where(slots >= 0, self._dim - 2 * distances.astype(np.float32), -np.inf).astype(np.float32)
         if how == "float32":
             scores, slots = rescore(queries, self._f32[:n], slots, k_run, num_threads=threads)
         elif how == "int8":
