@@ -269,3 +269,14 @@ def test_load_rejects_labels_that_disagree_with_the_ids(tmp_path, data):
     np.save(path / "hnsw_live_labels.npy", np.arange(150, dtype=np.int64))
     with pytest.raises(IndexFormatError):
         load_index(path, verify=False)  # checksums skipped: the consistency check still catches it
+
+
+def test_load_rejects_a_truncated_graph_file_even_without_checksums(tmp_path, data):
+    base, _ = data
+    index = HNSWIndex(DIM)
+    index.add(base[:200])
+    path = index.save(tmp_path / "idx")
+    graph_file = path / "hnsw_graph.bin"
+    graph_file.write_bytes(graph_file.read_bytes()[:1000])
+    with pytest.raises(IndexFormatError, match="hnsw_graph.bin"):
+        load_index(path, verify=False)

@@ -232,18 +232,19 @@ class HnswGraph:
         exact search instead, so the result is never short when enough vectors are live.
         """
         nq = queries.shape[0]
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        labels = np.full((nq, k), -1, dtype=np.int64)
         if self._live == 0 or nq == 0:
-            return scores, labels
+            return np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
         want = min(max(ef, k), self._live)
         try:
             found, distances = self._index.knn_query(queries, k=want, num_threads=num_threads)
         except RuntimeError:
             return self.exact(queries, self.live_labels(), k, num_threads)
-        keep = min(k, want)
-        labels[:, :keep] = found[:, :keep].view(np.int64)
-        scores[:, :keep] = self._to_scores(distances[:, :keep])
+        if want >= k:  # the usual case: no padding
+            return self._to_scores(distances[:, :k]), found[:, :k].view(np.int64)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        labels = np.full((nq, k), -1, dtype=np.int64)
+        labels[:, :want] = found.view(np.int64)
+        scores[:, :want] = self._to_scores(distances)
         return scores, labels
 
     def knn_all(self, queries: np.ndarray, want: int, num_threads: int) -> tuple[np.ndarray, np.ndarray] | None:

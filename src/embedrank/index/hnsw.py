@@ -117,8 +117,11 @@ class HNSWIndex(BaseIndex):
             if name not in manifest.get("files", {}):
                 raise IndexFormatError(f"{directory / name}: missing from the manifest's file list")
         index = cls(dim=manifest["dim"], **config)
-        index._graph = HnswGraph.load(directory / GRAPH_FILE, directory / LABELS_FILE, index._dim, index.metric,
-                                      index.M, index.ef_construction)
+        try:
+            index._graph = HnswGraph.load(directory / GRAPH_FILE, directory / LABELS_FILE, index._dim, index.metric,
+                                          index.M, index.ef_construction)
+        except RuntimeError as exc:  # hnswlib's own checks of the graph file
+            raise IndexFormatError(f"{directory / GRAPH_FILE}: hnswlib cannot read it ({exc})") from None
         return index
 
     def _after_load(self) -> None:
