@@ -20,6 +20,10 @@ of ``hnswlib.Index``:
   class never changes that state after construction: ``ef_`` stays 1 and every query asks
   for ``max(ef, k)`` neighbours. hnswlib searches with ``max(ef_, k)`` candidates, so
   asking for ``ef`` results is exactly an ``ef`` search; the first k are its top k.
+* **A float32 copy of the vectors** (by label, unit-norm for "cosine") serves exact
+  filtered search and rebuilds: hnswlib's ``get_items`` goes through Python lists (~30 us per
+  384-d vector). It costs dim x 4 bytes per vector on top of the graph; it is not saved
+  (load reads it back from the graph's level-0 block in one copy).
 * **Scores, higher is better.** metric "ip": inner product (1 - hnswlib's ip distance);
   "cosine": cosine similarity (hnswlib normalizes stored vectors and queries);
   "l2": minus the squared Euclidean distance.
@@ -40,9 +44,10 @@ from embedrank.kernels import topk_float32
 
 METRICS = ("ip", "cosine", "l2")
 # Rebuild when tombstones are more than this share of the graph's nodes. Measured with
-# benchmarks/bench_index.py --tombstones on clustered 100k x 384 (see the README there):
-# searches slow down roughly in proportion to the dead share they walk through, and recall
-# at a fixed ef stays within 0.01 up to ~40% dead, so 30% keeps searches within ~1.5x.
+# python -m embedrank.bench.index (tombstones section; clustered 100k x 384, ef=64): recall at
+# a fixed ef does not drop as nodes die (it rises slightly: fewer live candidates), but the
+# dead nodes are still walked, and QPS fell to ~0.8x of the fresh graph at 30% tombstones and
+# ~0.6x at 50%. 30% bounds that slowdown; the rebuild costs one build of the live vectors.
 REBUILD_TOMBSTONE_FRACTION = 0.30
 # Below this many nodes a rebuild is not worth its bookkeeping.
 REBUILD_MIN_NODES = 256

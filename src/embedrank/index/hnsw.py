@@ -84,8 +84,11 @@ class HNSWIndex(BaseIndex):
         # Under the write lock, with the IdMap already updated: rebuild without tombstones and
         # renumber the slots 0..n-1 so that labels (and filter masks) stay dense.
         if self._graph.needs_rebuild():
-            old_slots = self._renumber_slots()
-            self._graph.rebuild(self._threads, old_slots)
+            old_slots = self._graph.live_labels()  # ascending, as the IdMap keeps them
+            self._graph.rebuild(self._threads, old_slots)  # all or nothing: swapped in at the end
+            kept = self._renumber_slots()
+            if not np.array_equal(kept, old_slots):  # cannot happen while compact() keeps the order
+                raise RuntimeError("HNSWIndex rebuild: the IdMap renumbered the slots in another order")
 
     def _search_params(self) -> set[str]:
         return {"ef"}
