@@ -1,0 +1,623 @@
+"""Two-stage retrieval: bi-encoder candidates from a vector index, then cross-encoder reranking.
+
+    retriever = Retriever(Encoder.load(model), FlatIndex(384), reranker=CrossEncoder.load(ce))
+    retriever.add(corpus)                      # {doc_id: {"title", "text"}} or a list of texts
+    hits = retriever.search(["what is ..."])   # [[Hit(doc_id, score, text, passage), ...]]
+
+What is indexed: with chunking=True each document (title + " " + text) is split into
+overlapping token windows (the encoder's defaults: 224 tokens, 32 overlap for a 256-token
+model) and every window is one vector; short documents are one window. The index stores the
+window vectors under int ids 0, 1, ... (one per window, in the order added); the retriever
+keeps the window -> document map and each window's character span.
+
+How a query is answered, in batches of `query_batch_size` queries:
+
+1. encode: the queries' vectors (with the model's query prompt);
+2. search: the index's best windows, then their documents: a document's score is the max
+   (aggregate="max") or the mean (aggregate="mean") of its windows' scores among the windows
+   found, and its passage is its best window found. The index is asked for
+   ``candidates * min(4, most windows of any document)`` windows so that about `candidates`
+   distinct documents come back (fewer when the corpus or the windows run out). "max" is
+   the document's true best window score whenever the document is found; "mean" averages
+   only the windows that were found (windows outside the candidate list are not scored);
+3. rerank (when there is a reranker): the cross-encoder scores (query, passage) for the
+   candidates. The passage (the best window) rather than the whole document: it fits the
+   cross-encoder's window, while a long document would be cut to its beginning. With
+   rerank_text="document" the pair is (query, title + " " + text) instead (the cross-encoder
+   then cuts the document). The reranked score is the cross-encoder's raw logit (its order
+   is the sigmoid's order, without the sigmoid's saturation to ties at 1.0);
+4. the best `top_k` documents, ties to the document added first.
+
+``last_timings`` holds the stage times of the latest search (a :class:`SearchTimings`).
+``save(path)`` writes the corpus, the window map, the index and the model references
+(folder paths, variants, fingerprints) into one folder, atomically; ``Retriever.load(path)``
+reopens it, refusing models whose fingerprint changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+
+from embedrank.encoder import Encoder
+from embedrank.tokenization import check_texts
+
+__all__ = ["AGGREGATES", "Hit", "Retriever", "RetrieverFormatError", "SearchTimings"]
+
+AGGREGATES = ("max", "mean")
+RERANK_TEXTS = ("passage", "document")
+FORMAT = "embedrank-retriever"
+FORMAT_VERSION = 1
+CONFIG_FILE = "retriever.json"
+DOCS_FILE = "documents.jsonl"
+CHUNKS_FILE = "chunks.npz"
+INDEX_DIR = "index"
+MAX_WINDOW_OVERSAMPLE = 4
+
+
+class RetrieverFormatError(ValueError):
+    """A saved retriever folder is missing a file or holds an inconsistent one."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the document's id, its score, its text (title + " " + text, as indexed) and
+    the passage that matched (its best window; the whole text when it was not chunked)."""
+
+    doc_id: str
+    score: float
+    text: str
+    passage: str
+
+
+@dataclass(frozen=True)
+class SearchTimings:
+    """Wall-clock milliseconds of one search() call, per stage, summed over its query batches.
+
+    encode_ms: query encoding; search_ms: index search and per-document aggregation;
+    rerank_ms: cross-encoder scoring (0 without reranking); total_ms: the whole call.
+    """
+
+    queries: int
+    encode_ms: float
+    search_ms: float
+    rerank_ms: float
+    total_ms: float
+
+    def per_query_ms(self) -> dict:
+        n = max(self.queries, 1)
+        return {"encode": self.encode_ms / n, "search": self.search_ms / n, "rerank": self.rerank_ms / n,
+                "total": self.total_ms / n}
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _document_text(title: str, text: str) -> str:
+    """title + " " + text (just text when the title is empty), as Encoder.encode_documents embeds it."""
+    return f"{title} {text}".strip() if title else text
+
+
+class Retriever:
+    """Bi-encoder retrieval over a vector index with optional cross-encoder reranking (see the module docstring).
+
+    encoder: an embedrank Encoder; index: an empty FlatIndex or HNSWIndex of the encoder's
+    dimension; reranker: a CrossEncoder or None. candidates: documents fetched per query
+    for reranking (raised to top_k when smaller); top_k: documents returned per query;
+    chunking: split long documents into windows (max_tokens / overlap: the window size,
+    default from the encoder); aggregate: "max" or "mean" of a document's window scores;
+    rerank_text: "passage" or "document"; query_batch_size: queries per batch.
+    """
+
+    def __init__(self, encoder: Encoder, index, reranker=None, candidates: int = 100, top_k: int = 10,
+                 chunking: bool = True, aggregate: str = "max", *, rerank_text: str = "passage",
+                 max_tokens: int | None = None, overlap: int | None = None, query_batch_size: int = 32,
+                 batch_size: int = 32):
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"encoder must be an embedrank Encoder, got {type(encoder).__name__}")
+        for method in ("add", "search", "save", "__len__"):
+            if not hasattr(index, method):
+                raise TypeError(f"index must be an embedrank index (FlatIndex or HNSWIndex), got {type(index).__name__}")
+        if index.dim != encoder.dim:
+            raise ValueError(f"the index holds {index.dim}-dimensional vectors but the encoder makes {encoder.dim}")
+        if len(index) != 0:
+            raise ValueError(f"the index already holds {len(index)} vectors; a Retriever starts from an empty index "
+                             "(use Retriever.load for a saved retriever)")
+        self._configure(encoder, index, reranker, candidates, top_k, chunking, aggregate, rerank_text, max_tokens,
+                        overlap, query_batch_size, batch_size)
+
+    def _configure(self, encoder, index, reranker, candidates, top_k, chunking, aggregate, rerank_text, max_tokens,
+                   overlap, query_batch_size, batch_size) -> None:
+        """Checks and sets the settings, with an empty corpus (the index is taken as it is)."""
+        self.encoder = encoder
+        self.index = index
+        self.reranker = reranker
+        self.candidates = candidates
+        self.top_k = top_k
+        if not isinstance(chunking, (bool, np.bool_)):
+            raise TypeError(f"chunking must be True or False, got {chunking!r}")
+        self.chunking = bool(chunking)
+        self.aggregate = aggregate
+        self.rerank_text = rerank_text
+        self.max_tokens = None if max_tokens is None else _positive_int(max_tokens, "max_tokens")
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0):
+            raise ValueError(f"overlap must be a non-negative integer or None, got {overlap!r}")
+        self.overlap = None if overlap is None else int(overlap)
+        self.query_batch_size = query_batch_size
+        self.batch_size = batch_size
+        self.last_timings: SearchTimings | None = None
+        # the corpus
+        self._doc_ids: list[str] = []
+        self._titles: list[str] = []
+        self._texts: list[str] = []
+        self._position: dict[str, int] = {}
+        # the windows (one index vector each, index id = window number)
+        self._chunk_doc = np.empty(0, dtype=np.int64)
+        self._chunk_start = np.empty(0, dtype=np.int64)
+        self._chunk_end = np.empty(0, dtype=np.int64)
+        self._most_windows = 0
+
+    # -- settings, validated on assignment -------------------------------------------------
+    @property
+    def reranker(self):
+        return self._reranker
+
+    @reranker.setter
+    def reranker(self, value) -> None:
+        from embedrank.cross_encoder import CrossEncoder
+
+        if value is not None and not isinstance(value, CrossEncoder):
+            raise TypeError(f"reranker must be an embedrank CrossEncoder or None, got {type(value).__name__}")
+        if value is not None and value.num_labels != 1:
+            raise ValueError(f"the reranker must give one score per pair; it has num_labels={value.num_labels}")
+        self._reranker = value
+
+    @property
+    def candidates(self) -> int:
+        return self._candidates
+
+    @candidates.setter
+    def candidates(self, value) -> None:
+        self._candidates = _positive_int(value, "candidates")
+
+    @property
+    def top_k(self) -> int:
+        return self._top_k
+
+    @top_k.setter
+    def top_k(self, value) -> None:
+        self._top_k = _positive_int(value, "top_k")
+
+    @property
+    def aggregate(self) -> str:
+        return self._aggregate
+
+    @aggregate.setter
+    def aggregate(self, value) -> None:
+        if value not in AGGREGATES:
+            raise ValueError(f"aggregate must be 'max' or 'mean', got {value!r}")
+        self._aggregate = value
+
+    @property
+    def rerank_text(self) -> str:
+        return self._rerank_text
+
+    @rerank_text.setter
+    def rerank_text(self, value) -> None:
+        if value not in RERANK_TEXTS:
+            raise ValueError(f"rerank_text must be 'passage' or 'document', got {value!r}")
+        self._rerank_text = value
+
+    @property
+    def query_batch_size(self) -> int:
+        return self._query_batch_size
+
+    @query_batch_size.setter
+    def query_batch_size(self, value) -> None:
+        self._query_batch_size = _positive_int(value, "query_batch_size")
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value) -> None:
+        self._batch_size = _positive_int(value, "batch_size")
+
+    # -- the corpus ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Documents added."""
+        return len(self._doc_ids)
+
+    @property
+    def n_chunks(self) -> int:
+        """Windows (index vectors) added."""
+        return int(self._chunk_doc.size)
+
+    def __contains__(self, doc_id) -> bool:
+        return doc_id in self._position
+
+    def document(self, doc_id: str) -> dict:
+        """{"title", "text"} of an added document (KeyError naming the id when absent)."""
+        if doc_id not in self._position:
+            raise KeyError(f"no document with id {doc_id!r}")
+        i = self._position[doc_id]
+        return {"title": self._titles[i], "text": self._texts[i]}
+
+    def add(self, corpus, show_progress: bool | None = None) -> list[str]:
+        """Encodes and indexes documents; returns their ids in the order added.
+
+        corpus: a BEIR-style dict {doc_id (str): {"title": str, "text": str}} (a str value is
+        taken as the text, title empty) or a list of texts, whose ids are assigned as the
+        strings "0", "1", ... counting on from the number of documents already added and
+        skipping ids already in use. An empty corpus,
+        a duplicate id (within the call or already added) or a wrongly typed entry raises
+        before anything is added; nothing is added when encoding or indexing fails.
+        """
+        ids, titles, texts = self._check_corpus(corpus)
+        docs = [{"title": t, "text": x} for t, x in zip(titles, texts)]
+        if self.chunking:
+            chunked = self.encoder.encode_documents(docs, chunking=True, max_tokens=self.max_tokens,
+                                                    overlap=self.overlap, batch_size=self.batch_size,
+                                                    show_progress=show_progress)
+            vectors = chunked.embeddings
+            owners = chunked.chunk_to_doc
+            starts = np.array([c.start for c in chunked.chunks], dtype=np.int64)
+            ends = np.array([c.end for c in chunked.chunks], dtype=np.int64)
+        else:
+            vectors = self.encoder.encode_documents(docs, chunking=False, batch_size=self.batch_size,
+                                                    show_progress=show_progress)
+            owners = np.arange(len(docs), dtype=np.int64)
+            starts = np.zeros(len(docs), dtype=np.int64)
+            ends = np.array([len(_document_text(t, x)) for t, x in zip(titles, texts)], dtype=np.int64)
+        first_chunk = self.n_chunks
+        self.index.add(vectors, ids=np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64))
+        first_doc = len(self._doc_ids)
+        self._doc_ids.extend(ids)
+        self._titles.extend(titles)
+        self._texts.extend(texts)
+        self._position.update((doc_id, first_doc + i) for i, doc_id in enumerate(ids))
+        self._chunk_doc = np.concatenate([self._chunk_doc, owners.astype(np.int64) + first_doc])
+        self._chunk_start = np.concatenate([self._chunk_start, starts])
+        self._chunk_end = np.concatenate([self._chunk_end, ends])
+        self._most_windows = int(np.bincount(self._chunk_doc).max())
+        return ids
+
+    def _check_corpus(self, corpus) -> tuple[list[str], list[str], list[str]]:
+        if isinstance(corpus, dict):
+            if not corpus:
+                raise ValueError("corpus is empty: nothing to add")
+            ids, titles, texts = [], [], []
+            for doc_id, doc in corpus.items():
+                if not isinstance(doc_id, str):
+                    raise TypeError(f"document ids must be str, got {type(doc_id).__name__} {doc_id!r}")
+                if isinstance(doc, str):
+                    title, text = "", doc
+                elif isinstance(doc, dict):
+                    if "text" not in doc:
+                        raise ValueError(f"document {doc_id!r} has no 'text' field (keys: {sorted(doc)})")
+                    title, text = doc.get("title") or "", doc["text"]
+                    if not isinstance(title, str) or not isinstance(text, str):
+                        bad = "title" if not isinstance(title, str) else "text"
+                        raise TypeError(f"document {doc_id!r}: {bad} must be a str, got {type(doc[bad]).__name__}")
+                else:
+                    raise TypeError(f"document {doc_id!r} must be a dict with 'text' (and 'title') or a str, "
+                                    f"got {type(doc).__name__}")
+                ids.append(doc_id)
+                titles.append(title)
+                texts.append(text)
+        elif isinstance(corpus, (list, tuple)):
+            if not corpus:
+                raise ValueError("corpus is empty: nothing to add")
+            texts = check_texts(corpus, "corpus")
+            ids, number = [], len(self._doc_ids)
+            while len(ids) < len(texts):
+                if str(number) not in self._position:
+                    ids.append(str(number))
+                number += 1
+            titles = [""] * len(texts)
+        else:
+            raise TypeError(f"corpus must be a dict {{doc_id: {{'title', 'text'}}}} or a list of texts, "
+                            f"got {type(corpus).__name__}")
+        already = [d for d in ids if d in self._position]
+        if already:
+            raise ValueError(f"{len(already)} document id(s) already added: {already[:5]}")
+        return ids, titles, texts
+
+    # -- search --------------------------------------------------------------------------
+    def search(self, queries, top_k: int | None = None, candidates: int | None = None, rerank: bool | None = None,
+               show_progress: bool | None = None) -> list[list[Hit]]:
+        """The best documents for each query: a list (one per query) of up to top_k Hits, best first.
+
+        queries: a list of str (one str is taken as a list of one). top_k / candidates
+        override the retriever's settings for this call; rerank=False skips the reranker
+        (None: rerank when there is one). An empty retriever gives empty lists. The stage
+        times are in ``last_timings``.
+        """
+        started = time.perf_counter()
+        queries = check_texts(queries, "queries")
+        top_k = self.top_k if top_k is None else _positive_int(top_k, "top_k")
+        candidates = self.candidates if candidates is None else _positive_int(candidates, "candidates")
+        candidates = max(candidates, top_k)
+        if rerank is not None and not isinstance(rerank, (bool, np.bool_)):
+            raise TypeError(f"rerank must be True, False or None, got {rerank!r}")
+        if rerank and self.reranker is None:
+            raise ValueError("rerank=True but this retriever has no reranker")
+        use_reranker = self.reranker is not None and rerank is not False
+        encode_s = search_s = rerank_s = 0.0
+        results: list[list[Hit]] = []
+        if queries and self.n_chunks:
+            for start in range(0, len(queries), self.query_batch_size):
+                batch = queries[start:start + self.query_batch_size]
+                t0 = time.perf_counter()
+                vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
+                t1 = time.perf_counter()
+                found = self._first_stage(vectors, candidates)
+                t2 = time.perf_counter()
+                if use_reranker:
+                    found = self._rerank(batch, found, show_progress)
+                    rerank_s += time.perf_counter() - t2
+                results.extend(self._hits(docs, scores, windows, top_k) for docs, scores, windows in found)
+                encode_s, search_s = encode_s + t1 - t0, search_s + t2 - t1
+        else:
+            results = [[] for _ in queries]
+        total = time.perf_counter() - started
+        self.last_timings = SearchTimings(len(queries), encode_s * 1e3, search_s * 1e3, rerank_s * 1e3, total * 1e3)
+        return results
+
+    def _first_stage(self, vectors: np.ndarray, candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per query: (document indices, scores, best window of each), best first, at most `candidates`."""
+        k = min(self.n_chunks, candidates * min(MAX_WINDOW_OVERSAMPLE, max(self._most_windows, 1)))
+        result = self.index.search(vectors, k)
+        out = []
+        for ids, scores in zip(result.ids, result.scores):
+            live = ids >= 0
+            windows = ids[live].astype(np.int64)
+            scores = scores[live]
+            docs = self._chunk_doc[windows]
+            # windows come best first: a document's first window is its best one
+            unique_docs, first, inverse = np.unique(docs, return_index=True, return_inverse=True)
+            if self.aggregate == "max":
+                doc_scores = scores[first]
+            else:
+                sums = np.bincount(inverse, weights=scores.astype(np.float64), minlength=unique_docs.size)
+                doc_scores = (sums / np.bincount(inverse, minlength=unique_docs.size)).astype(np.float32)
+            order = np.lexsort((unique_docs, -doc_scores.astype(np.float64)))[:candidates]
+            out.append((unique_docs[order], doc_scores[order].astype(np.float32), windows[first[order]]))
+        return out
+
+    def _rerank(self, queries: list[str], found: list, show_progress) -> list:
+        """Cross-encoder scores for every (query, candidate) of the batch in one predict call."""
+        pairs = []
+        for query, (docs, _, windows) in zip(queries, found):
+            texts = (self._passage(w) for w in windows) if self.rerank_text == "passage" else (
+                self._full_text(d) for d in docs)
+            pairs.extend((query, t) for t in texts)
+        if not pairs:
+            return found
+        scores = self.reranker.predict(pairs, batch_size=self.batch_size, activation=None, show_progress=show_progress)
+        out, offset = [], 0
+        for docs, _, windows in found:
+            mine = scores[offset:offset + len(docs)]
+            offset += len(docs)
+            order = np.lexsort((docs, -mine.astype(np.float64)))
+            out.append((docs[order], mine[order], windows[order]))
+        return out
+
+    def _hits(self, docs: np.ndarray, scores: np.ndarray, windows: np.ndarray, top_k: int) -> list[Hit]:
+        return [Hit(self._doc_ids[d], float(s), self._full_text(d), self._passage(w))
+                for d, s, w in zip(docs[:top_k].tolist(), scores[:top_k].tolist(), windows[:top_k].tolist())]
+
+    def _full_text(self, doc: int) -> str:
+        return _document_text(self._titles[doc], self._texts[doc])
+
+    def _passage(self, window: int) -> str:
+        text = self._full_text(int(self._chunk_doc[window]))
+        return text[int(self._chunk_start[window]):int(self._chunk_end[window])]
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the retriever folder at `path` (replacing a retriever saved there); returns it.
+
+        Holds retriever.json (settings; encoder and reranker folder paths, variants and
+        fingerprints), documents.jsonl (the corpus), chunks.npz (window -> document, spans)
+        and index/ (the index's own format). Written into a temporary folder beside `path`
+        and renamed into place: a crash leaves the old folder or the new one, never a mix.
+        A non-empty `path` that is not a saved retriever is refused (FileExistsError).
+        """
+        path = Path(path)
+        _recover(path)
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(f"{path} exists and is not a folder")
+            if any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
+                raise FileExistsError(f"{path} is not empty and is not a saved retriever: not overwriting it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+        try:
+            self._write(work)
+            _replace_folder(work, path)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return path.absolute()
+
+    def _write(self, folder: Path) -> None:
+        with open(folder / DOCS_FILE, "w", encoding="utf-8") as f:
+            for doc_id, title, text in zip(self._doc_ids, self._titles, self._texts):
+                f.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with open(folder / CHUNKS_FILE, "wb") as f:
+            np.savez(f, chunk_doc=self._chunk_doc, start=self._chunk_start, end=self._chunk_end)
+            f.flush()
+            os.fsync(f.fileno())
+        self.index.save(folder / INDEX_DIR)
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "documents": len(self._doc_ids),
+            "chunks": self.n_chunks,
+            "settings": {"candidates": self.candidates, "top_k": self.top_k, "chunking": self.chunking,
+                         "aggregate": self.aggregate, "rerank_text": self.rerank_text, "max_tokens": self.max_tokens,
+                         "overlap": self.overlap, "query_batch_size": self.query_batch_size,
+                         "batch_size": self.batch_size},
+            "encoder": _model_reference(self.encoder),
+            "reranker": None if self.reranker is None else _model_reference(self.reranker),
+        }
+        with open(folder / CONFIG_FILE, "w", encoding="utf-8") as f:
+            f.write(json.dumps(config, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, encoder: Encoder | None = None, reranker=None,
+             num_threads: int | None = None, mmap: bool = True) -> Retriever:
+        """Reopens a saved retriever: the corpus, the index and the models it references.
+
+        encoder / reranker: already loaded models to use instead of the saved folder paths
+        (e.g. after moving the model folders); their fingerprints must still match.
+        num_threads: for the models opened here. RetrieverFormatError for a folder that is not
+        a saved retriever or is inconsistent; ValueError when a model's fingerprint differs
+        from the one the retriever was built with.
+        """
+        from embedrank.cross_encoder import CrossEncoder
+        from embedrank.index import load_index
+
+        path = Path(path)
+        config = _read_config(path)
+        encoder_ref, reranker_ref = config["encoder"], config.get("reranker")
+        if encoder is None:
+            encoder = Encoder.load(encoder_ref["path"], variant=encoder_ref["variant"], num_threads=num_threads)
+        _check_fingerprint("encoder", encoder, encoder_ref)
+        if reranker is None and reranker_ref is not None:
+            reranker = CrossEncoder.load(reranker_ref["path"], variant=reranker_ref["variant"], num_threads=num_threads)
+        if reranker is not None and reranker_ref is not None:
+            _check_fingerprint("reranker", reranker, reranker_ref)
+        doc_ids, titles, texts = _read_documents(path / DOCS_FILE)
+        try:
+            with np.load(path / CHUNKS_FILE) as arrays:
+                chunk_doc, starts, ends = (np.asarray(arrays[n], dtype=np.int64) for n in ("chunk_doc", "start", "end"))
+        except (OSError, KeyError, ValueError) as error:
+            raise RetrieverFormatError(f"{path / CHUNKS_FILE} could not be read: {error}") from None
+        index = load_index(path / INDEX_DIR, mmap=mmap)
+        n_docs, n_chunks = len(doc_ids), int(chunk_doc.size)
+        if (config["documents"], config["chunks"]) != (n_docs, n_chunks) or len(index) != n_chunks \
+                or starts.size != n_chunks or ends.size != n_chunks \
+                or (n_chunks and (chunk_doc.min() < 0 or chunk_doc.max() >= n_docs)):
+            raise RetrieverFormatError(
+                f"{path}: inconsistent files ({n_docs} documents, {n_chunks} windows, {len(index)} index vectors; "
+                f"retriever.json says {config['documents']} and {config['chunks']})")
+        settings = config["settings"]
+        if index.dim != encoder.dim:
+            raise ValueError(f"the saved index holds {index.dim}-dimensional vectors but the encoder makes {encoder.dim}")
+        retriever = cls.__new__(cls)
+        try:
+            retriever._configure(encoder, index, reranker, settings["candidates"], settings["top_k"],
+                                 settings["chunking"], settings["aggregate"], settings["rerank_text"],
+                                 settings["max_tokens"], settings["overlap"], settings["query_batch_size"],
+                                 settings["batch_size"])
+        except KeyError as error:
+            raise RetrieverFormatError(f"{path / CONFIG_FILE}: settings lack {error}") from None
+        retriever._doc_ids, retriever._titles, retriever._texts = doc_ids, titles, texts
+        retriever._position = {d: i for i, d in enumerate(doc_ids)}
+        retriever._chunk_doc, retriever._chunk_start, retriever._chunk_end = chunk_doc, starts, ends
+        retriever._most_windows = int(np.bincount(chunk_doc).max()) if n_chunks else 0
+        return retriever
+
+
+def _model_reference(model) -> dict:
+    return {"path": str(Path(model.config.path).absolute()), "variant": model.variant,
+            "fingerprint": model.config.fingerprint, "kind": model.config.kind}
+
+
+def _check_fingerprint(role: str, model, reference: dict) -> None:
+    saved, current = reference.get("fingerprint") or "", model.config.fingerprint or ""
+    if saved and current and saved != current:
+        raise ValueError(f"the {role} at {model.config.path} has fingerprint {current[:19]}..., but this retriever "
+                         f"was built with {saved[:19]}... ({reference.get('path')}): its vectors would not match")
+
+
+def _read_config(path: Path) -> dict:
+    _recover(path)
+    if not path.is_dir():
+        raise RetrieverFormatError(f"retriever folder not found: {path}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise RetrieverFormatError(f"{config_path} is missing: not a saved retriever")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RetrieverFormatError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise RetrieverFormatError(f"{config_path} is not an embedrank retriever file")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise RetrieverFormatError(f"{config_path} has format_version {config.get('format_version')!r}; "
+                                   f"this embedrank reads {FORMAT_VERSION}")
+    for key in ("documents", "chunks", "settings", "encoder"):
+        if key not in config:
+            raise RetrieverFormatError(f"{config_path} lacks the field {key!r}")
+    return config
+
+
+def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
+    if not path.is_file():
+        raise RetrieverFormatError(f"{path} is missing")
+    ids, titles, texts = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                ids.append(row["_id"])
+                titles.append(row["title"])
+                texts.append(row["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise RetrieverFormatError(f"{path}:{line_number} is not a document row: {error}") from None
+    return ids, titles, texts
+
+
+def _replace_folder(work: Path, path: Path) -> None:
+    """Puts the finished folder at `path`: swapped in atomically (renameat2) when the system can,
+    else the old folder is renamed aside, the new one renamed in, then the old one deleted
+    (a crash between the two renames leaves the old folder aside; load() moves it back)."""
+    from embedrank.index._storage import _exchange
+
+    if path.exists() and _exchange(work, path):
+        _fsync_directory(path.parent)
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(path, old)
+    os.replace(work, path)
+    _fsync_directory(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(path: Path) -> None:
+    """When `path` is missing but a save stopped between its two renames, moves the old folder back."""
+    if path.exists():
+        return
+    for aside in sorted(path.parent.glob(f".{path.name}.old-*"), reverse=True):
+        if (aside / CONFIG_FILE).is_file():
+            os.replace(aside, path)
+            return
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
