@@ -148,3 +148,64 @@ def test_main_returns_status_instead_of_raising(tmp_path, capsys):
     code = cli.main(["encode", str(tmp_path), str(tmp_path / "none.jsonl"), str(tmp_path / "o.npy")])
     assert code == 2
     assert "embedrank encode: error:" in capsys.readouterr().err
+
+
+ADI = DATA / "adi"
+needs_adi = pytest.mark.skipif(not (ADI / "corpus.jsonl").is_file(), reason=f"needs the ADI data at {ADI}")
+
+
+@pytest.fixture(scope="module")
+def adi_retriever(minilm_export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "adi-retriever"
+    result = run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@needs_adi
+def test_index_search_and_eval_a_retriever(adi_retriever):
+    from embedrank.beir import load_beir
+    from embedrank.evaluation import evaluate
+    from embedrank.retriever import Retriever
+
+    found = run_cli("search", str(adi_retriever), "information retrieval systems", "indexing of documents",
+                    "-k", "5", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert [len(h) for h in hits] == [5, 5]
+    assert all(h[i]["score"] >= h[i + 1]["score"] for h in hits for i in range(4))
+
+    text = run_cli("search", str(adi_retriever), "information retrieval systems")
+    assert text.returncode == 0 and text.stdout.startswith("? information retrieval systems")
+
+    scored = run_cli("eval", str(adi_retriever), "--data", str(ADI), "--json", "--metrics", "ndcg@10,recall@100")
+    assert scored.returncode == 0, scored.stderr
+    mean = json.loads(scored.stdout)["mean"]
+    _, queries, qrels = load_beir(ADI)
+    retriever = Retriever.load(adi_retriever)
+    ids = list(queries)
+    run = {q: {h.doc_id: h.score for h in found} for q, found in
+           zip(ids, retriever.search([queries[q] for q in ids], top_k=100))}
+    assert mean == pytest.approx(evaluate(run, qrels, ["ndcg@10", "recall@100"])["mean"], abs=1e-9)
+    assert mean["ndcg@10"] > 0.3  # MiniLM on ADI is far better than random (~0.05)
+
+
+@needs_adi
+def test_index_user_errors(minilm_export, adi_retriever, tmp_path):
+    assert_user_error(run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(adi_retriever)),
+                      "not empty")
+    assert_user_error(run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out",
+                              str(tmp_path / "r"), "--index", "hnsw", "--precision", "binary"), "--precision")
+    assert_user_error(run_cli("index", "--model", str(tmp_path), "--data", str(ADI), "--out", str(tmp_path / "r2")),
+                      str(tmp_path))
+    assert_user_error(run_cli("search", str(tmp_path / "nothing-here"), "query"), "nothing-here")
+
+
+@needs_adi
+def test_index_with_hnsw_and_binary_codes(minilm_export, tmp_path):
+    for extra in (["--index", "hnsw"], ["--precision", "binary"]):
+        out = tmp_path / extra[-1]
+        built = run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(out), *extra)
+        assert built.returncode == 0, built.stderr
+        scored = run_cli("eval", str(out), "--data", str(ADI), "--json", "--metrics", "ndcg@10")
+        assert json.loads(scored.stdout)["mean"]["ndcg@10"] > 0.3

@@ -124,11 +124,8 @@ def _search(args: argparse.Namespace) -> int:
     from embedrank.retriever import Retriever
 
     retriever = Retriever.load(args.retriever, num_threads=args.threads)
-    if args.no_rerank:
-        retriever.reranker = None
-    if args.k is not None:
-        retriever.top_k = args.k
-    results = retriever.search(args.queries)
+    results = retriever.search(args.queries, top_k=args.k, rerank=False if args.no_rerank else None,
+                               show_progress=_progress(args))
     if args.json:
         print(json.dumps([[{"doc_id": h.doc_id, "score": float(h.score), "passage": h.passage} for h in hits]
                           for hits in results], ensure_ascii=False, indent=1))
@@ -184,11 +181,9 @@ def _eval(args: argparse.Namespace) -> int:
 
         _, queries, qrels = load_beir(args.data, split=args.split)
         retriever = Retriever.load(args.retriever, num_threads=args.threads)
-        if args.no_rerank:
-            retriever.reranker = None
-        retriever.top_k = args.depth
         ids = list(queries)
-        hits = retriever.search([queries[q] for q in ids])
+        hits = retriever.search([queries[q] for q in ids], top_k=args.depth,
+                                rerank=False if args.no_rerank else None, show_progress=_progress(args))
         run = {qid: {h.doc_id: float(h.score) for h in found} for qid, found in zip(ids, hits)}
         if args.save_run:
             write_trec_run(run, args.save_run, tag="embedrank")
