@@ -172,7 +172,7 @@ def test_query_that_cannot_fit_is_cut_longest_first_with_a_warning(cross_encoder
     kept_q = 512 - 3 - len(d)  # longest first: the long query loses tokens, the short document stays
     expected = _run_ids(cross_encoder, [cls_id, *q[:kept_q], sep_id, *d, sep_id],
                         [0] * (kept_q + 2) + [1] * (len(d) + 1))
-    with pytest.warns(TruncationWarning, match="1 pairs had a query too long"):
+    with pytest.warns(TruncationWarning, match=r"1 pair\(s\) had a query too long"):
         got = cross_encoder.predict([(query, doc), ("fits", "fine")], activation=None)
     assert abs(got[0] - expected) <= 1e-4
     assert np.isfinite(got).all()

@@ -208,7 +208,7 @@ class CrossEncoder:
                 parts.append(f"{n_documents_cut} of {len(queries)} pairs were longer than max_seq_length={limit} "
                              "tokens and had their document truncated")
             if n_queries_cut:
-                parts.append(f"{n_queries_cut} pairs had a query too long to fit max_seq_length={limit} tokens by "
+                parts.append(f"{n_queries_cut} pair(s) had a query too long to fit max_seq_length={limit} tokens by "
                              "itself and were truncated longest-first (query included)")
             warnings.warn("; ".join(parts), TruncationWarning, stacklevel=3)
         return encodings
