@@ -111,8 +111,8 @@ def test_cached_training_matches_plain_training_in_eval_mode_loss(bi_encoder):
 def test_same_seed_same_weights(_loaded_bi_encoder):
     import copy
 
-    examples = examples_from_pairs(PAIRS * 2)
-    config = BiEncoderConfig(epochs=1, batch_size=4, seed=3, **SHORT)
+    examples = examples_from_pairs(PAIRS)
+    config = BiEncoderConfig(epochs=1, batch_size=2, seed=3, **SHORT)
     weights = []
     for _ in range(2):
         model, _ = train_bi_encoder(None, examples, config, model=copy.deepcopy(_loaded_bi_encoder),
@@ -120,7 +120,7 @@ def test_same_seed_same_weights(_loaded_bi_encoder):
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
-    other, _ = train_bi_encoder(None, examples, BiEncoderConfig(epochs=1, batch_size=4, seed=4, **SHORT),
+    other, _ = train_bi_encoder(None, examples, BiEncoderConfig(epochs=1, batch_size=2, seed=4, **SHORT),
                                 model=copy.deepcopy(_loaded_bi_encoder), show_progress=False)
     assert any(not torch.equal(weights[0][k], v) for k, v in other.state_dict().items())
 

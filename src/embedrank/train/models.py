@@ -13,6 +13,7 @@ texts, only_second for (query, document) pairs), the same as inference.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,11 +30,13 @@ __all__ = ["BiEncoderModel", "CrossEncoderModel", "TOKENIZER_FILES"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def _load_transformers(kind: str, folder: Path, **kwargs):
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers offline, its warnings at error level and its progress bars off, for the block."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        import transformers
+        import transformers  # noqa: F401
     except ImportError:
         raise ImportError("training needs transformers: pip install 'embedrank[train]' transformers") from None
     from transformers.utils import logging as hf_logging
@@ -43,12 +46,19 @@ def _load_transformers(kind: str, folder: Path, **kwargs):
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        cls = transformers.AutoModel if kind == "bi-encoder" else transformers.AutoModelForSequenceClassification
-        return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _load_transformers(kind: str, folder: Path, **kwargs):
+    with _quiet_transformers():
+        import transformers
+
+        cls = transformers.AutoModel if kind == "bi-encoder" else transformers.AutoModelForSequenceClassification
+        return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
 
 
 def _tensors(batch, device: torch.device, use_types: bool) -> dict[str, torch.Tensor]:
@@ -107,7 +117,8 @@ class BiEncoderModel(torch.nn.Module):
         """Writes a sentence-transformers folder (weights, tokenizer, pooling settings)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(str(out), safe_serialization=True)
+        with _quiet_transformers():
+            self.transformer.save_pretrained(str(out), safe_serialization=True)
         _copy_tokenizer(self.source, out)
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
@@ -167,7 +178,8 @@ class CrossEncoderModel(torch.nn.Module):
         """Writes a transformers folder + tokenizer + sentence_bert_config.json (max_seq_length)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(str(out), safe_serialization=True)
+        with _quiet_transformers():
+            self.transformer.save_pretrained(str(out), safe_serialization=True)
         _copy_tokenizer(self.source, out)
         (out / "sentence_bert_config.json").write_text(
             json.dumps({"max_seq_length": self.max_seq_length}, indent=2) + "\n", encoding="utf-8")
