@@ -93,6 +93,7 @@ def bench_dataset(name: str, base: np.ndarray, queries: np.ndarray, budget_s: fl
              "| config | recall@10 | batch ms/query: FlatIndex | raw kernels | ratio | single query ms: FlatIndex "
              "| raw | ratio | filtered 10% batch ms/query: FlatIndex | raw | bytes/vector |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     for precision, how, oversample in CONFIGS:
         index = FlatIndex(dim, precision, how, oversample=oversample)
         index.add(base, metadata=[{"g": g} for g in groups.tolist()])

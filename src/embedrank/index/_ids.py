@@ -157,6 +157,8 @@ class IdMap:
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """User ids of `slots` (any shape, -1 = padding): int64 with -1, or object with None."""
         slots = np.asarray(slots, dtype=np.int64)
+        if self.kind == "int" and slots.size and slots.min() >= 0:  # no padding: one gather
+            return self._slot_ids[slots]
         pad = slots < 0
         if self.kind == "str":
             out = self._slot_ids[np.where(pad, 0, slots)] if self._slot_count else np.full(slots.shape, None, dtype=object)

@@ -259,11 +259,9 @@ class FlatIndex(BaseIndex):
             raise RuntimeError(f"allowed mask has {mask.shape[0]} entries for {n} rows")
         candidates = n if mask is None else int(np.count_nonzero(mask))
         nq = queries.shape[0]
-        out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        out_slots = np.full((nq, k), -1, dtype=np.int64)
         k_run = min(k, candidates)
         if k_run == 0:
-            return out_scores, out_slots
+            return np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
         threads = self._num_threads
         pool = min(candidates, k_run * oversample) if how is not None else k_run
         if self._precision == "float32":
@@ -279,6 +277,10 @@ class FlatIndex(BaseIndex):
             scores, slots = rescore(queries, self._f32[:n], slots, k_run, num_threads=threads)
         elif how == "int8":
             scores, slots = rescore(queries, (self._codes[:n], self._quantizer), slots, k_run, num_threads=threads)
+        if k_run == k and scores.shape[1] == k:
+            return scores, slots
+        out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        out_slots = np.full((nq, k), -1, dtype=np.int64)
         out_scores[:, :k_run] = scores[:, :k_run]
         out_slots[:, :k_run] = slots[:, :k_run]
         return out_scores, out_slots
