@@ -45,7 +45,7 @@ MINING = {"n": 5, "range_min": 3, "range_max": 50, "relative_margin": 0.05, "sam
 BI_SETTINGS = {"epochs": 2, "batch_size": 32, "learning_rate": 3e-5, "warmup_ratio": 0.1, "scale": 20.0,
                "num_negatives": 1, "query_max_length": 64, "document_max_length": 128, "symmetric": False}
 CE_SETTINGS = {"epochs": 1, "batch_size": 8, "num_negatives": 3, "loss": "listwise", "learning_rate": 5e-5,
-               "warmup_ratio": 0.1, "max_seq_length": 192}
+               "warmup_ratio": 0.1, "max_seq_length": 160}
 
 
 def log(*parts) -> None:
