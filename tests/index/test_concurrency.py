@@ -29,6 +29,7 @@ def test_search_while_adding_removing_upserting_and_saving(tmp_path, precision, 
     removed_at: dict[int, float] = {}  # when the remove that took the id out returned
     live = set(range(START))
     live_lock = threading.Lock()
+    clock_lock = threading.Lock()  # guards iteration over added_at / removed_at while other threads write them
     errors: list[BaseException] = []
     counts = {"searches": 0, "adds": 0, "removes": 0, "upserts": 0, "saves": 0}
     stop = time.monotonic() + DURATION_S
@@ -48,8 +49,9 @@ def test_search_while_adding_removing_upserting_and_saving(tmp_path, precision, 
             n = rng.randint(1, 40)
             ids = list(range(next_id, min(next_id + n, POOL)))
             start = time.monotonic()
-            for i in ids:
-                added_at[i] = start
+            with clock_lock:
+                for i in ids:
+                    added_at[i] = start
             index.add(pool[ids], ids=ids, metadata=[{"parity": i % 2} for i in ids])
             with live_lock:
                 live.update(ids)
@@ -76,15 +78,18 @@ def test_search_while_adding_removing_upserting_and_saving(tmp_path, precision, 
                     index.remove([*victims, POOL + 1])  # atomic: nothing removed
                 index.remove(victims)
                 end = time.monotonic()
-                for i in victims:
-                    removed_at[i] = end
+                with clock_lock:
+                    for i in victims:
+                        removed_at[i] = end
                 counts["removes"] += 1
             time.sleep(0.002)
 
     def searcher(seed: int):
         rng = np.random.default_rng(seed)
         while time.monotonic() < stop:
-            queries = queries_near(pool[: max(added_at) + 1], 4, seed=int(rng.integers(1 << 30)))
+            with clock_lock:
+                highest_added = max(added_at)
+            queries = queries_near(pool[: highest_added + 1], 4, seed=int(rng.integers(1 << 30)))
             use_filter = rng.random() < 0.5
             begin = time.monotonic()
             result = index.search(queries, 10, filter={"parity": 0} if use_filter else None)
@@ -109,7 +114,8 @@ def test_search_while_adding_removing_upserting_and_saving(tmp_path, precision, 
             path = index.save(tmp_path / "ix")
             snapshot = load_index(path)
             ids = snapshot.ids()
-            gone_before = [i for i, at in list(removed_at.items()) if at < begin]
+            with clock_lock:
+                gone_before = [i for i, at in removed_at.items() if at < begin]
             assert len(snapshot) == ids.size and not np.isin(ids, gone_before).any()
             meta = snapshot.get_metadata(ids[:50])
             assert all(m["parity"] == i % 2 for m, i in zip(meta, ids[:50].tolist()))
