@@ -199,6 +199,12 @@ def test_index_user_errors(minilm_export, adi_retriever, tmp_path):
     assert_user_error(run_cli("index", "--model", str(tmp_path), "--data", str(ADI), "--out", str(tmp_path / "r2")),
                       str(tmp_path))
     assert_user_error(run_cli("search", str(tmp_path / "nothing-here"), "query"), "nothing-here")
+    for bad in ("-1", "nan", "inf", "x"):
+        result = run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(tmp_path / "r3"),
+                         "--first-stage-weight", bad)  # an argparse error: usage, then the one error line
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "argument --first-stage-weight: expected a" in result.stderr.strip().splitlines()[-1]
+        assert not (tmp_path / "r3").exists()
 
 
 @needs_adi

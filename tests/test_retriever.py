@@ -135,6 +135,30 @@ def test_reranking_orders_candidates_by_the_cross_encoder(encoder, reranker, adi
     assert reranked.last_timings.rerank_ms == 0
 
 
+def test_first_stage_weight_fuses_the_bi_encoder_score_into_the_rerank(encoder, reranker, adi, tmp_path):
+    corpus, queries, _ = adi
+    plain = Retriever(encoder, FlatIndex(encoder.dim), candidates=15, top_k=15)
+    plain.add(corpus)
+    weight = 30.0
+    fused = Retriever(encoder, FlatIndex(encoder.dim), reranker=reranker, candidates=15, top_k=15,
+                      first_stage_weight=weight)
+    fused.add(corpus)
+    query_texts = list(queries.values())[:5]
+    before, after = plain.search(query_texts), fused.search(query_texts)
+    for query, candidates, hits in zip(query_texts, before, after):
+        logits = reranker.predict([(query, h.passage) for h in candidates], activation=None)
+        expected = {h.doc_id: float(logit) + weight * h.score for h, logit in zip(candidates, logits)}
+        assert {h.doc_id: h.score for h in hits} == pytest.approx(expected, abs=1e-4)
+        assert [h.score for h in hits] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-4)
+    # a huge weight keeps the first-stage order; the setting survives save / load
+    fused.first_stage_weight = 1e6
+    assert [[h.doc_id for h in hits] for hits in fused.search(query_texts)] == [
+        [h.doc_id for h in hits] for hits in before]
+    fused.first_stage_weight = weight
+    loaded = Retriever.load(fused.save(tmp_path / "fused"), encoder=encoder, reranker=reranker)
+    assert loaded.first_stage_weight == weight and loaded.search(query_texts) == after
+
+
 def test_rerank_on_the_whole_document(encoder, reranker):
     corpus = {"long": LONG_DOC, "short": {"title": "", "text": "Volcanoes erupt lava and ash."}}
     retriever = Retriever(encoder, FlatIndex(encoder.dim), reranker=reranker, rerank_text="document", top_k=2)
@@ -299,6 +323,10 @@ def test_duplicate_ids_are_refused_and_nothing_is_added(encoder):
     ({"max_tokens": 0}, ValueError, "max_tokens"),
     ({"overlap": -1}, ValueError, "overlap"),
     ({"reranker": "model"}, TypeError, "reranker must be an embedrank CrossEncoder"),
+    ({"first_stage_weight": -1.0}, ValueError, "first_stage_weight"),
+    ({"first_stage_weight": float("nan")}, ValueError, "first_stage_weight"),
+    ({"first_stage_weight": "1"}, ValueError, "first_stage_weight"),
+    ({"first_stage_weight": True}, ValueError, "first_stage_weight"),
 ])
 def test_bad_settings(encoder, kwargs, error, match):
     with pytest.raises(error, match=match):

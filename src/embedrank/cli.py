@@ -113,7 +113,7 @@ def _index(args: argparse.Namespace) -> int:
     reranker = (CrossEncoder.load(args.reranker, variant=args.reranker_variant, num_threads=args.threads)
                 if args.reranker else None)
     retriever = Retriever(encoder, index, reranker=reranker, candidates=args.candidates, top_k=args.top_k,
-                          chunking=not args.no_chunking)
+                          chunking=not args.no_chunking, first_stage_weight=args.first_stage_weight)
     retriever.add(corpus, show_progress=_progress(args))
     retriever.save(out)
     print(f"{out}: {len(corpus)} documents, {len(index)} vectors ({args.index}, {args.precision})")
@@ -225,6 +225,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def _add_train_commands(commands, common: argparse.ArgumentParser) -> None:
     try:
         from embedrank.train.commands import register
@@ -288,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--reranker-variant", choices=("fp32", "opt", "int8"), default="fp32")
     index.add_argument("--candidates", type=_positive_int, default=100, help="first-stage candidates to rerank")
     index.add_argument("--top-k", type=_positive_int, default=10)
+    index.add_argument("--first-stage-weight", type=_non_negative_float, default=0.0,
+                       help="rerank score = cross-encoder logit + this x bi-encoder score (choose it on held-out queries)")
     index.add_argument("--no-chunking", action="store_true", help="embed documents whole (truncated)")
     index.add_argument("--overwrite", action="store_true")
     index.set_defaults(handler=_index)
