@@ -56,6 +56,9 @@ def main(kind: str) -> None:
     queries = np.tile(seeds, (n_queries // seeds.shape[0] + 1, 1))[:n_queries]
     estimated = per_query * n_queries
 
+    # Python leaves SIGINT ignored when it starts with SIGINT ignored (a background job of a
+    # non-interactive shell): install the default handler, as an interactive run has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(DELAY_S[kind], lambda: os.kill(os.getpid(), signal.SIGINT))
     interrupted, where = False, None
     start = time.perf_counter()
