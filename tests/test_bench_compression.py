@@ -113,6 +113,24 @@ def test_rerank_rows_follow_the_cross_encoder(rows, reranker, vectors, adi):
     assert baseline["recall@100"] == pytest.approx(plain["recall@100"], abs=1e-9)  # reranking only reorders
 
 
+def test_first_stage_weight_fuses_scores_in_the_rerank_rows(reranker, vectors, adi):
+    corpus, queries, qrels = adi
+    weight = 25.0
+    fused = compression_sweep(None, corpus, queries, qrels, reranker, precisions=["float32"], dims=[None],
+                              multipliers=[1], index_kinds=["exact"], rerank=[True], k=10, rerank_depth=5,
+                              doc_vectors=vectors[0], query_vectors=vectors[1], first_stage_weight=weight)
+    assert len(fused) == 1 and fused[0]["first_stage_weight"] == weight
+    run, _ = _exact_metrics(*vectors, adi)
+    by_hand = {}
+    for qid, docs in run.items():
+        top = sorted(docs, key=lambda d: -docs[d])
+        logits = reranker.predict([(queries[qid], document_text(corpus[d])) for d in top[:5]], activation=None)
+        head = {d: float(logit) + weight * docs[d] for d, logit in zip(top[:5], logits)}
+        by_hand[qid] = {**head, **{d: min(head.values()) - 1 - j for j, d in enumerate(top[5:])}}
+    expected = embedrank.evaluate(by_hand, qrels, metrics=["ndcg@10"])["mean"]
+    assert fused[0]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-6)
+
+
 def test_format_table(rows):
     table = format_table(rows)
     lines = table.strip().splitlines()
@@ -141,6 +159,8 @@ def test_precomputed_vectors_and_rerank_off_only(adi, vectors):
     ({"rerank": [True]}, ValueError, "no reranker"),
     ({"rerank_configs": "some"}, ValueError, "rerank_configs"),
     ({"rerank_depth": 0}, ValueError, "rerank_depth"),
+    ({"first_stage_weight": -1.0}, ValueError, "first_stage_weight"),
+    ({"first_stage_weight": float("inf")}, ValueError, "first_stage_weight"),
 ])
 def test_bad_arguments(adi, vectors, kwargs, error, match):
     corpus, queries, qrels = adi

@@ -107,7 +107,7 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
                       rerank: Sequence[bool] | None = None, rerank_configs: str = "best", rerank_depth: int = 100,
                       k: int = 100, batch_size: int = 32, num_threads: int | None = None,
                       doc_vectors: np.ndarray | None = None, query_vectors: np.ndarray | None = None,
-                      show_progress: bool | None = None) -> list[dict]:
+                      show_progress: bool | None = None, first_stage_weight: float = 0.0) -> list[dict]:
     """Runs the grid (see the module docstring); returns one dict per configuration.
 
     encoder: an embedrank Encoder (unused when doc_vectors and query_vectors are given: full
@@ -115,7 +115,8 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
     corpus {doc_id: {"title", "text"}}, queries {qid: text}, qrels {qid: {doc_id: grade}}
     (load_beir's shapes). dims: None stands for the full dimension. rerank: which of
     (False, True) to run; default (False, True) with a reranker, (False,) without. k: depth
-    retrieved (recall@100 needs k >= 100).
+    retrieved (recall@100 needs k >= 100). first_stage_weight: a reranked document's score is
+    the cross-encoder logit + this x its first-stage score (Retriever's fusion; 0: the logit).
     Row keys: precision, dim, multiplier, index, rerank, ndcg@10, recall@100,
     latency_ms_p50, latency_ms_mean, bytes_per_vector, index_bytes_per_vector, build_s.
     """
@@ -127,6 +128,9 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(rerank_depth, bool) or not isinstance(rerank_depth, (int, np.integer)) or rerank_depth < 1:
         raise ValueError(f"rerank_depth must be a positive integer, got {rerank_depth!r}")
+    if isinstance(first_stage_weight, bool) or not isinstance(first_stage_weight, (int, float)) \
+            or not np.isfinite(first_stage_weight) or first_stage_weight < 0:
+        raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
     if rerank_configs not in ("best", "all"):
         raise ValueError(f"rerank_configs must be 'best' or 'all', got {rerank_configs!r}")
     if rerank is None:
@@ -194,6 +198,7 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
                     runs[len(rows) - 1] = (run, seconds)
     if True in rerank:
         rows.extend(_rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, rerank_depth,
+                                 float(first_stage_weight),
                                  batch_size, full, show_progress))
     if False not in rerank:
         rows = [r for r in rows if r["rerank"]]
@@ -206,7 +211,7 @@ def _evaluate(run: dict, qrels: dict) -> dict:
     return evaluate(run, qrels, metrics=["ndcg@10", "recall@100"])["mean"]
 
 
-def _rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, depth, batch_size, full_dim,
+def _rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, depth, weight, batch_size, full_dim,
                  show_progress) -> list[dict]:
     """Reranked copies of the chosen rows; pair scores computed once and shared."""
     if rerank_configs == "all":
@@ -238,7 +243,7 @@ def _rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, d
         first_stage_run, seconds = runs[i]
         run = {}
         for qid, docs in tops[i].items():
-            reranked = {d: score_of[(qid, d)] for d in docs}
+            reranked = {d: score_of[(qid, d)] + weight * first_stage_run[qid][d] for d in docs}
             # documents below the rerank depth keep their order, below every reranked one
             rest = sorted(set(first_stage_run[qid]) - set(docs), key=lambda d: -first_stage_run[qid][d])
             low = min(reranked.values(), default=0.0) - 1.0
@@ -247,7 +252,7 @@ def _rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, d
         total = seconds * 1e3 + rerank_ms
         out.append({**rows[i], "rerank": True, **_evaluate(run, qrels),
                     "latency_ms_p50": float(np.median(total)), "latency_ms_mean": float(total.mean()),
-                    "rerank_depth": depth, "rerank_ms_per_pair": per_pair * 1e3})
+                    "rerank_depth": depth, "rerank_ms_per_pair": per_pair * 1e3, "first_stage_weight": weight})
     return out
 
 
