@@ -350,6 +350,25 @@ def test_build_report_with_failed_and_plotless_sections(tmp_path):
     merged = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert merged["sections"]["index"] == {"ok": False, "seconds": 12.3, "results": None}
     assert merged["sections"]["reranker"]["results"] == {"systems": {}}
+    assert merged["sections"]["kernels"]["plots"] == ["kernels_clustered_384d.png"]
+
+
+def test_build_report_names_an_unreadable_figures_file(tmp_path):
+    run = _fake_run(tmp_path, "kernels", KERNELS, MARKDOWN["kernels"])
+    run["json"].write_text("{not json", encoding="utf-8")
+    text = report.build_report(tmp_path, [run]).read_text(encoding="utf-8")
+    assert "Not measured: its figures file kernels.json could not be read" in text
+
+
+def test_a_rerun_section_leaves_no_stale_plots(tmp_path, monkeypatch):
+    from embedrank.bench import suite
+
+    (tmp_path / "kernels_old.png").write_bytes(b"old")
+    (tmp_path / "encoder_keep.png").write_bytes(b"other section")
+    monkeypatch.setitem(suite.SECTIONS, "kernels", "no_such_module_here")
+    result = suite.run_section("kernels", tmp_path, quick=True, timeout_s=60)
+    assert not result["ok"] and not (tmp_path / "kernels_old.png").exists()
+    assert (tmp_path / "encoder_keep.png").exists()
 
 
 def test_build_report_survives_a_failing_plotter(tmp_path, monkeypatch, capsys):
@@ -360,4 +379,4 @@ def test_build_report_survives_a_failing_plotter(tmp_path, monkeypatch, capsys):
     runs = [_fake_run(tmp_path, "encoder", ENCODER, MARKDOWN["encoder"])]
     text = report.build_report(tmp_path, runs).read_text(encoding="utf-8")
     assert "encoder-marker" in text and "![" not in text
-    assert "plot for encoder failed" in capsys.readouterr().out
+    assert "plot for encoder failed" in capsys.readouterr().err

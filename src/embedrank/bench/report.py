@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -76,7 +77,7 @@ def _plot(plotter: Callable, data: dict, out_dir: Path, name: str) -> list[Path]
     try:
         return plotter(data, out_dir, name)
     except Exception as error:  # a plot must never cost the report its tables
-        print(f"[embedrank bench] plot for {name} failed: {error}")
+        print(f"[embedrank bench] plot for {name} failed: {error}", file=sys.stderr)
         return []
 
 
@@ -98,13 +99,17 @@ def build_report(out_dir: Path, runs: list[dict], quick: bool = False) -> Path:
         data = _read_json(run["json"]) if run["ok"] else None
         merged["sections"][name] = {"ok": run["ok"], "seconds": run["seconds"], "results": data}
         if data is None:
-            lines += [f"Not measured: the section failed (exit {run['returncode']}). Last lines of its log "
+            why = (f"the section failed (exit {run['returncode']})" if not run["ok"] else
+                   f"its figures file {run['json'].name} could not be read")
+            lines += [f"Not measured: {why}. Last lines of its log "
                       f"({run['log'].name}):", "", "```", _log_tail(run["log"]), "```", ""]
             continue
         markdown = run["markdown"].read_text(encoding="utf-8") if run["markdown"].is_file() else ""
         lines += [markdown.strip() or "(no table)", "", f"_{run['seconds']:.0f} s; figures in {run['json'].name}_", ""]
         plotter = PLOTTERS.get(name)
-        for png in _plot(plotter, data, out_dir, name) if plotter else []:
+        pngs = _plot(plotter, data, out_dir, name) if plotter else []
+        merged["sections"][name]["plots"] = [png.name for png in pngs]
+        for png in pngs:
             lines += [f"![{name}]({png.name})", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")

@@ -31,7 +31,7 @@ def run_section(name: str, out_dir: Path, quick: bool, timeout_s: float | None =
     if name not in SECTIONS:
         raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
     json_path, md_path, log_path = (out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.log")
-    for stale in (json_path, md_path):
+    for stale in (json_path, md_path, *out_dir.glob(f"{name}*.png")):  # a failed rerun must not show old figures
         stale.unlink(missing_ok=True)
     command = [sys.executable, "-m", f"embedrank.bench.{SECTIONS[name]}", "--output", str(json_path),
                "--markdown", str(md_path)] + (["--quick"] if quick else [])
