@@ -39,11 +39,10 @@ EVAL_RERANK_DEPTH = 20
 # train in a few minutes on 2 cores.
 RERANKER_SETTINGS = {"epochs": 1, "batch_size": 8, "num_negatives": 3, "loss": "listwise", "learning_rate": 5e-5,
                      "warmup_ratio": 0.1, "max_seq_length": 160}
-RERANKER_MAX_STEPS = 60
+RERANKER_MAX_STEPS = 45
 MINING = {"n": 5, "range_min": 3, "range_max": 50, "relative_margin": 0.05}
 FUSION_DEV_QUERIES = 60  # train queries held out of reranker training, to choose the fusion weight
 FUSION_CANDIDATES = 30  # first-stage candidates reranked per held-out query for that choice
-FUSION_WEIGHTS = (0.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)  # logit units per unit of cosine
 
 
 def _say(text: str) -> None:
@@ -135,7 +134,7 @@ def choose_fusion_weight(cache: Path, reranker_dir: Path, retriever, reranker, d
     """The first_stage_weight with the best NDCG@10 on the held-out train queries (cached)."""
     import json
 
-    from embedrank.evaluation import evaluate
+    from embedrank.fusion import choose_first_stage_weight
 
     record = reranker_dir.parent / f"{reranker_dir.name}.fusion.json"
     if record.is_file():
@@ -147,22 +146,14 @@ def choose_fusion_weight(cache: Path, reranker_dir: Path, retriever, reranker, d
     texts = [data.train_queries[q] for q in dev_ids]
     candidates = retriever.search(texts, top_k=FUSION_CANDIDATES, candidates=FUSION_CANDIDATES, rerank=False)
     pairs = [(text, hit.passage) for text, hits in zip(texts, candidates) for hit in hits]
-    logits = reranker.predict(pairs, activation=None)
-    qrels = {q: data.train_qrels[q] for q in dev_ids}
-    scores = {}
-    for weight in FUSION_WEIGHTS:
-        run, offset = {}, 0
-        for qid, hits in zip(dev_ids, candidates):
-            run[qid] = {h.doc_id: float(logits[offset + i]) + weight * h.score for i, h in enumerate(hits)}
-            offset += len(hits)
-        scores[weight] = evaluate(run, qrels, ["ndcg@10"])["mean"]["ndcg@10"]
-    first_stage = evaluate({q: {h.doc_id: h.score for h in hits} for q, hits in zip(dev_ids, candidates)}, qrels,
-                           ["ndcg@10"])["mean"]["ndcg@10"]
-    best = max(FUSION_WEIGHTS, key=lambda w: (scores[w], -w))
+    logits = iter(reranker.predict(pairs, activation=None).tolist())
+    first_stage = {q: {h.doc_id: h.score for h in hits} for q, hits in zip(dev_ids, candidates)}
+    reranked = {q: {h.doc_id: next(logits) for h in hits} for q, hits in zip(dev_ids, candidates)}
+    best, report = choose_first_stage_weight(first_stage, reranked, {q: data.train_qrels[q] for q in dev_ids})
     _say(f"  fusion weight: {best:g}, chosen on {len(dev_ids)} held-out train queries (NDCG@10 there: bi-encoder "
-         f"{first_stage:.4f}, cross-encoder alone {scores[0.0]:.4f}, fused {scores[best]:.4f})")
-    record.write_text(json.dumps({"first_stage_weight": best, "queries": len(dev_ids), "first_stage_ndcg@10": first_stage,
-                                  "fused_ndcg@10": {str(w): v for w, v in scores.items()}}, indent=2) + "\n")
+         f"{report['first_stage_ndcg@10']:.4f}, cross-encoder alone {report['fused_ndcg@10']['0.0']:.4f}, "
+         f"fused {report['fused_ndcg@10'][str(best)]:.4f})")
+    record.write_text(json.dumps({"first_stage_weight": best, **report}, indent=2) + "\n")
     return float(best)
 
 

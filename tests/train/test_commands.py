@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from embedrank.fusion import FUSION_WEIGHTS
+
 from embedrank.train.commands import register
 
 
@@ -59,7 +61,13 @@ def test_train_reranker_writes_a_cross_encoder_folder(minilm_dir, tiny_beir, tmp
     assert status == 0
     reranker = embedrank.CrossEncoder.load(out)
     assert reranker.predict([("q", "d")]).shape == (1,)
-    assert json.loads((out / "training.json").read_text())["history"][0]["metrics"]["dev"]["ndcg@10"] >= 0
+    report = json.loads((out / "training.json").read_text())
+    assert report["history"][0]["metrics"]["dev"]["ndcg@10"] >= 0
+    # the fusion weight for Retriever(first_stage_weight=...), chosen on the dev queries
+    fusion = report["fusion"]
+    assert fusion["first_stage_weight"] in FUSION_WEIGHTS and fusion["queries"] >= 1
+    assert fusion["fused_ndcg@10"][str(fusion["first_stage_weight"])] == max(fusion["fused_ndcg@10"].values())
+    assert 0 <= fusion["first_stage_ndcg@10"] <= 1
 
 
 def test_random_negatives_and_no_dev(minilm_dir, tiny_beir, tmp_path):

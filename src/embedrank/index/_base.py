@@ -82,6 +82,9 @@ def check_num_threads(num_threads) -> int | None:
 
 
 def _as_float_matrix(x, name: str, dim: int) -> np.ndarray:
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.shape[-1:] == (dim,) \
+            and x.ndim <= 2 and np.isfinite(x).all():
+        return x if x.ndim == 2 else x.reshape(1, dim)  # the usual case, without the checks' cost
     if x is None:
         raise TypeError(f"{name} must be an array of floats, got None")
     if isinstance(x, np.ndarray) and x.dtype.kind in "biu":

@@ -190,6 +190,11 @@ class _Prepared:
         return mined.negatives
 
     def candidates(self, data, depth: int) -> dict[str, list[str]]:
+        """{query id: the bi-encoder's best `depth` document ids, best first}."""
+        return {q: list(docs) for q, docs in self.scored_candidates(data, depth).items()}
+
+    def scored_candidates(self, data, depth: int) -> dict[str, dict[str, float]]:
+        """{query id: {document id: bi-encoder score}} for the best `depth` documents, best first."""
         from embedrank.kernels import topk_float32
 
         encoder = self.encoder()
@@ -198,9 +203,9 @@ class _Prepared:
             self._corpus_vectors = encoder.encode_documents([self.corpus[d] for d in doc_ids],
                                                             show_progress=_show(self.args))
         ids = data.query_ids()
-        _, rows = topk_float32(encoder.encode_queries([data.queries[q] for q in ids]), self._corpus_vectors,
-                               min(depth, len(doc_ids)))
-        return {q: [doc_ids[r] for r in rows[i] if r >= 0] for i, q in enumerate(ids)}
+        scores, rows = topk_float32(encoder.encode_queries([data.queries[q] for q in ids]), self._corpus_vectors,
+                                    min(depth, len(doc_ids)))
+        return {q: {doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i]) if r >= 0} for i, q in enumerate(ids)}
 
 
 def _check_args(args) -> None:
@@ -285,4 +290,26 @@ def run_train_reranker(args) -> int:
             show_progress=_show(args), log=_say(args))
         save_and_export(model, args.out, kind="cross-encoder", overwrite=args.overwrite,
                         optimize=not args.no_optimize, quantize=not args.no_quantize)
-    return _finish(args, result, {"mining": prepared.mining_summary, "settings": result.config})
+        fusion = _choose_fusion(args, prepared) if prepared.dev is not None else None
+    return _finish(args, result, {"mining": prepared.mining_summary, "settings": result.config, "fusion": fusion})
+
+
+def _choose_fusion(args, prepared) -> dict:
+    """The first-stage weight for Retriever(first_stage_weight=...), chosen on the dev queries
+    with the exported cross-encoder over the bi-encoder's --eval-candidates."""
+    import embedrank
+    from embedrank.fusion import choose_first_stage_weight
+
+    reranker = embedrank.CrossEncoder.load(args.out, num_threads=args.threads)
+    first_stage = prepared.scored_candidates(prepared.dev, args.eval_candidates)
+    pairs = [(prepared.dev.queries[q], prepared.corpus[d]) for q, docs in first_stage.items() for d in docs]
+    logits = iter(reranker.predict(pairs, activation=None, show_progress=_show(args)).tolist())
+    reranked = {q: {d: next(logits) for d in docs} for q, docs in first_stage.items()}
+    weight, report = choose_first_stage_weight(first_stage, reranked, prepared.dev.qrels)
+    say = _say(args)
+    if say:
+        say(f"fusion weight chosen on {report['queries']} dev queries: {weight:g} (dev NDCG@10: bi-encoder "
+            f"{report['first_stage_ndcg@10']:.4f}, cross-encoder alone {report['fused_ndcg@10']['0.0']:.4f}, "
+            f"fused {report['fused_ndcg@10'][str(weight)]:.4f}); use it with "
+            f"`embedrank index ... --reranker {args.out} --first-stage-weight {weight:g}`")
+    return {"first_stage_weight": weight, **report}
