@@ -41,6 +41,21 @@ def test_bbc_sample_is_seeded(tmp_path):
     assert first.queries != other.queries
 
 
+def test_bbc_train_split_is_the_other_headlines(tmp_path):
+    for i in range(12):
+        write_article(tmp_path, "politics", f"{i:03d}", f"Headline {i}\n\nBody {i}.")
+    data = load_bbc_known_item(n_queries=5, folder=tmp_path)
+    tested = {doc for judged in data.qrels.values() for doc in judged}
+    trained = {doc for judged in data.train_qrels.values() for doc in judged}
+    assert len(tested) == 5 and len(trained) == 7 and tested.isdisjoint(trained)
+    assert tested | trained == set(data.corpus)
+    for qid, judged in data.train_qrels.items():
+        (doc_id,) = judged
+        assert data.train_queries[qid] == f"Headline {int(doc_id.split('/')[1])}" and judged[doc_id] == 1
+    everything = load_bbc_known_item(n_queries=50, folder=tmp_path)  # every article tested: no train split
+    assert everything.train_queries is None and everything.train_qrels is None
+
+
 def test_bbc_empty_folder_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no articles"):
         load_bbc_known_item(folder=tmp_path)

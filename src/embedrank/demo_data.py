@@ -63,7 +63,8 @@ def bbc_folder() -> Path:
 
 
 def load_bbc_known_item(n_queries: int = 300, seed: int = 0, folder: Path | None = None) -> DemoData:
-    """BBC News (2,225 articles): corpus of bodies, and n_queries headlines as known-item queries."""
+    """BBC News (2,225 articles): corpus of bodies, n_queries headlines as known-item test queries,
+    and the other articles' headlines as the train split (for the demo's reranker)."""
     folder = bbc_folder() if folder is None else folder
     corpus: dict[str, dict[str, str]] = {}
     headlines: dict[str, str] = {}
@@ -81,7 +82,11 @@ def load_bbc_known_item(n_queries: int = 300, seed: int = 0, folder: Path | None
     chosen = random.Random(seed).sample(sorted(corpus), min(n_queries, len(corpus)))
     queries = {f"q-{doc_id}": headlines[doc_id] for doc_id in chosen}
     qrels = {f"q-{doc_id}": {doc_id: 1} for doc_id in chosen}
-    return DemoData("bbc-news (headline -> article)", corpus, queries, qrels)
+    tested = set(chosen)
+    rest = [doc_id for doc_id in sorted(corpus) if doc_id not in tested]
+    train_queries = {f"t-{doc_id}": headlines[doc_id] for doc_id in rest}
+    train_qrels = {f"t-{doc_id}": {doc_id: 1} for doc_id in rest}
+    return DemoData("bbc-news (headline -> article)", corpus, queries, qrels, train_queries or None, train_qrels or None)
 
 
 def load_demo_data(path: str | os.PathLike | None = None) -> DemoData:
