@@ -110,6 +110,9 @@ def test_int8_variant_ranks_like_fp32(folders, cross_encoder, scifact_pairs):
     int8_scores = int8.predict(scifact_pairs, activation=None)
     assert _spearman(fp32_scores, int8_scores) >= INT8_MIN_SPEARMAN
     assert np.abs(fp32_scores - int8_scores).max() <= INT8_MAX_LOGIT_DIFF
+    # a cross-encoder is quantized once, its FFN down-projections fp32 (no cosine to judge a logit by)
+    quantization = json.loads((folders[1] / "embedrank.json").read_text())["export"]["quantization"]
+    assert quantization["n_kept_fp32"] == 6 and [a["n_kept_fp32"] for a in quantization["attempts"]] == [6]
 
 
 def test_same_pair_same_score_whatever_the_batch_and_order(cross_encoder, scifact_pairs):

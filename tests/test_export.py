@@ -146,6 +146,12 @@ def test_config_fields(config, minilm_dir):
         assert verification[variant]["max_abs_diff"] <= 1e-4
     assert 0 < verification["int8"]["max_abs_diff"] < 0.2
     assert verification["int8"]["mean_cosine"] >= 0.98
+    quantization = config["export"]["quantization"]
+    # all-MiniLM-L6-v2 passes quantized whole: one try, every MatMul weight int8
+    assert quantization["n_kept_fp32"] == 0 and quantization["kept_fp32"] == "embedding tables (Gather)"
+    assert quantization["attempts"] == [{"n_kept_fp32": 0, "min_cosine": verification["int8"]["min_cosine"],
+                                         "mean_cosine": verification["int8"]["mean_cosine"]}]
+    assert quantization["attempts"][0]["min_cosine"] >= quantization["all_matmuls_min_cosine"]
     assert config["export"]["opset"] >= 17
     assert config["export"]["optimizer"]["fused"]["Attention"] == 6
 
@@ -286,7 +292,53 @@ def test_tiny_random_family(family, minilm_dir, tmp_path, monkeypatch):
     assert config["source"]["model_type"] == family
     assert config["verification"]["fp32"]["max_abs_diff"] <= 1e-4
     assert config["verification"]["opt"]["max_abs_diff"] <= 1e-4
-    assert config["export"]["quantization"]["n_kept_fp32"] == 2  # one FFN down-projection per layer
+    assert config["export"]["quantization"]["n_kept_fp32"] in (0, 2)  # whole, or one FFN down-projection per layer
+
+
+def _tiny_bert_source(minilm_dir, tmp_path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(1)
+    model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=512))
+    source = tmp_path / "tiny-bert"
+    model.save_pretrained(str(source))
+    shutil.copyfile(minilm_dir / "tokenizer.json", source / "tokenizer.json")
+    return source
+
+
+def _matmul_inputs(path: Path) -> tuple[int, int]:
+    """(MatMuls left fp32 with a weight initializer, MatMuls turned int8) in an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = {init.name for init in model.graph.initializer}
+    fp32 = sum(node.op_type == "MatMul" and any(name in weights for name in node.input) for node in model.graph.node)
+    int8 = sum(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+               for node in model.graph.node)
+    return fp32, int8
+
+
+def test_int8_falls_back_to_fp32_ffn_down_projections(minilm_dir, tmp_path, monkeypatch):
+    source = _tiny_bert_source(minilm_dir, tmp_path)
+    monkeypatch.setattr(export, "INT8_ALL_MATMULS_MIN_COSINE", 1.01)  # no whole-int8 model can pass
+    out = export_model(source, tmp_path / "out", optimize=False)
+    quantization = json.loads((out / "embedrank.json").read_text())["export"]["quantization"]
+    assert quantization["n_kept_fp32"] == 2 and quantization["kept_fp32"].endswith("FFN down-projections")
+    assert [a["n_kept_fp32"] for a in quantization["attempts"]] == [0, 2]
+    assert _matmul_inputs(out / "model_int8.onnx")[0] == 2
+
+
+def test_int8_whole_when_accurate_enough(minilm_dir, tmp_path, monkeypatch):
+    source = _tiny_bert_source(minilm_dir, tmp_path)
+    monkeypatch.setattr(export, "INT8_ALL_MATMULS_MIN_COSINE", -1.0)  # any whole-int8 model passes
+    out = export_model(source, tmp_path / "out", optimize=False)
+    config = json.loads((out / "embedrank.json").read_text())
+    quantization = config["export"]["quantization"]
+    assert quantization["n_kept_fp32"] == 0 and [a["n_kept_fp32"] for a in quantization["attempts"]] == [0]
+    assert quantization["attempts"][0]["min_cosine"] == config["verification"]["int8"]["min_cosine"]
+    assert _matmul_inputs(out / "model_int8.onnx")[0] == 0
 
 
 # -- verification failure -------------------------------------------------------------------

@@ -20,15 +20,19 @@ writes ``models/minilm/`` with
 * ``model_int8.onnx`` (``quantize=True``): ``onnxruntime.quantization.quantize_dynamic`` of
   the fp32 graph (not the fused one: shape inference works on standard ops only, and the
   fused graph quantized no better): the MatMul weights as int8, per-channel, activations
-  uint8 with one dynamic scale per tensor, ``reduce_range=False``. Two kinds of weights
-  stay fp32, chosen by measurement (cosine to the fp32 model, mean/min over varied texts):
+  uint8 with one dynamic scale per tensor, ``reduce_range=False``. Kept fp32, chosen by
+  measurement (cosine to the fp32 model, mean/min over varied texts):
 
-  - the FFN down-projections (MatMuls whose weight is [intermediate_size, hidden_size]):
-    their post-GELU inputs have outliers that one scale per tensor resolves poorly.
-    all-mpnet-base-v2 went from 0.86/0.74 with them in int8 to 0.98/0.96 without;
-  - the embedding tables (Gather): quantized, they are 4x smaller but one repeated token
-    ("word " * 400, now in the sample) dropped to cosine 0.48 on all-mpnet-base-v2
-    (0.94 with them fp32).
+  - the embedding tables (Gather), always: quantized, they are 4x smaller but one repeated
+    token ("word " * 400, now in the sample) dropped to cosine 0.48 on all-mpnet-base-v2
+    (0.94 with them fp32);
+  - the FFN down-projections (MatMuls whose weight is [intermediate_size, hidden_size]), only
+    when needed: their post-GELU inputs have outliers that one scale per tensor resolves
+    poorly. A bi-encoder is first quantized whole; if its worst cosine on the sample is below
+    ``INT8_ALL_MATMULS_MIN_COSINE`` (0.95) it is quantized again with them fp32 (both tries
+    are recorded in embedrank.json). all-mpnet-base-v2 needs it (0.79/0.24 whole, 0.98/0.93
+    without them, and still an ExportAccuracyWarning); all-MiniLM-L6-v2 does not (0.99/0.97 whole), and quantizing them too makes
+    it about 1.3x faster at the batch sizes embedrank uses. Cross-encoders keep them fp32.
 
   per_channel=True: per-tensor weights gave all-MiniLM-L6-v2 a worst cosine of about 0.86,
   per-channel about 0.97. reduce_range cost accuracy on this CPU (with VNNI); on AVX2-only
@@ -110,6 +114,9 @@ VERIFY_ATOL = 1e-4
 # model_int8.onnx is written anyway, with an ExportAccuracyWarning, when its worst cosine to
 # the torch model on the sample is below this.
 INT8_WARN_COSINE = 0.95
+# A bi-encoder's int8 variant quantizes every MatMul weight when its worst cosine to the torch
+# model on the sample stays at or above this; below it, the FFN down-projections stay fp32.
+INT8_ALL_MATMULS_MIN_COSINE = 0.95
 CONFIG_FILE = "embedrank.json"
 TOKENIZER_FILE = "tokenizer.json"
 VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx",
@@ -546,7 +553,7 @@ def _optimize(src: Path, dst: Path, settings: dict) -> dict:
 
 
 _INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False, "source": "model.onnx",
-                  "op_types": ["MatMul"], "kept_fp32": "embedding tables (Gather), FFN down-projections"}
+                  "op_types": ["MatMul"]}
 
 
 def _ffn_down_projections(path: Path, intermediate_size: int, hidden_size: int) -> list[str]:
@@ -564,16 +571,41 @@ def _ffn_down_projections(path: Path, intermediate_size: int, hidden_size: int) 
                                                 for name in node.input)]
 
 
-def _quantize(src: Path, dst: Path, source: SourceModel) -> dict:
+def _quantize_dynamic(src: Path, dst: Path, keep: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    intermediate = int(source.config.get("intermediate_size") or 4 * source.hidden_size)
-    keep = _ffn_down_projections(src, intermediate, source.hidden_size)
     with _quiet_onnxruntime_tools():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                          op_types_to_quantize=_INT8_SETTINGS["op_types"],
                          per_channel=_INT8_SETTINGS["per_channel"], reduce_range=_INT8_SETTINGS["reduce_range"])
-    return dict(_INT8_SETTINGS, method="onnxruntime.quantization.quantize_dynamic", n_kept_fp32=len(keep))
+
+
+def _quantize(src: Path, dst: Path, source: SourceModel, kind: str, measure) -> tuple[dict, dict]:
+    """Writes model_int8.onnx; returns (settings, its measured error).
+
+    Bi-encoders: every MatMul weight in int8 first; when the worst cosine to the torch model on
+    the sample is below INT8_ALL_MATMULS_MIN_COSINE, quantized again with the FFN
+    down-projections kept fp32 (all-mpnet-base-v2 needs it, all-MiniLM-L6-v2 does not).
+    Cross-encoders keep them fp32 always (a logit has no cosine to judge by).
+    `measure(path) -> dict` is the comparison with the torch model.
+    """
+    intermediate = int(source.config.get("intermediate_size") or 4 * source.hidden_size)
+    down = _ffn_down_projections(src, intermediate, source.hidden_size)
+    tries = ([[]] if kind == "bi-encoder" and down else []) + [down]
+    attempts = []
+    for keep in tries:
+        _quantize_dynamic(src, dst, keep)
+        measured = measure(dst)
+        attempts.append(_rounded({"n_kept_fp32": len(keep), **{k: measured[k] for k in ("min_cosine", "mean_cosine")
+                                                                 if k in measured}}))
+        if keep is down or measured.get("min_cosine", 0.0) >= INT8_ALL_MATMULS_MIN_COSINE:
+            break
+    kept = "embedding tables (Gather)" + (", FFN down-projections" if keep else "")
+    settings = dict(_INT8_SETTINGS, method="onnxruntime.quantization.quantize_dynamic", kept_fp32=kept,
+                    n_kept_fp32=len(keep), attempts=attempts)
+    if kind == "bi-encoder":
+        settings["all_matmuls_min_cosine"] = INT8_ALL_MATMULS_MIN_COSINE
+    return settings, measured
 
 
 def _versions() -> dict:
@@ -625,8 +657,8 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
         variants["opt"] = opt.name
     if quantize:
         int8 = work / VARIANT_FILES["int8"]
-        settings["quantization"] = _quantize(fp32, int8, source)
-        verification["int8"] = _compare(int8, reference, batch, input_names, kind, pooling)
+        settings["quantization"], verification["int8"] = _quantize(
+            fp32, int8, source, kind, lambda path: _compare(path, reference, batch, input_names, kind, pooling))
         worst = verification["int8"].get("min_cosine")
         if worst is not None and worst < INT8_WARN_COSINE:
             warnings.warn(ExportAccuracyWarning(
