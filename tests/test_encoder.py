@@ -100,10 +100,37 @@ def test_same_text_same_vector_whatever_the_batch_and_position(encoder):
         assert np.abs(shuffled - base[order]).max() <= 1e-5
     budget = encoder.encode(TEXTS, batch_size=64, max_tokens_per_batch=40)
     assert np.abs(budget - base).max() <= 1e-5
+    uncapped = encoder.encode(TEXTS, batch_size=32, max_tokens_per_batch=None)
+    assert np.abs(uncapped - base).max() <= 1e-5
     # Surrounded by much longer texts, a short text gets padded further: still the same vector.
     with pytest.warns(TruncationWarning):
         mixed = encoder.encode([LONG_TEXT, TEXTS[0], LONG_TEXT], batch_size=3)
     assert np.abs(mixed[1] - base[0]).max() <= 1e-5
+
+
+def test_default_token_budget_on_cpu(encoder, monkeypatch):
+    from embedrank.encoder import CPU_MAX_TOKENS_PER_BATCH
+
+    shapes = []
+    real = encoder._embed_batch
+
+    def spy(encodings, *args):
+        shapes.append((len(encodings), max(len(e.ids) for e in encodings)))
+        return real(encodings, *args)
+
+    monkeypatch.setattr(encoder, "_embed_batch", spy)
+    texts = [LONG_TEXT] * 9 + TEXTS  # 9 texts cut at 256 tokens, then short ones
+    with pytest.warns(TruncationWarning):
+        default = encoder.encode(texts)
+    assert encoder.providers[0] == "CPUExecutionProvider"
+    assert shapes[:3] == [(4, 256)] * 3  # 1024 // 256 texts a batch (the third: 1 long, 3 short)
+    assert all(count * longest <= CPU_MAX_TOKENS_PER_BATCH for count, longest in shapes)
+    assert sum(count for count, _ in shapes) == len(texts)
+    shapes.clear()
+    with pytest.warns(TruncationWarning):
+        uncapped = encoder.encode(texts, max_tokens_per_batch=None)
+    assert shapes[0] == (min(32, len(texts)), 256)
+    assert np.abs(uncapped - default).max() <= 1e-5
 
 
 def test_truncation_is_warned_once_per_call_with_the_count(encoder):
@@ -173,6 +200,9 @@ def test_bad_texts(encoder, bad, error, match):
     ({"truncate_dim": 2.5}, TypeError, "truncate_dim"),
     ({"batch_size": 0}, ValueError, "batch_size"),
     ({"max_tokens_per_batch": -1}, ValueError, "max_tokens_per_batch"),
+    ({"max_tokens_per_batch": "big"}, ValueError, "max_tokens_per_batch"),
+    ({"max_tokens_per_batch": True}, ValueError, "max_tokens_per_batch"),
+    ({"max_tokens_per_batch": 2.5}, ValueError, "max_tokens_per_batch"),
     ({"prompt": 3}, TypeError, "prompt"),
 ])
 def test_bad_settings(encoder, kwargs, error, match):
