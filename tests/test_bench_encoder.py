@@ -1,0 +1,45 @@
+"""The encoder benchmark's batching sweep, with stand-ins for the models (the real run is
+benchmarks/bench_encoder.py): every setting is run once per system on the same seeded sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedrank.bench import encoder as bench
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts, batch_size=32, normalize_embeddings=True, max_tokens_per_batch="auto"):
+        self.calls.append((list(texts), batch_size, max_tokens_per_batch))
+        return np.zeros((len(texts), 3), dtype=np.float32)
+
+
+def test_batching_sweep_runs_every_setting_on_one_sample(monkeypatch):
+    monkeypatch.setattr(bench, "SWEEP_DOCUMENTS", 7)
+    docs = [f"document {i}" for i in range(20)]
+    st, fp32, int8 = _Recorder(), _Recorder(), _Recorder()
+    result = bench.batching_sweep(docs, st, {"fp32": fp32, "int8": int8})
+
+    assert result["documents"] == 7
+    assert list(result["sentence-transformers"]) == [f"batch {b}" for b in bench.ST_BATCH_SIZES]
+    expected = [f"token budget {b}, sorted" for b in bench.TOKEN_BUDGETS] + ["fixed 32 in input order"]
+    for system in ("embedrank-fp32", "embedrank-int8"):
+        assert list(result[system]) == expected
+        assert all(rate > 0 for rate in result[system].values())
+    sample = st.calls[0][0]
+    assert len(sample) == 7 and len(set(sample)) == 7 and set(sample) <= set(docs)
+    assert [c[1] for c in st.calls] == list(bench.ST_BATCH_SIZES)
+    for encoder in (fp32, int8):
+        budgets = [c[2] for c in encoder.calls[:len(bench.TOKEN_BUDGETS)]]
+        assert budgets == list(bench.TOKEN_BUDGETS)
+        # fixed batches: input order, no token cap, the whole sample once
+        fixed = encoder.calls[len(bench.TOKEN_BUDGETS):]
+        assert all(c[2] is None for c in fixed) and sum((c[0] for c in fixed), []) == sample
+        assert all(c[0] == sample for c in encoder.calls[:len(bench.TOKEN_BUDGETS)])
+    # the same sample for every system and setting, and the same on a second run (seeded)
+    again = _Recorder()
+    bench.batching_sweep(docs, again, {"fp32": _Recorder(), "int8": _Recorder()})
+    assert again.calls[0][0] == sample
