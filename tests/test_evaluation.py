@@ -312,7 +312,10 @@ def test_random_runs_match_pytrec_eval(pytrec_eval, name):
         depth = int(rng.integers(1, 300))
         docs = set(rng.choice(doc_ids, size=depth, replace=False).tolist())
         docs |= {d for d in judged if rng.random() < 0.6}
-        run[qid] = {d: float(rng.standard_normal()) for d in docs}
+        # sorted: the same run whatever PYTHONHASHSEED orders the set by. Scores rounded to float32:
+        # trec_eval keeps them as C floats, so two float64 scores 1e-8 apart become a tie there
+        # (broken by docno), an order the float64 scores do not have.
+        run[qid] = {d: float(np.float32(rng.standard_normal())) for d in sorted(docs)}
     for j in range(20):  # unjudged queries are ignored
         run[f"unjudged-{j}"] = {d: float(rng.random()) for d in rng.choice(doc_ids, size=50, replace=False).tolist()}
     ours, ref = assert_matches_pytrec_eval(pytrec_eval, run, qrels)

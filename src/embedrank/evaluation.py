@@ -6,7 +6,9 @@ judgements (``{query_id: {doc_id: grade}}``) and gives the same numbers as trec_
 
 * **Ranking.** Each query's documents are ranked by score, highest first; equal scores
   are ordered by document id, *descending* (plain string comparison, as trec_eval's
-  ``strcmp`` on UTF-8 bytes). The order of the run dictionary never matters.
+  ``strcmp`` on UTF-8 bytes). The order of the run dictionary never matters. Scores are
+  compared as float64; trec_eval stores them as C floats, so two scores closer than float32
+  resolves (about 1e-7 relative) tie there and are ordered by id, here by score.
 * **Relevance.** A judged document is relevant when its grade is >= 1 (trec_eval's
   ``relevance_level`` 1); grades <= 0 are judged non-relevant. nDCG uses the grade itself
   as the gain (trec_eval's ``ndcg_cut``): DCG@k = sum of grade / log2(rank + 1) over the
