@@ -118,11 +118,34 @@ def test_int8_variant_ranks_like_fp32(folders, cross_encoder, scifact_pairs):
 def test_same_pair_same_score_whatever_the_batch_and_order(cross_encoder, scifact_pairs):
     pairs = scifact_pairs[:40]
     reference = cross_encoder.predict(pairs, batch_size=1)
-    for kwargs in ({"batch_size": 3}, {"batch_size": 32}, {"batch_size": 7, "max_tokens_per_batch": 1000}):
+    for kwargs in ({"batch_size": 3}, {"batch_size": 32}, {"batch_size": 7, "max_tokens_per_batch": 1000},
+                   {"batch_size": 32, "max_tokens_per_batch": None}, {"batch_size": 32, "max_tokens_per_batch": "auto"}):
         assert np.abs(cross_encoder.predict(pairs, **kwargs) - reference).max() <= 1e-5
     permutation = np.random.default_rng(0).permutation(len(pairs))
     shuffled = cross_encoder.predict([pairs[i] for i in permutation], batch_size=8)
     assert np.abs(shuffled - reference[permutation]).max() <= 1e-5
+
+
+def test_default_token_budget_on_cpu(cross_encoder, scifact_pairs, monkeypatch):
+    from embedrank.runtime import CPU_MAX_TOKENS_PER_BATCH
+
+    shapes = []
+    real = cross_encoder._score_batch
+
+    def spy(encodings):
+        shapes.append((len(encodings), max(len(e.ids) for e in encodings)))
+        return real(encodings)
+
+    monkeypatch.setattr(cross_encoder, "_score_batch", spy)
+    pairs = scifact_pairs[:40]
+    default = cross_encoder.predict(pairs)
+    assert cross_encoder.providers[0] == "CPUExecutionProvider"
+    assert all(count * longest <= CPU_MAX_TOKENS_PER_BATCH or count == 1 for count, longest in shapes)
+    assert sum(count for count, _ in shapes) == len(pairs) and len(shapes) > 2
+    shapes.clear()
+    uncapped = cross_encoder.predict(pairs, max_tokens_per_batch=None)
+    assert [count for count, _ in shapes] == [32, 8]
+    assert np.abs(uncapped - default).max() <= 1e-5
 
 
 def _run_ids(model: CrossEncoder, ids: list[int], type_ids: list[int]) -> float:
@@ -230,6 +253,8 @@ def test_bad_pairs(cross_encoder, bad, error, match):
     ({"activation": "softmax"}, ValueError, "unknown activation 'softmax'"),
     ({"activation": "Sigmoid"}, ValueError, "unknown activation"),
     ({"max_tokens_per_batch": 0}, ValueError, "max_tokens_per_batch"),
+    ({"max_tokens_per_batch": "AUTO"}, ValueError, "max_tokens_per_batch"),
+    ({"max_tokens_per_batch": 1.5}, ValueError, "max_tokens_per_batch"),
 ])
 def test_bad_predict_settings(cross_encoder, kwargs, error, match):
     with pytest.raises(error, match=match):

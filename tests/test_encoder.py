@@ -109,7 +109,7 @@ def test_same_text_same_vector_whatever_the_batch_and_position(encoder):
 
 
 def test_default_token_budget_on_cpu(encoder, monkeypatch):
-    from embedrank.encoder import CPU_MAX_TOKENS_PER_BATCH
+    from embedrank.runtime import CPU_MAX_TOKENS_PER_BATCH
 
     shapes = []
     real = encoder._embed_batch

@@ -22,7 +22,7 @@ import numpy as np
 
 from embedrank.encoder import TruncationWarning, _progress
 from embedrank.model_config import ModelConfig
-from embedrank.runtime import make_session
+from embedrank.runtime import make_session, token_budget
 from embedrank.tokenization import TextTokenizer, check_texts, length_sorted_batches
 
 ACTIVATIONS = ("sigmoid", None)
@@ -117,17 +117,19 @@ class CrossEncoder:
 
     # -- scoring -------------------------------------------------------------------------
     def predict(self, pairs, batch_size: int = 32, activation: str | None = "sigmoid",
-                show_progress: bool | None = None, max_tokens_per_batch: int | None = None) -> np.ndarray:
+                show_progress: bool | None = None, max_tokens_per_batch: int | str | None = "auto") -> np.ndarray:
         """Scores (query, document) pairs.
 
         Returns float32 [n] (one label) or [n, num_labels]; the sigmoid of the logits, or the
         raw logits with activation=None. No pairs give an empty result ([0] or [0, num_labels]).
         Empty strings are scored like any text. Batches hold pairs of similar token length
-        (at most batch_size pairs, and max_tokens_per_batch padded tokens when given); the
-        result is in the order of `pairs`. Truncation: see the module docstring.
+        (at most batch_size pairs and max_tokens_per_batch padded tokens; None: no token cap;
+        "auto": 1024 on the CPU provider, no cap on CUDA, see
+        embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH); the result is in the order of `pairs`. Truncation: see the module docstring.
         """
         queries, documents = check_pairs(pairs)
         batch_size = _check_positive_int(batch_size, "batch_size")
+        max_tokens_per_batch = token_budget(max_tokens_per_batch, self.providers[0])
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected 'sigmoid' or None (raw logits)")
         shape_tail = () if self.num_labels == 1 else (self.num_labels,)

@@ -14,14 +14,10 @@ import numpy as np
 from embedrank import kernels
 from embedrank.chunking import Chunk, chunk, default_chunking
 from embedrank.model_config import ModelConfig
-from embedrank.runtime import CUDA, make_session
+from embedrank.runtime import make_session, token_budget
 from embedrank.tokenization import TextTokenizer, check_texts, length_sorted_batches
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
-# encode()'s default token budget per batch on the CPU provider: 4 texts of 256 tokens, whose
-# activations (the FFN's [tokens, 1536] float32 is 6 MiB here) stay near the cores' caches.
-# Measured on SciFact documents against 32 x 256 tokens: fp32 and int8 about 1.3x faster.
-CPU_MAX_TOKENS_PER_BATCH = 1024
 
 
 class TruncationWarning(UserWarning):
@@ -151,13 +147,11 @@ class Encoder:
         call giving their count.
 
         Batches: texts sorted by token length, at most `batch_size` texts and at most
-        `max_tokens_per_batch` tokens once padded (None: no token cap). "auto" is
-        CPU_MAX_TOKENS_PER_BATCH (1024) on the CPU provider, no cap on CUDA: on a CPU a
-        batch's activations then stay in cache (measured about 1.3x the documents/s of
-        32 x 256 tokens); a GPU wants big batches.
+        `max_tokens_per_batch` tokens once padded (None: no token cap; "auto": 1024 on the
+        CPU provider, no cap on CUDA, see embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH).
         """
         texts = check_texts(texts)
-        max_tokens_per_batch = self._token_budget(max_tokens_per_batch)
+        max_tokens_per_batch = token_budget(max_tokens_per_batch, self.providers[0])
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if prompt is not None and not isinstance(prompt, str):
@@ -170,16 +164,6 @@ class Encoder:
             return _empty(out_dim, precision)
         vectors = self._encode_float(texts, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
         return quantize_embeddings(vectors, precision)
-
-    def _token_budget(self, max_tokens_per_batch):
-        if max_tokens_per_batch == "auto":
-            return None if self.providers[0] == CUDA else CPU_MAX_TOKENS_PER_BATCH
-        if max_tokens_per_batch is not None and (isinstance(max_tokens_per_batch, (bool, str))
-                                                 or not isinstance(max_tokens_per_batch, int)
-                                                 or max_tokens_per_batch < 1):
-            raise ValueError(f'max_tokens_per_batch must be a positive integer, None or "auto", '
-                             f"got {max_tokens_per_batch!r}")
-        return max_tokens_per_batch
 
     def encode_queries(self, texts, **kwargs) -> np.ndarray:
         """encode() with the model's query prompt (if any)."""

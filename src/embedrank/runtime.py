@@ -8,6 +8,11 @@ from typing import Sequence
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# The token budget per batch that max_tokens_per_batch="auto" means on the CPU provider: 4
+# texts of 256 tokens (2 pairs of 512), whose activations (MiniLM's FFN [tokens, 1536] float32
+# is 6 MiB) stay near the cores' caches. Measured on SciFact against batches of 32: encoder
+# fp32 and int8 about 1.3x the documents/s, the int8 cross-encoder about 1.3x the pairs/s.
+CPU_MAX_TOKENS_PER_BATCH = 1024
 
 
 def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
@@ -48,3 +53,14 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
         raise
     except Exception as error:  # onnxruntime raises its own exception types for bad files
         raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
+
+
+def token_budget(max_tokens_per_batch, provider: str) -> int | None:
+    """max_tokens_per_batch as a batching cap: "auto" is CPU_MAX_TOKENS_PER_BATCH on the CPU
+    provider and no cap (None) on CUDA, where big batches win; an int >= 1 or None as given."""
+    if isinstance(max_tokens_per_batch, str) and max_tokens_per_batch == "auto":
+        return None if provider == CUDA else CPU_MAX_TOKENS_PER_BATCH
+    if max_tokens_per_batch is not None and (isinstance(max_tokens_per_batch, (bool, str))
+                                             or not isinstance(max_tokens_per_batch, int) or max_tokens_per_batch < 1):
+        raise ValueError(f'max_tokens_per_batch must be a positive integer, None or "auto", got {max_tokens_per_batch!r}')
+    return max_tokens_per_batch
