@@ -43,3 +43,6 @@ def test_batching_sweep_runs_every_setting_on_one_sample(monkeypatch):
     again = _Recorder()
     bench.batching_sweep(docs, again, {"fp32": _Recorder(), "int8": _Recorder()})
     assert again.calls[0][0] == sample
+    small = _Recorder()
+    assert bench.batching_sweep(docs, small, {"fp32": _Recorder(), "int8": _Recorder()}, n_documents=3)["documents"] == 3
+    assert len(small.calls[0][0]) == 3

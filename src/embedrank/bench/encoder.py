@@ -7,7 +7,7 @@ Measures documents/s on the SciFact corpus (title + " " + text, max_seq_length 2
 texts/s on its queries (short texts), for sentence-transformers (batch 32, the issue's
 baseline) and embedrank's fp32 / opt / int8 variants (their defaults: length-sorted, 1024
 tokens a batch on a CPU). Then a batching sweep on 600 sampled documents, one process,
-interleaved: sentence-transformers at batch 4 / 8 / 16 / 32 (so its best batch size is on
+interleaved (150 with --quick): sentence-transformers at batch 4 / 8 / 16 / 32 (so its best batch size is on
 record too) and embedrank fp32 / int8 at token budgets 512 ... 8192 and fixed batches of 32
 in input order. Then SciFact test NDCG@10 / Recall@100 with exact float32 search for each. Targets: fp32 >= 1.5x and int8 >= 3x sentence-transformers
 docs/s; fp32 NDCG@10 within +-0.002 of sentence-transformers'; int8 loses at most 0.005.
@@ -75,14 +75,17 @@ def retrieval_quality(doc_vectors, query_vectors, doc_ids, query_ids, qrels) -> 
 
 
 SWEEP_DOCUMENTS = 600
+QUICK_SWEEP_DOCUMENTS = 150
 ST_BATCH_SIZES = (4, 8, 16, 32)
 TOKEN_BUDGETS = (512, 1024, 2048, 4096, 8192)
 
 
-def batching_sweep(docs: list[str], st, encoders: dict) -> dict:
-    """Documents/s for each batching choice on a seeded sample, systems interleaved per setting."""
+def batching_sweep(docs: list[str], st, encoders: dict, n_documents: int | None = None) -> dict:
+    """Documents/s for each batching choice on a seeded sample of `n_documents` (default
+    SWEEP_DOCUMENTS), systems interleaved per setting."""
     rng = np.random.default_rng(0)
-    sample = [docs[i] for i in sorted(rng.choice(len(docs), min(SWEEP_DOCUMENTS, len(docs)), replace=False))]
+    size = min(SWEEP_DOCUMENTS if n_documents is None else n_documents, len(docs))
+    sample = [docs[i] for i in sorted(rng.choice(len(docs), size, replace=False))]
     out: dict = {"documents": len(sample), "sentence-transformers": {}}
     for variant in ("fp32", "int8"):
         out[f"embedrank-{variant}"] = {}
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         results[f"embedrank-{variant}"] = entry
         vectors[f"embedrank-{variant}"] = (doc_vec, query_vec)
         print(f"embedrank {variant}: {entry}", flush=True)
-    results["batching"] = batching_sweep(docs, st, encoders)
+    results["batching"] = batching_sweep(docs, st, encoders, QUICK_SWEEP_DOCUMENTS if args.quick else None)
 
     if not args.quick:
         datasets.bench_cache_dir().mkdir(parents=True, exist_ok=True)
