@@ -70,6 +70,12 @@ def test_encode_jsonl_matches_the_python_api(minilm_export, tmp_path):
     with Encoder.load(minilm_export) as encoder:
         expected = encoder.encode_documents([{"title": d.get("title", ""), "text": d["text"]} for d in docs])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    for budget in ("none", "40", "AUTO"):
+        other = tmp_path / f"vectors_{budget}.npy"
+        result = run_cli("encode", str(minilm_export), str(source), str(other), "--quiet",
+                         "--max-tokens-per-batch", budget)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(np.load(other), expected, atol=1e-5)
 
 
 def test_encode_txt_with_precision_and_truncation(minilm_export, tmp_path):
@@ -108,6 +114,10 @@ def test_encode_user_errors(minilm_export, tmp_path):
     assert_user_error(run_cli("encode", str(minilm_export), str(csv), str(tmp_path / "o.npy")), "unsupported")
     bad_dim = run_cli("encode", str(minilm_export), str(source), str(tmp_path / "o.npy"), "--batch-size", "0")
     assert bad_dim.returncode == 2 and "positive integer" in bad_dim.stderr
+    for bad in ("0", "lots", "-3"):
+        bad_budget = run_cli("encode", str(minilm_export), str(source), str(tmp_path / "o.npy"),
+                             "--max-tokens-per-batch", bad)
+        assert bad_budget.returncode == 2 and '"auto" or "none"' in bad_budget.stderr, bad_budget.stderr
 
 
 def test_eval_run_file_against_beir_and_trec_qrels(tmp_path):

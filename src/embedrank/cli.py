@@ -70,7 +70,7 @@ def _encode(args: argparse.Namespace) -> int:
         raise UserError(f"the output must be a .npy file, got {out}")
     corpus = read_corpus(args.input)
     options = dict(batch_size=args.batch_size, truncate_dim=args.truncate_dim, precision=args.precision,
-                   show_progress=_progress(args))
+                   show_progress=_progress(args), max_tokens_per_batch=args.max_tokens_per_batch)
     with Encoder.load(args.model, variant=args.variant, num_threads=args.threads) as encoder:
         if args.role == "queries":
             vectors = encoder.encode_queries([doc["text"] for doc in corpus.values()], **options)
@@ -215,6 +215,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 # -- the parser ------------------------------------------------------------------------------
 
+def _token_budget(text: str) -> int | str | None:
+    """--max-tokens-per-batch: a positive integer, "auto" or "none"."""
+    lowered = text.strip().lower()
+    if lowered in ("auto", "none"):
+        return None if lowered == "none" else "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, "auto" or "none", got {text!r}') from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -281,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--variant", choices=("fp32", "opt", "int8"), default="fp32")
     encode.add_argument("--precision", choices=("float32", "int8", "uint8", "binary", "ubinary"), default="float32")
     encode.add_argument("--batch-size", type=_positive_int, default=32)
+    encode.add_argument("--max-tokens-per-batch", type=_token_budget, default="auto",
+                        help='padded tokens per batch: "auto" (1024 on a CPU, no cap on CUDA), "none" or a number')
     encode.add_argument("--truncate-dim", type=_positive_int, default=None, help="Matryoshka truncation")
     encode.set_defaults(handler=_encode)
 
