@@ -37,7 +37,7 @@ def test_batching_sweep_runs_every_setting_on_one_sample(monkeypatch):
         assert budgets == list(bench.TOKEN_BUDGETS)
         # fixed batches: input order, no token cap, the whole sample once
         fixed = encoder.calls[len(bench.TOKEN_BUDGETS):]
-        assert all(c[2] is None for c in fixed) and sum((c[0] for c in fixed), []) == sample
+        assert all(c[2] is None and c[1] == 32 for c in fixed) and sum((c[0] for c in fixed), []) == sample
         assert all(c[0] == sample for c in encoder.calls[:len(bench.TOKEN_BUDGETS)])
     # the same sample for every system and setting, and the same on a second run (seeded)
     again = _Recorder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from embedrank.fusion import FUSION_WEIGHTS, choose_first_stage_weight, fuse
@@ -57,3 +58,34 @@ def test_custom_grid_and_bad_inputs():
 
 def test_default_grid_starts_at_the_cross_encoder_alone():
     assert FUSION_WEIGHTS[0] == 0.0 and list(FUSION_WEIGHTS) == sorted(FUSION_WEIGHTS)
+
+
+class _PairScorer:
+    """A stand-in cross-encoder whose raw logit is the passage length: one predict call, recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, pairs, activation="sigmoid", show_progress=None):
+        self.calls.append((list(pairs), activation))
+        return np.array([len(p) for _, p in pairs], dtype=np.float32)
+
+
+def test_rerank_logits_maps_each_pair_back_in_one_call():
+    from embedrank.fusion import rerank_logits
+
+    scorer = _PairScorer()
+    pairs = {"q1": {"a": ("first", "xx"), "b": ("first", "xxxxx")}, "q2": {}, "q3": {"c": ("third", "x")}}
+    assert rerank_logits(scorer, pairs) == {"q1": {"a": 2.0, "b": 5.0}, "q2": {}, "q3": {"c": 1.0}}
+    assert scorer.calls == [([("first", "xx"), ("first", "xxxxx"), ("third", "x")], None)]  # raw logits
+
+
+def test_describe_choice_names_the_weight_and_its_ndcg():
+    from embedrank.fusion import describe_choice
+
+    report = {"queries": 12, "first_stage_ndcg@10": 0.5, "fused_ndcg@10": {"0.0": 0.25, "2.5": 0.75}}
+    assert describe_choice(2.5, report) == ("2.5, chosen on 12 held-out queries (NDCG@10 there: bi-encoder 0.5000, "
+                                            "cross-encoder alone 0.2500, fused 0.7500)")
+    without_zero = {"queries": 3, "first_stage_ndcg@10": 0.5, "fused_ndcg@10": {"5.0": 0.6}}
+    assert describe_choice(5, without_zero) == ("5, chosen on 3 held-out queries (NDCG@10 there: bi-encoder 0.5000, "
+                                                "fused 0.6000)")

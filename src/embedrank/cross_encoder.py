@@ -125,7 +125,8 @@ class CrossEncoder:
         Empty strings are scored like any text. Batches hold pairs of similar token length
         (at most batch_size pairs and max_tokens_per_batch padded tokens; None: no token cap;
         "auto": 1024 on the CPU provider, no cap on CUDA, see
-        embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH); the result is in the order of `pairs`. Truncation: see the module docstring.
+        embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH); the result is in the order of `pairs`.
+        Truncation: see the module docstring.
         """
         queries, documents = check_pairs(pairs)
         batch_size = _check_positive_int(batch_size, "batch_size")

@@ -134,7 +134,7 @@ def choose_fusion_weight(cache: Path, reranker_dir: Path, retriever, reranker, d
     """The first_stage_weight with the best NDCG@10 on the held-out train queries (cached)."""
     import json
 
-    from embedrank.fusion import choose_first_stage_weight
+    from embedrank.fusion import choose_first_stage_weight, describe_choice, rerank_logits
 
     record = reranker_dir.parent / f"{reranker_dir.name}.fusion.json"
     if record.is_file():
@@ -145,14 +145,11 @@ def choose_fusion_weight(cache: Path, reranker_dir: Path, retriever, reranker, d
     _, dev_ids = _held_out_train_queries(data)
     texts = [data.train_queries[q] for q in dev_ids]
     candidates = retriever.search(texts, top_k=FUSION_CANDIDATES, candidates=FUSION_CANDIDATES, rerank=False)
-    pairs = [(text, hit.passage) for text, hits in zip(texts, candidates) for hit in hits]
-    logits = iter(reranker.predict(pairs, activation=None).tolist())
     first_stage = {q: {h.doc_id: h.score for h in hits} for q, hits in zip(dev_ids, candidates)}
-    reranked = {q: {h.doc_id: next(logits) for h in hits} for q, hits in zip(dev_ids, candidates)}
+    reranked = rerank_logits(reranker, {q: {h.doc_id: (text, h.passage) for h in hits}
+                                        for q, text, hits in zip(dev_ids, texts, candidates)})
     best, report = choose_first_stage_weight(first_stage, reranked, {q: data.train_qrels[q] for q in dev_ids})
-    _say(f"  fusion weight: {best:g}, chosen on {len(dev_ids)} held-out train queries (NDCG@10 there: bi-encoder "
-         f"{report['first_stage_ndcg@10']:.4f}, cross-encoder alone {report['fused_ndcg@10']['0.0']:.4f}, "
-         f"fused {report['fused_ndcg@10'][str(best)]:.4f})")
+    _say(f"  fusion weight: {describe_choice(best, report)}")
     record.write_text(json.dumps({"first_stage_weight": best, **report}, indent=2) + "\n")
     return float(best)
 

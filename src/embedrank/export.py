@@ -31,8 +31,9 @@ writes ``models/minilm/`` with
     poorly. A bi-encoder is first quantized whole; if its worst cosine on the sample is below
     ``INT8_ALL_MATMULS_MIN_COSINE`` (0.95) it is quantized again with them fp32 (both tries
     are recorded in embedrank.json). all-mpnet-base-v2 needs it (0.79/0.24 whole, 0.98/0.93
-    without them, and still an ExportAccuracyWarning); all-MiniLM-L6-v2 does not (0.99/0.97 whole), and quantizing them too makes
-    it about 1.3x faster at the batch sizes embedrank uses. Cross-encoders keep them fp32.
+    without them, and still an ExportAccuracyWarning); all-MiniLM-L6-v2 does not (0.99/0.97
+    whole), and quantizing them too makes it about 1.3x faster at the batch sizes embedrank
+    uses. Cross-encoders keep them fp32.
 
   per_channel=True: per-tensor weights gave all-MiniLM-L6-v2 a worst cosine of about 0.86,
   per-channel about 0.97. reduce_range cost accuracy on this CPU (with VNNI); on AVX2-only
@@ -598,8 +599,8 @@ def _quantize(src: Path, dst: Path, source: SourceModel, kind: str, measure) -> 
         measured = measure(dst)
         attempts.append(_rounded({"n_kept_fp32": len(keep), **{k: measured[k] for k in ("min_cosine", "mean_cosine")
                                                                  if k in measured}}))
-        if keep is down or measured.get("min_cosine", 0.0) >= INT8_ALL_MATMULS_MIN_COSINE:
-            break
+        if keep is tries[-1] or measured.get("min_cosine", 0.0) >= INT8_ALL_MATMULS_MIN_COSINE:
+            break  # the last try, or the whole-int8 model is accurate enough
     kept = "embedding tables (Gather)" + (", FFN down-projections" if keep else "")
     settings = dict(_INT8_SETTINGS, method="onnxruntime.quantization.quantize_dynamic", kept_fp32=kept,
                     n_kept_fp32=len(keep), attempts=attempts)

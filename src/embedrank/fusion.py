@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FUSION_WEIGHTS", "choose_first_stage_weight", "fuse"]
+__all__ = ["FUSION_WEIGHTS", "choose_first_stage_weight", "describe_choice", "fuse", "rerank_logits"]
 
 # logit units per unit of cosine: 0 (the cross-encoder alone) up to a weight at which the
 # first stage decides almost every order
@@ -48,3 +48,19 @@ def choose_first_stage_weight(first_stage: Mapping[str, Mapping[str, float]],
     first = evaluate({q: dict(first_stage[q]) for q in logits}, qrels, ["ndcg@10"])["mean"]["ndcg@10"]
     return best, {"queries": len(logits), "first_stage_ndcg@10": first,
                   "fused_ndcg@10": {str(w): v for w, v in scores.items()}}
+
+
+def rerank_logits(reranker, pairs: Mapping[str, Mapping[str, tuple[str, str]]],
+                  show_progress: bool | None = None) -> dict[str, dict[str, float]]:
+    """{qid: {doc_id: raw logit}} for {qid: {doc_id: (query text, passage)}}, in one predict call."""
+    flat = [pair for docs in pairs.values() for pair in docs.values()]
+    logits = iter(reranker.predict(flat, activation=None, show_progress=show_progress).tolist())
+    return {q: {d: next(logits) for d in docs} for q, docs in pairs.items()}
+
+
+def describe_choice(weight: float, report: dict) -> str:
+    """One line on a choose_first_stage_weight result: the weight and the NDCG@10 behind it."""
+    fused = report["fused_ndcg@10"]
+    alone = f"cross-encoder alone {fused['0.0']:.4f}, " if "0.0" in fused else ""
+    return (f"{weight:g}, chosen on {report['queries']} held-out queries (NDCG@10 there: bi-encoder "
+            f"{report['first_stage_ndcg@10']:.4f}, {alone}fused {fused[str(float(weight))]:.4f})")

@@ -9,8 +9,8 @@ of any MiniLM-L6 cross-encoder). Pairs: the first `--queries` SciFact test queri
 its judged documents and then random other documents (seed 0) up to `--docs` documents
 (title + " " + text). Both sides: the folder's max_seq_length (512), batch 32, `--threads`
 threads, length-sorted batches (both libraries sort by length), sigmoid scores; embedrank at
-its default token budget besides (max_tokens_per_batch="auto": 1024 tokens a batch on a CPU). One warm-up
-call each, then the best of `--repeats` timed passes. Target: embedrank >= 1.5x the pairs/s
+its default token budget besides (max_tokens_per_batch="auto": 1024 tokens a batch on a
+CPU). One warm-up call each, then the best of `--repeats` timed passes. Target: embedrank >= 1.5x the pairs/s
 of sentence-transformers. Also records the largest score difference to sentence-transformers
 and the int8 variant's Spearman rank correlation to fp32.
 """

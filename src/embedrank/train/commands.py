@@ -298,18 +298,15 @@ def _choose_fusion(args, prepared) -> dict:
     """The first-stage weight for Retriever(first_stage_weight=...), chosen on the dev queries
     with the exported cross-encoder over the bi-encoder's --eval-candidates."""
     import embedrank
-    from embedrank.fusion import choose_first_stage_weight
+    from embedrank.fusion import choose_first_stage_weight, describe_choice, rerank_logits
 
     reranker = embedrank.CrossEncoder.load(args.out, num_threads=args.threads)
     first_stage = prepared.scored_candidates(prepared.dev, args.eval_candidates)
-    pairs = [(prepared.dev.queries[q], prepared.corpus[d]) for q, docs in first_stage.items() for d in docs]
-    logits = iter(reranker.predict(pairs, activation=None, show_progress=_show(args)).tolist())
-    reranked = {q: {d: next(logits) for d in docs} for q, docs in first_stage.items()}
+    pairs = {q: {d: (prepared.dev.queries[q], prepared.corpus[d]) for d in docs} for q, docs in first_stage.items()}
+    reranked = rerank_logits(reranker, pairs, show_progress=_show(args))
     weight, report = choose_first_stage_weight(first_stage, reranked, prepared.dev.qrels)
     say = _say(args)
     if say:
-        say(f"fusion weight chosen on {report['queries']} dev queries: {weight:g} (dev NDCG@10: bi-encoder "
-            f"{report['first_stage_ndcg@10']:.4f}, cross-encoder alone {report['fused_ndcg@10']['0.0']:.4f}, "
-            f"fused {report['fused_ndcg@10'][str(weight)]:.4f}); use it with "
+        say(f"fusion weight {describe_choice(weight, report)}; use it with "
             f"`embedrank index ... --reranker {args.out} --first-stage-weight {weight:g}`")
     return {"first_stage_weight": weight, **report}
