@@ -1,7 +1,7 @@
 """Cross-encoder inference: (query, document) pairs scored by ONNX Runtime in token-length-sorted batches.
 
 A cross-encoder folder is made with ``embedrank.export_model(hf_dir, out, kind="cross-encoder")``
-(fp32 / opt / int8 variants, each verified against torch at export time).
+(fp32 / opt variants verified against torch at export time, int8 measured against it).
 
 Truncation: a pair longer than max_seq_length tokens loses tokens from the end of the
 document only; the query is kept whole. The one exception is a query that does not fit

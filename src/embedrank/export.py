@@ -39,7 +39,8 @@ writes ``models/minilm/`` with
   per-channel about 0.97. reduce_range cost accuracy on this CPU (with VNNI); on AVX2-only
   CPUs without VNNI ORT's u8s8 kernels can saturate, and the error recorded in
   embedrank.json is the export machine's. Dynamic int8 is not accurate to 1e-4: its error
-  is measured on the sample and recorded, never bounded.
+  is measured on the sample and recorded, never bounded. Its activation scales are taken per
+  batch tensor, so an int8 vector also moves slightly with the texts batched beside it.
 * ``model_pooled.onnx`` (``pooled=True``, off by default): mean (or CLS) pooling and L2
   normalization inside the graph, output ``sentence_embedding`` [batch, hidden].
 * ``tokenizer.json`` (copied unchanged) and ``embedrank.json`` (see :func:`export_model`).
