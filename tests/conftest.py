@@ -29,8 +29,9 @@ def minilm_source() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_export(minilm_source, tmp_path_factory) -> Path:
-    """all-MiniLM-L6-v2 exported with every variant (fp32, opt, int8, pooled), once per session."""
+    """all-MiniLM-L6-v2 exported with every variant (fp32, opt, int8, pooled, fp16, pooled_fp16),
+    once per session."""
     from embedrank.export import export_model
 
     out = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
-    return export_model(minilm_source, out, pooled=True)
+    return export_model(minilm_source, out, pooled=True, fp16=True)

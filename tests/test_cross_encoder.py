@@ -126,6 +126,16 @@ def test_same_pair_same_score_whatever_the_batch_and_order(cross_encoder, scifac
     assert np.abs(shuffled - reference[permutation]).max() <= 1e-5
 
 
+def test_padding_to_a_multiple_leaves_scores_unchanged(cross_encoder, scifact_pairs, monkeypatch):
+    # what the CUDA provider gets (runtime.CUDA_PAD_TO_MULTIPLE_OF), here on the CPU
+    from embedrank import runtime
+
+    pairs = scifact_pairs[:20]
+    reference = cross_encoder.predict(pairs, batch_size=4)
+    monkeypatch.setattr(runtime, "pad_multiple", lambda provider: 32)
+    assert np.abs(cross_encoder.predict(pairs, batch_size=4) - reference).max() <= 1e-5
+
+
 def test_default_token_budget_on_cpu(cross_encoder, scifact_pairs, monkeypatch):
     from embedrank.runtime import CPU_MAX_TOKENS_PER_BATCH
 
@@ -298,7 +308,9 @@ def test_bad_model_folders(folders, tmp_path):
     with pytest.raises(ModelFolderError, match="embedrank.json"):
         CrossEncoder.load(folders[0])  # the Hugging Face folder, not an export
     with pytest.raises(ValueError, match="unknown variant"):
-        CrossEncoder.load(folders[1], variant="fp16")
+        CrossEncoder.load(folders[1], variant="bf16")
+    with pytest.raises(ModelFolderError, match=r"variant 'fp16' is not in .*model_fp16\.onnx missing; present: fp32"):
+        CrossEncoder.load(folders[1], variant="fp16")  # exported without fp16=True
     partial = tmp_path / "partial"
     partial.mkdir()
     for name in ("embedrank.json", "tokenizer.json", "model.onnx"):

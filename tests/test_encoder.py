@@ -85,6 +85,40 @@ def test_optimized_and_pooled_variants_match_fp32(minilm_export, encoder, varian
     assert np.abs(other.encode(TEXTS) - encoder.encode(TEXTS)).max() <= 1e-4
 
 
+@pytest.mark.parametrize("variant", ["fp16", "pooled_fp16"])
+def test_fp16_variants_stay_close(minilm_export, encoder, variant):
+    # float16 graphs are meant for the CUDA provider; on a CPU they run too (that is how the
+    # export verifies them), within float16 rounding of the fp32 vectors
+    other = Encoder.load(minilm_export, variant=variant)
+    ours, reference = other.encode(TEXTS), encoder.encode(TEXTS)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - reference).max() <= 2e-3
+    assert (ours * reference).sum(axis=1).min() >= 0.9999
+
+
+@pytest.mark.parametrize("variant", ["fp32", "opt", "fp16"])
+def test_padding_to_a_multiple_leaves_vectors_unchanged(minilm_export, variant, monkeypatch):
+    # on CUDA batches are padded to a multiple of runtime.CUDA_PAD_TO_MULTIPLE_OF tokens; the
+    # same padding here on the CPU (the fused graphs take the mask as sequence lengths)
+    from embedrank import runtime
+
+    model = Encoder.load(minilm_export, variant=variant)
+    base = model.encode(TEXTS, batch_size=3)
+    lengths = []
+    real = model.tokenizer.pad
+
+    def spy(encodings, multiple_of=1):
+        batch = real(encodings, multiple_of)
+        lengths.append(batch.input_ids.shape[1])
+        return batch
+
+    monkeypatch.setattr(model.tokenizer, "pad", spy)
+    monkeypatch.setattr(runtime, "pad_multiple", lambda provider: 32)
+    padded = model.encode(TEXTS, batch_size=3)
+    assert lengths and all(n % 32 == 0 for n in lengths)
+    assert np.abs(padded - base).max() <= (1e-5 if variant != "fp16" else 1e-3)
+
+
 def test_int8_variant_stays_close(minilm_export, encoder):
     other = Encoder.load(minilm_export, variant="int8")
     cosine = (other.encode(TEXTS) * encoder.encode(TEXTS)).sum(axis=1)

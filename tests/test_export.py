@@ -115,8 +115,8 @@ def session(path: Path):
 # -- the exported folder --------------------------------------------------------------------
 def test_files(exported):
     names = sorted(p.name for p in exported.iterdir())
-    assert names == ["embedrank.json", "model.onnx", "model_int8.onnx", "model_opt.onnx", "model_pooled.onnx",
-                     "tokenizer.json"]
+    assert names == ["embedrank.json", "model.onnx", "model_fp16.onnx", "model_int8.onnx", "model_opt.onnx",
+                     "model_pooled.onnx", "model_pooled_fp16.onnx", "tokenizer.json"]
     # no temporary folder left beside it
     assert [p.name for p in exported.parent.iterdir()] == [exported.name]
 
@@ -137,7 +137,8 @@ def test_config_fields(config, minilm_dir):
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["output"] == "last_hidden_state"
     assert config["variants"] == {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx",
-                                  "pooled": "model_pooled.onnx"}
+                                  "pooled": "model_pooled.onnx", "fp16": "model_fp16.onnx",
+                                  "pooled_fp16": "model_pooled_fp16.onnx"}
     import hashlib
 
     assert config["fingerprint"] == "sha256:" + hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
@@ -154,6 +155,23 @@ def test_config_fields(config, minilm_dir):
     assert quantization["attempts"][0]["min_cosine"] >= quantization["all_matmuls_min_cosine"]
     assert config["export"]["opset"] >= 17
     assert config["export"]["optimizer"]["fused"]["Attention"] == 6
+    # fp16: converted from the fused graphs, verified within FP16_RTOL (unit vectors: 5e-3)
+    assert config["export"]["fp16"]["from"] == "opt" and config["export"]["fp16"]["keep_io_types"] is True
+    for variant in ("fp16", "pooled_fp16"):
+        assert verification[variant]["tolerance"] == export.FP16_RTOL
+        assert verification[variant]["max_abs_diff"] <= 1e-3 and verification[variant]["min_cosine"] >= 0.9999
+
+
+def test_fp16_graphs_are_float16_inside_with_float32_io(exported):
+    import onnx
+
+    for name in ("model_fp16.onnx", "model_pooled_fp16.onnx"):
+        model = onnx.load(str(exported / name))
+        types = {init.data_type for init in model.graph.initializer if len(init.dims) == 2}
+        assert types == {onnx.TensorProto.FLOAT16}, name  # every weight matrix
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        ops = {node.op_type for node in model.graph.node}
+        assert "Attention" in ops, name  # the fused graph: what the CUDA provider runs fastest
 
 
 def test_embedrank_model_config_reads_it(exported):
@@ -244,13 +262,18 @@ def test_cross_encoder(minilm_dir, tmp_path):
     out = tmp_path / "cross_out"
     out.mkdir()
     (out / "stale.txt").write_text("stale")  # replaced as a whole with overwrite=True
-    assert export_model(source, out, kind="cross-encoder", optimize=False, quantize=False, overwrite=True) == out
-    assert sorted(p.name for p in out.iterdir()) == ["embedrank.json", "model.onnx", "tokenizer.json"]
+    assert export_model(source, out, kind="cross-encoder", optimize=False, quantize=False, fp16=True,
+                        overwrite=True) == out
+    assert sorted(p.name for p in out.iterdir()) == ["embedrank.json", "model.onnx", "model_fp16.onnx", "tokenizer.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cross", "cross_out"]
     config = json.loads((out / "embedrank.json").read_text())
     assert config["kind"] == "cross-encoder"
     assert config["output"] == "logits" and config["num_labels"] == 1
-    assert config["variants"] == {"fp32": "model.onnx"}
+    assert config["variants"] == {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}
+    # without optimize the fp16 variant comes from the fp32 graph; logits are judged relative to their size
+    assert config["export"]["fp16"]["from"] == "fp32"
+    fp16 = config["verification"]["fp16"]
+    assert fp16["tolerance"] >= export.FP16_RTOL and fp16["max_abs_diff"] <= fp16["tolerance"]
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["verification"]["fp32"]["max_abs_diff"] <= 1e-4
     ids = np.array([[101, 2054, 2003, 102, 3000, 2003, 1037, 2103, 102]], dtype=np.int64)
@@ -293,6 +316,11 @@ def test_tiny_random_family(family, minilm_dir, tmp_path, monkeypatch):
     assert config["verification"]["fp32"]["max_abs_diff"] <= 1e-4
     assert config["verification"]["opt"]["max_abs_diff"] <= 1e-4
     assert config["export"]["quantization"]["n_kept_fp32"] in (0, 2)  # whole, or one FFN down-projection per layer
+    if family == "mpnet":  # fp16 of a graph whose attention the optimizer leaves unfused
+        assert "fp16" not in config["variants"]
+        fp16 = export_model(source, tmp_path / "out16", quantize=False, fp16=True)
+        verification = json.loads((fp16 / "embedrank.json").read_text())["verification"]["fp16"]
+        assert verification["max_abs_diff"] <= verification["tolerance"] == export.FP16_RTOL
 
 
 def _tiny_bert_source(minilm_dir, tmp_path) -> Path:
@@ -358,6 +386,13 @@ def test_verification_failure_leaves_nothing(minilm_dir, tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "keep").iterdir()] == ["old.txt"]
 
 
+def test_fp16_verification_failure_names_the_flag(minilm_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "FP16_RTOL", 1e-9)  # no float16 graph can pass
+    with pytest.raises(ExportVerificationError, match=r"model_fp16\.onnx \(fp16\) differs .*\(pass fp16=False to skip"):
+        export_model(minilm_dir, tmp_path / "out", optimize=False, quantize=False, fp16=True)
+    assert not (tmp_path / "out").exists()
+
+
 # -- bad input (all raise before torch is loaded) ------------------------------------------------
 def linked_copy(src: Path, dst: Path, skip: set[str]) -> Path:
     dst.mkdir()
@@ -420,6 +455,9 @@ def test_bad_arguments(minilm_dir, tmp_path):
         export_model(minilm_dir, tmp_path / "out", kind="cross-encoder", pooled=True)
     with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
         export_model(minilm_dir, tmp_path / "out", texts=["a", 3])
+    for flag in ("optimize", "quantize", "pooled", "fp16"):
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'yes'"):
+            export_model(minilm_dir, tmp_path / "out", **{flag: "yes"})
 
 
 # -- reading source folders (no torch) ----------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedrank.runtime import CPU, CPU_MAX_TOKENS_PER_BATCH, CUDA, token_budget
+from embedrank.runtime import CPU, CPU_MAX_TOKENS_PER_BATCH, CUDA, CUDA_PAD_TO_MULTIPLE_OF, pad_multiple, token_budget
 
 
 def test_auto_is_a_cap_on_cpu_and_none_on_cuda():
@@ -22,3 +22,36 @@ def test_explicit_values_pass_through(value):
 def test_bad_values_name_the_setting(value):
     with pytest.raises(ValueError, match=r"max_tokens_per_batch must be a positive integer, None or \"auto\""):
         token_budget(value, CPU)
+
+
+def test_padding_granularity_is_coarse_on_cuda_only():
+    assert pad_multiple(CUDA) == CUDA_PAD_TO_MULTIPLE_OF > 1
+    assert pad_multiple(CPU) == 1
+
+
+def test_tokenizer_pads_to_a_multiple_but_never_past_max_length(minilm_source):
+    from embedrank.tokenization import TextTokenizer
+
+    tok = TextTokenizer(minilm_source / "tokenizer.json", max_length=40)
+    encodings, _ = tok.encode(["a b c", "one two three four five six seven"])
+    longest = max(len(e.ids) for e in encodings)
+    plain = tok.pad(encodings)
+    assert plain.input_ids.shape == (2, longest)
+    padded = tok.pad(encodings, 8)
+    assert padded.input_ids.shape[1] == -(-longest // 8) * 8
+    assert (padded.attention_mask.sum(axis=1) == plain.attention_mask.sum(axis=1)).all()
+    assert (padded.input_ids[:, :longest] == plain.input_ids).all()
+    assert (padded.input_ids[:, longest:] == tok.pad_id).all()
+    assert tok.pad(encodings, 32).input_ids.shape[1] == 32
+    long_encodings, _ = tok.encode(["word " * 100])  # truncated at 40 tokens
+    assert tok.pad(long_encodings, 32).input_ids.shape[1] == 40  # not 64: past max_length
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, True, "8", None])
+def test_bad_padding_multiple_is_refused(minilm_source, value):
+    from embedrank.tokenization import TextTokenizer
+
+    tok = TextTokenizer(minilm_source / "tokenizer.json", max_length=40)
+    encodings, _ = tok.encode(["a b c"])
+    with pytest.raises(ValueError, match="multiple_of must be a positive integer"):
+        tok.pad(encodings, value)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+ENCODER_VARIANTS = ("fp32", "opt", "int8", "fp16", "pooled", "pooled_fp16")
+RERANKER_VARIANTS = ("fp32", "opt", "int8", "fp16")
+
 
 class UserError(Exception):
     """A problem with what the user asked for, printed as one line."""
@@ -39,7 +42,7 @@ def _export(args: argparse.Namespace) -> int:
     from embedrank.export import export_model
 
     path = export_model(args.model_dir, args.out_dir, kind=args.kind, optimize=not args.no_optimize,
-                        quantize=not args.no_quantize, pooled=args.pooled, overwrite=args.overwrite)
+                        quantize=not args.no_quantize, pooled=args.pooled, fp16=args.fp16, overwrite=args.overwrite)
     print(path)
     return 0
 
@@ -277,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-optimize", action="store_true", help="skip the ORT-optimized variant")
     export.add_argument("--no-quantize", action="store_true", help="skip the int8 variant")
     export.add_argument("--pooled", action="store_true", help="also write a variant with pooling inside the graph")
+    export.add_argument("--fp16", action="store_true", help="also write float16 variants (for the CUDA provider)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
     export.set_defaults(handler=_export)
 
@@ -289,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("output", help="the .npy file to write")
     encode.add_argument("--role", choices=("documents", "queries", "plain"), default="documents",
                         help="apply the model's document or query prompt (default: documents)")
-    encode.add_argument("--variant", choices=("fp32", "opt", "int8"), default="fp32")
+    encode.add_argument("--variant", choices=ENCODER_VARIANTS, default="fp32")
     encode.add_argument("--precision", choices=("float32", "int8", "uint8", "binary", "ubinary"), default="float32")
     encode.add_argument("--batch-size", type=_positive_int, default=32)
     encode.add_argument("--max-tokens-per-batch", type=_token_budget, default="auto",
@@ -306,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index", choices=("flat", "hnsw"), default="flat")
     index.add_argument("--precision", choices=("float32", "int8", "binary"), default="float32",
                        help="flat index codes (int8 and binary are rescored with float32)")
-    index.add_argument("--variant", choices=("fp32", "opt", "int8"), default="fp32")
+    index.add_argument("--variant", choices=ENCODER_VARIANTS, default="fp32")
     index.add_argument("--reranker", default=None, help="embedrank cross-encoder folder (two-stage search)")
-    index.add_argument("--reranker-variant", choices=("fp32", "opt", "int8"), default="fp32")
+    index.add_argument("--reranker-variant", choices=RERANKER_VARIANTS, default="fp32")
     index.add_argument("--candidates", type=_positive_int, default=100, help="first-stage candidates to rerank")
     index.add_argument("--top-k", type=_positive_int, default=10)
     index.add_argument("--first-stage-weight", type=_non_negative_float, default=0.0,

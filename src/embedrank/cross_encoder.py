@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from embedrank import runtime
 from embedrank.encoder import TruncationWarning, _progress
 from embedrank.model_config import ModelConfig
 from embedrank.runtime import make_session, token_budget
@@ -103,7 +104,8 @@ class CrossEncoder:
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None,
              num_threads: int | None = None) -> CrossEncoder:
-        """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused) or "int8" (dynamic int8)."""
+        """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8)
+        or "fp16" (float16, for the CUDA provider)."""
         return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads)
 
     # -- properties ----------------------------------------------------------------------
@@ -217,7 +219,7 @@ class CrossEncoder:
         return encodings
 
     def _score_batch(self, encodings) -> np.ndarray:
-        batch = self.tokenizer.pad(encodings)
+        batch = self.tokenizer.pad(encodings, runtime.pad_multiple(self.providers[0]))
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from embedrank import kernels
+from embedrank import kernels, runtime
 from embedrank.chunking import Chunk, chunk, default_chunking
 from embedrank.model_config import ModelConfig
 from embedrank.runtime import make_session, token_budget
@@ -96,7 +96,9 @@ class Encoder:
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
              cache=None) -> Encoder:
-        """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8) or "pooled" (pooling inside the graph)."""
+        """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
+        "pooled" (pooling inside the graph), "fp16" or "pooled_fp16" (float16, for the CUDA
+        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device)."""
         return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads, cache=cache)
 
     @staticmethod
@@ -309,7 +311,7 @@ class Encoder:
         return out
 
     def _embed_batch(self, encodings, normalize: bool, truncate_dim) -> np.ndarray:
-        batch = self.tokenizer.pad(encodings)
+        batch = self.tokenizer.pad(encodings, runtime.pad_multiple(self.providers[0]))
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]

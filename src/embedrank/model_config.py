@@ -10,7 +10,8 @@ from pathlib import Path
 CONFIG_FILE = "embedrank.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
-DEFAULT_VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx", "pooled": "model_pooled.onnx"}
+DEFAULT_VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx", "pooled": "model_pooled.onnx",
+                         "fp16": "model_fp16.onnx", "pooled_fp16": "model_pooled_fp16.onnx"}
 
 
 class ModelFolderError(ValueError):

@@ -55,6 +55,17 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
         raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
 
 
+# Batches on the CUDA provider are padded to a multiple of this many tokens: the fused
+# attention of the fp16 graphs (cuDNN flash attention) builds a plan for every new shape, and
+# a corpus padded to each batch's own longest length has dozens of them.
+CUDA_PAD_TO_MULTIPLE_OF = 32
+
+
+def pad_multiple(provider: str) -> int:
+    """The padded length's granularity on `provider`: CUDA_PAD_TO_MULTIPLE_OF on CUDA, else 1."""
+    return CUDA_PAD_TO_MULTIPLE_OF if provider == CUDA else 1
+
+
 def token_budget(max_tokens_per_batch, provider: str) -> int | None:
     """max_tokens_per_batch as a batching cap: "auto" is CPU_MAX_TOKENS_PER_BATCH on the CPU
     provider and no cap (None) on CUDA, where big batches win; an int >= 1 or None as given."""

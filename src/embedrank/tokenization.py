@@ -100,9 +100,14 @@ class TextTokenizer:
         n_truncated = sum(1 for e in encodings if e.overflowing)
         return encodings, n_truncated
 
-    def pad(self, encodings: Sequence) -> TokenizedBatch:
-        """Pads a batch of encodings to its own longest sequence."""
-        length = max(len(e.ids) for e in encodings)
+    def pad(self, encodings: Sequence, multiple_of: int = 1) -> TokenizedBatch:
+        """Pads a batch of encodings to its own longest sequence, rounded up to `multiple_of`
+        tokens but never past max_length (fewer distinct shapes for the kernels that plan per
+        shape, as cuDNN's attention does on CUDA; padding is masked, vectors don't change)."""
+        if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+            raise ValueError(f"multiple_of must be a positive integer, got {multiple_of!r}")
+        longest = max(len(e.ids) for e in encodings)
+        length = min(-(-longest // multiple_of) * multiple_of, max(longest, self.max_length))
         b = len(encodings)
         input_ids = np.full((b, length), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((b, length), dtype=np.int64)
