@@ -64,3 +64,10 @@ def test_report_reproduces_the_committed_tables(bench_gpu):
     tables = report.split("\n## ", 1)[1]
     assert tables in committed
     assert "| embedrank pooled_fp16, pad to x32, batch 128 | 4,456 | 6,276 |" in report
+
+
+def test_precisions_name_real_variants(bench_gpu):
+    from embedrank.model_config import DEFAULT_VARIANT_FILES
+
+    for raws, pooled in bench_gpu.PRECISIONS.values():
+        assert set(raws) | {pooled} <= set(DEFAULT_VARIANT_FILES)

@@ -22,6 +22,8 @@ sentence-transformers. `--device cpu --quick` runs every code path on a CPU (a d
    two passes each: documents/s, queries/s and test NDCG@10 by exact search.
 3. (--graphs DIR) every fp16 graph in DIR with each ORT attention backend, against
    sentence-transformers fp16 on the same synthetic batches.
+`--precision fp32` runs steps 1 and 2 with the fp32 variants (fp32, pooled) against
+sentence-transformers in fp32, what each library does by default.
 Writes DIR/gpu.json and DIR/gpu.md and prints the tables; a failing step is recorded with its
 error and the rest goes on.
 """
@@ -128,7 +130,12 @@ def environment(device: str) -> dict:
     return info
 
 
-def synthetic(model: Path, source: str, device: str, seconds: float, batch: int) -> dict:
+# --precision: the embedrank variants (raw graphs, pooled graph) and sentence-transformers' dtype;
+# in fp32 both the plain graph (Encoder's default variant) and the ORT-fused one
+PRECISIONS = {"fp16": (("fp16",), "pooled_fp16"), "fp32": (("fp32", "opt"), "pooled")}
+
+
+def synthetic(model: Path, source: str, device: str, seconds: float, batch: int, precision: str = "fp16") -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -137,14 +144,19 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     st32 = SentenceTransformer(source, device=device).float()
     st = SentenceTransformer(source, device=device)
-    st = st.half() if device == "cuda" else st.float()  # torch fp16 on a CPU is not what ST users run
-    raw = OrtBound(model / "model_fp16.onnx", device)
-    pooled = OrtBound(model / "model_pooled_fp16.onnx", device)
+    # torch fp16 on a CPU is not what ST users run
+    st = st.half() if device == "cuda" and precision == "fp16" else st.float()
+    files = json.loads((model / "embedrank.json").read_text())["variants"]
+    raw_variants, pooled_variant = PRECISIONS[precision]
+    raws = {name: OrtBound(model / files[name], device) for name in raw_variants}
+    pooled = OrtBound(model / files[pooled_variant], device)
+    p = precision
     out: dict = {"batch": batch}
     for tokens in TOKENS:
         feeds = synthetic_batch(batch, tokens)
         features = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
-        raw_binding, pooled_binding = raw.bind(feeds), pooled.bind(feeds)
+        bindings = {name: bound.bind(feeds) for name, bound in raws.items()}
+        pooled_binding = pooled.bind(feeds)
         mask = feeds["attention_mask"]
 
         def st_device():
@@ -154,29 +166,34 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int)
         def st_host():
             return st_device().float().cpu().numpy()
 
-        def raw_host_pooled():
-            return kernels.mean_pool_normalize(raw.to_host(raw_binding), mask)
+        def raw_host_pooled(name):
+            return kernels.mean_pool_normalize(raws[name].to_host(bindings[name]), mask)
 
-        row = {
-            "embedrank fp16 graph, IO binding, [B,T,H] on device": rate(lambda: raw.run(raw_binding), batch, seconds),
-            "embedrank pooled fp16 graph, IO binding, [B,H] on device": rate(lambda: pooled.run(pooled_binding), batch, seconds),
-            "embedrank pooled fp16 graph, vectors to host": rate(lambda: pooled.to_host(pooled_binding), batch, seconds),
-            "embedrank fp16 graph, [B,T,H] to host + C++ pool": rate(raw_host_pooled, batch, seconds),
-            "sentence-transformers fp16, on device": rate(st_device, batch, seconds, sync),
-            "sentence-transformers fp16, vectors to host": rate(st_host, batch, seconds, sync),
-        }
+        row = {}
+        for name, bound in raws.items():
+            row[f"embedrank {name} graph, IO binding, [B,T,H] on device"] = rate(
+                lambda: bound.run(bindings[name]), batch, seconds)
+        row[f"embedrank pooled {p} graph, IO binding, [B,H] on device"] = rate(
+            lambda: pooled.run(pooled_binding), batch, seconds)
+        row[f"embedrank pooled {p} graph, vectors to host"] = rate(lambda: pooled.to_host(pooled_binding), batch, seconds)
+        for name in raws:
+            row[f"embedrank {name} graph, [B,T,H] to host + C++ pool"] = rate(lambda: raw_host_pooled(name), batch,
+                                                                               seconds)
+        row[f"sentence-transformers {p}, on device"] = rate(st_device, batch, seconds, sync)
+        row[f"sentence-transformers {p}, vectors to host"] = rate(st_host, batch, seconds, sync)
+        first = next(iter(raws))
         ours = pooled.to_host(pooled_binding).astype(np.float64)
         with torch.inference_mode():
             reference32 = st32(dict(features))["sentence_embedding"].float().cpu().numpy().astype(np.float64)
         theirs16 = st_host().astype(np.float64)
-        cpp = raw_host_pooled().astype(np.float64)
+        cpp = raw_host_pooled(first).astype(np.float64)
         row["agreement"] = {
-            "pooled fp16 vs ST fp32: max abs diff": float(np.abs(ours - reference32).max()),
-            "pooled fp16 vs ST fp32: min cosine": float((ours * reference32).sum(1).min()),
-            "ST fp16 vs ST fp32: max abs diff": float(np.abs(theirs16 - reference32).max()),
-            "ST fp16 vs ST fp32: min cosine": float((theirs16 * reference32).sum(1).min()),
+            f"pooled {p} vs ST fp32: max abs diff": float(np.abs(ours - reference32).max()),
+            f"pooled {p} vs ST fp32: min cosine": float((ours * reference32).sum(1).min()),
+            f"ST {p} vs ST fp32: max abs diff": float(np.abs(theirs16 - reference32).max()),
+            f"ST {p} vs ST fp32: min cosine": float((theirs16 * reference32).sum(1).min()),
             "C++ pool vs numpy pool of the same [B,T,H]: max abs diff": float(
-                np.abs(cpp - mean_pool(raw.to_host(raw_binding), mask)).max()),
+                np.abs(cpp - mean_pool(raws[first].to_host(bindings[first]), mask)).max()),
         }
         out[f"{tokens} tokens"] = row
         log(f"{tokens} tokens: " + json.dumps(row, indent=1))
@@ -244,7 +261,7 @@ def ndcg_at_10(doc_vectors, query_vectors, doc_ids, query_ids, qrels) -> float:
 PAD_MULTIPLES = (1, 8, 32, 64)
 
 
-def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool) -> dict:
+def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, precision: str = "fp16") -> dict:
     """Documents/s and queries/s on SciFact, tokenization included, two passes over the corpus
     (the first builds whatever the kernels plan per shape, the second reuses it), and NDCG@10.
     embedrank runs once per padding granularity (runtime.CUDA_PAD_TO_MULTIPLE_OF), each in a
@@ -270,7 +287,7 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool) -
 
     def st_system():
         st = SentenceTransformer(source, device=device)
-        st = st.half() if device == "cuda" else st.float()
+        st = st.half() if device == "cuda" and precision == "fp16" else st.float()
         return lambda texts, b: st.encode(texts, batch_size=b, normalize_embeddings=True, convert_to_numpy=True)
 
     def embedrank_system(variant, multiple):
@@ -281,13 +298,16 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool) -
         return make
 
     # (name, factory, batch sizes)
-    runs = [("sentence-transformers fp16", st_system, E2E_BATCHES)]
-    if "fp16" in present:
-        runs += [(f"embedrank fp16, pad to x{m}", embedrank_system("fp16", m),
-                  E2E_BATCHES if m == default_multiple else (128,)) for m in PAD_MULTIPLES]
-    if "pooled_fp16" in present:
-        runs.append((f"embedrank pooled_fp16, pad to x{default_multiple}", embedrank_system("pooled_fp16", default_multiple),
-                     E2E_BATCHES))
+    raw_variants, pooled_variant = PRECISIONS[precision]
+    runs = [(f"sentence-transformers {precision}", st_system, E2E_BATCHES)]
+    for i, raw_variant in enumerate(v for v in raw_variants if v in present):
+        # the padding sweep for the first raw variant only
+        multiples = PAD_MULTIPLES if i == 0 else (default_multiple,)
+        runs += [(f"embedrank {raw_variant}, pad to x{m}", embedrank_system(raw_variant, m),
+                  E2E_BATCHES if m == default_multiple else (128,)) for m in multiples]
+    if pooled_variant in present:
+        runs.append((f"embedrank {pooled_variant}, pad to x{default_multiple}",
+                     embedrank_system(pooled_variant, default_multiple), E2E_BATCHES))
     out: dict = {"documents": len(docs), "queries": len(query_texts), "default_pad_multiple": default_multiple}
     try:
         for name, factory, batches in runs:
@@ -322,9 +342,10 @@ def tables(results: dict) -> str:
         row = synth.get(f"{tokens} tokens")
         if not row:
             continue
-        st_device = row["sentence-transformers fp16, on device"]
-        st_host = row["sentence-transformers fp16, vectors to host"]
-        lines += [f"\n## {synth['batch']} texts of {tokens} tokens\n", "| system | sentences/s | x ST fp16 (same output place) |",
+        st_device = next(v for k, v in row.items() if k.startswith("sentence-transformers") and k.endswith("on device"))
+        st_host = next(v for k, v in row.items() if k.startswith("sentence-transformers") and k.endswith("to host"))
+        lines += [f"\n## {synth['batch']} texts of {tokens} tokens\n",
+                  "| system | sentences/s | x ST (same precision, same output place) |",
                   "|---|---|---|"]
         for name, value in row.items():
             if name == "agreement":
@@ -367,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
                         "with every ORT attention backend")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp16",
+                        help="fp16: variants fp16 / pooled_fp16 against ST in fp16; fp32: fp32 / pooled against ST fp32")
     parser.add_argument("--quick", action="store_true", help="short timings, 200 documents (a dry run)")
     args = parser.parse_args(argv)
     source = args.source
@@ -384,18 +407,19 @@ def main(argv: list[str] | None = None) -> None:
             ort.preload_dlls()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             sys.exit(f"onnxruntime {ort.__version__} has no CUDA provider: {ort.get_available_providers()}")
-    results: dict = {"environment": environment(args.device), "errors": {}}
+    results: dict = {"environment": environment(args.device), "precision": args.precision, "errors": {}}
     log(json.dumps(results["environment"]))
     args.out.mkdir(parents=True, exist_ok=True)
     seconds = 0.3 if args.quick else 3.0
     batch = 8 if args.quick else BATCH
     steps = [] if args.skip_synthetic else [("synthetic", lambda: synthetic(args.model_folder, source, args.device,
-                                                                           seconds, batch))]
+                                                                           seconds, batch, args.precision))]
     if args.graphs is not None:
         steps.append(("graphs", lambda: graphs(args.graphs, source, args.device, min(seconds, 2.0), batch,
                                                tuple(args.all_backends.split(",")))))
     if args.data is not None:
-        steps.append(("end_to_end", lambda: end_to_end(args.model_folder, source, args.data, args.device, args.quick)))
+        steps.append(("end_to_end", lambda: end_to_end(args.model_folder, source, args.data, args.device, args.quick,
+                                                       args.precision)))
     for name, step in steps:
         start = time.perf_counter()
         try:

