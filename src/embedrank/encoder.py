@@ -150,11 +150,13 @@ class Encoder:
 
         Batches: texts sorted by token length, at most `batch_size` texts and at most
         `max_tokens_per_batch` tokens once padded (None: no token cap; "auto": 1024 on the
-        CPU provider, no cap on CUDA, see embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH).
-        fp32 and opt give a text the same vector in any batch (within 1e-5); int8 does not
-        quite: its dynamic quantization takes one activation scale per batch, so a vector
-        moves with its batch mates (cosine about 0.99 on SciFact documents in length-sorted
-        batches; 0.97 for a short text padded beside long ones).
+        CPU provider, no cap on CUDA, see embedrank.runtime.CPU_MAX_TOKENS_PER_BATCH). Each
+        batch is padded to its longest text, on CUDA rounded up to a multiple of
+        runtime.CUDA_PAD_TO_MULTIPLE_OF (32) tokens. fp32 and opt give a text the same vector
+        in any batch (within 1e-5); int8 does not quite: its dynamic quantization takes one
+        activation scale per batch, so a vector moves with its batch mates (cosine about 0.99
+        on SciFact documents in length-sorted batches; 0.97 for a short text padded beside
+        long ones).
         """
         texts = check_texts(texts)
         max_tokens_per_batch = token_budget(max_tokens_per_batch, self.providers[0])
