@@ -36,11 +36,14 @@ def test_synthetic_batch_is_cls_words_sep_without_padding(bench_gpu):
     assert (bench_gpu.synthetic_batch(5, 7)["input_ids"] == ids).all()  # seeded
 
 
-def test_numpy_pool_matches_the_kernel_on_padded_rows(bench_gpu):
+def test_numpy_pool_matches_the_kernel_on_padded_rows():
+    # the script's agreement line compares the C++ kernel with export.pool (numpy, float64)
+    from embedrank.export import pool
+
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((3, 9, 17)).astype(np.float32)
     mask = np.array([[1] * 9, [1] * 4 + [0] * 5, [1] + [0] * 8], dtype=np.int64)
-    assert np.abs(bench_gpu.mean_pool(hidden, mask) - kernels.mean_pool_normalize(hidden, mask)).max() <= 1e-6
+    assert np.abs(pool(hidden, mask, "mean") - kernels.mean_pool_normalize(hidden, mask)).max() <= 1e-6
 
 
 def test_io_binding_gives_what_a_plain_run_gives(bench_gpu, minilm_export):

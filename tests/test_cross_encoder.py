@@ -126,14 +126,16 @@ def test_same_pair_same_score_whatever_the_batch_and_order(cross_encoder, scifac
     assert np.abs(shuffled - reference[permutation]).max() <= 1e-5
 
 
-def test_padding_to_a_multiple_leaves_scores_unchanged(cross_encoder, scifact_pairs, monkeypatch):
+def test_padding_to_a_multiple_leaves_scores_unchanged(folders, cross_encoder, scifact_pairs, monkeypatch):
     # what the CUDA provider gets (runtime.CUDA_PAD_TO_MULTIPLE_OF), here on the CPU
     from embedrank import runtime
 
     pairs = scifact_pairs[:20]
     reference = cross_encoder.predict(pairs, batch_size=4)
-    monkeypatch.setattr(runtime, "pad_multiple", lambda provider: 32)
-    assert np.abs(cross_encoder.predict(pairs, batch_size=4) - reference).max() <= 1e-5
+    monkeypatch.setattr(runtime, "pad_multiple", lambda provider: 32)  # read when the session opens
+    padded = CrossEncoder.load(folders[1])
+    assert padded._pad_multiple == 32
+    assert np.abs(padded.predict(pairs, batch_size=4) - reference).max() <= 1e-5
 
 
 def test_default_token_budget_on_cpu(cross_encoder, scifact_pairs, monkeypatch):

@@ -59,13 +59,6 @@ def synthetic_batch(batch: int, tokens: int, vocab: int = 30000, seed: int = 0):
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """numpy reference: masked mean over tokens, L2-normalized, float64."""
-    m = mask[..., None].astype(np.float64)
-    v = (hidden.astype(np.float64) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def rate(step, n_items: int, seconds: float, sync=lambda: None) -> float:
     """Items/s of `step` run repeatedly for about `seconds` (after 3 warm-up runs)."""
     for _ in range(3):
@@ -140,6 +133,7 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int,
     from sentence_transformers import SentenceTransformer
 
     from embedrank import kernels
+    from embedrank.export import pool
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     st32 = SentenceTransformer(source, device=device).float()
@@ -193,7 +187,7 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int,
             f"ST {p} vs ST fp32: max abs diff": float(np.abs(theirs16 - reference32).max()),
             f"ST {p} vs ST fp32: min cosine": float((theirs16 * reference32).sum(1).min()),
             "C++ pool vs numpy pool of the same [B,T,H]: max abs diff": float(
-                np.abs(cpp - mean_pool(raws[first].to_host(bindings[first]), mask)).max()),
+                np.abs(cpp - pool(raws[first].to_host(bindings[first]), mask, "mean")).max()),
         }
         out[f"{tokens} tokens"] = row
         log(f"{tokens} tokens: " + json.dumps(row, indent=1))
@@ -247,17 +241,6 @@ def graphs(folder: Path, source: str, device: str, seconds: float, batch: int, a
     return out
 
 
-def ndcg_at_10(doc_vectors, query_vectors, doc_ids, query_ids, qrels) -> float:
-    import embedrank
-    from embedrank import kernels
-
-    scores, ids = kernels.topk_float32(np.ascontiguousarray(query_vectors, np.float32),
-                                       np.ascontiguousarray(doc_vectors, np.float32), 10)
-    run = {q: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores)}
-           for q, row_ids, row_scores in zip(query_ids, ids, scores)}
-    return float(embedrank.evaluate(run, qrels, metrics=["ndcg@10"])["mean"]["ndcg@10"])
-
-
 PAD_MULTIPLES = (1, 8, 32, 64)
 
 
@@ -271,6 +254,7 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, p
 
     import embedrank
     from embedrank import runtime
+    from embedrank.bench.encoder import retrieval_quality
     from embedrank.encoder import document_text
 
     corpus, queries, qrels = embedrank.load_beir(data, split="test")
@@ -326,8 +310,10 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, p
                     sync()
                     query_seconds = time.perf_counter() - start
                     entry[attempt] = {"docs_per_s": len(docs) / seconds, "queries_per_s": len(query_texts) / query_seconds}
-                if not quick:
-                    entry["ndcg@10"] = ndcg_at_10(doc_vectors, query_vectors, doc_ids, query_ids, qrels)
+                if not quick:  # exact float32 search, as in the CPU encoder benchmark
+                    entry.update(retrieval_quality(np.ascontiguousarray(doc_vectors, np.float32),
+                                                   np.ascontiguousarray(query_vectors, np.float32),
+                                                   doc_ids, query_ids, qrels))
                 out[f"{name}, batch {batch}"] = entry
                 log(f"{name}, batch {batch}: {entry}")
     finally:

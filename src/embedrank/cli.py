@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODER_VARIANTS = ("fp32", "opt", "int8", "fp16", "pooled", "pooled_fp16")
-RERANKER_VARIANTS = ("fp32", "opt", "int8", "fp16")
+from embedrank.model_config import DEFAULT_VARIANT_FILES
+
+ENCODER_VARIANTS = tuple(DEFAULT_VARIANT_FILES)
+RERANKER_VARIANTS = tuple(v for v in DEFAULT_VARIANT_FILES if not v.startswith("pooled"))  # logits: nothing to pool
 
 
 class UserError(Exception):

@@ -87,6 +87,9 @@ class CrossEncoder:
         self.variant = variant
         model_path = config.variant_path(variant)
         self.session = make_session(model_path, providers, num_threads)
+        # the provider that runs the graph decides the batching: token cap and padding granularity
+        self._provider = self.session.get_providers()[0]
+        self._pad_multiple = runtime.pad_multiple(self._provider)
         self.num_threads = num_threads
         self.tokenizer = TextTokenizer(config.tokenizer_path, config.max_seq_length)
         self._input_names = [i.name for i in self.session.get_inputs()]
@@ -132,7 +135,7 @@ class CrossEncoder:
         """
         queries, documents = check_pairs(pairs)
         batch_size = _check_positive_int(batch_size, "batch_size")
-        max_tokens_per_batch = token_budget(max_tokens_per_batch, self.providers[0])
+        max_tokens_per_batch = token_budget(max_tokens_per_batch, self._provider)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected 'sigmoid' or None (raw logits)")
         shape_tail = () if self.num_labels == 1 else (self.num_labels,)
@@ -219,7 +222,7 @@ class CrossEncoder:
         return encodings
 
     def _score_batch(self, encodings) -> np.ndarray:
-        batch = self.tokenizer.pad(encodings, runtime.pad_multiple(self.providers[0]))
+        batch = self.tokenizer.pad(encodings, self._pad_multiple)
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]

@@ -81,6 +81,9 @@ class Encoder:
         self.variant = variant
         model_path = config.variant_path(variant)
         self.session = make_session(model_path, providers, num_threads)
+        # the provider that runs the graph decides the batching: token cap and padding granularity
+        self._provider = self.session.get_providers()[0]
+        self._pad_multiple = runtime.pad_multiple(self._provider)
         self.num_threads = num_threads
         self.tokenizer = TextTokenizer(config.tokenizer_path, config.max_seq_length)
         self._input_names = [i.name for i in self.session.get_inputs()]
@@ -159,7 +162,7 @@ class Encoder:
         long ones).
         """
         texts = check_texts(texts)
-        max_tokens_per_batch = token_budget(max_tokens_per_batch, self.providers[0])
+        max_tokens_per_batch = token_budget(max_tokens_per_batch, self._provider)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if prompt is not None and not isinstance(prompt, str):
@@ -313,7 +316,7 @@ class Encoder:
         return out
 
     def _embed_batch(self, encodings, normalize: bool, truncate_dim) -> np.ndarray:
-        batch = self.tokenizer.pad(encodings, runtime.pad_multiple(self.providers[0]))
+        batch = self.tokenizer.pad(encodings, self._pad_multiple)
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]

@@ -717,17 +717,17 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
     if fp16:
         # the fused graph when there is one: its Attention (mask as sequence lengths) is what
         # the CUDA provider runs fastest (cuDNN flash attention on an H200: 2.3x the unfused graph)
-        for name in [v for v in ("opt" if "opt" in variants else "fp32", "pooled") if v in variants]:
-            half_name = "pooled_fp16" if name == "pooled" else "fp16"
+        base = "opt" if "opt" in variants else "fp32"
+        tolerance = FP16_RTOL * max(1.0, float(np.abs(reference).max()))
+        for name, half_name in [(base, "fp16")] + ([("pooled", "pooled_fp16")] if "pooled" in variants else []):
             half = work / VARIANT_FILES[half_name]
             _to_float16(work / variants[name], half)
-            verification[half_name] = _compare(half, reference, batch, input_names, kind, pooling)
-            tolerance = FP16_RTOL * max(1.0, float(np.abs(reference).max()))
-            verification[half_name]["tolerance"] = tolerance
+            verification[half_name] = {**_compare(half, reference, batch, input_names, kind, pooling),
+                                       "tolerance": tolerance}
             _verify(half_name, half, verification[half_name], tolerance)
             variants[half_name] = half.name
         settings["fp16"] = {"method": "onnxruntime.transformers.float16.convert_float_to_float16",
-                            "keep_io_types": True, "rtol": FP16_RTOL, "from": "opt" if "opt" in variants else "fp32"}
+                            "keep_io_types": True, "rtol": FP16_RTOL, "from": base}
 
     shutil.copyfile(source.tokenizer_path, work / TOKENIZER_FILE)
     config = model.config
