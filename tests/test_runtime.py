@@ -1,9 +1,11 @@
-"""embedrank.runtime: the token budget that max_tokens_per_batch="auto" resolves to, per provider."""
+"""embedrank.runtime: the token budget that max_tokens_per_batch="auto" resolves to, the padding
+granularity and the graph fusions left out, per provider."""
 
 from __future__ import annotations
 
 import pytest
 
+from embedrank import runtime
 from embedrank.runtime import CPU, CPU_MAX_TOKENS_PER_BATCH, CUDA, CUDA_PAD_TO_MULTIPLE_OF, pad_multiple, token_budget
 
 
@@ -55,3 +57,39 @@ def test_bad_padding_multiple_is_refused(minilm_source, value):
     encodings, _ = tok.encode(["a b c"])
     with pytest.raises(ValueError, match="multiple_of must be a positive integer"):
         tok.pad(encodings, value)
+
+
+def test_fusions_are_left_out_on_the_cpu_provider_only():
+    assert runtime.disabled_fusions([CPU]) == list(runtime.CPU_DISABLED_FUSIONS) == ["SkipLayerNormFusion"]
+    assert runtime.disabled_fusions([CUDA, CPU]) == []
+    assert runtime.disabled_fusions([CUDA]) == []
+
+
+def _optimized_op_types(model_path, monkeypatch, tmp_path) -> set[str]:
+    """The op types of the graph that make_session's session runs (saved by onnxruntime)."""
+    import onnx
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+    saved = tmp_path / f"optimized_{len(list(tmp_path.iterdir()))}.onnx"
+
+    def saving_session(path, sess_options=None, **kwargs):
+        sess_options.optimized_model_filepath = str(saved)
+        return real(path, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", saving_session)
+    runtime.make_session(model_path, [CPU], 1)
+    monkeypatch.setattr(ort, "InferenceSession", real)
+    return {node.op_type for node in onnx.load(str(saved), load_external_data=False).graph.node}
+
+
+def test_cpu_session_runs_add_and_layer_norm_instead_of_skip_layer_norm(minilm_export, monkeypatch, tmp_path):
+    # The int8 graph is where onnxruntime would fuse Add + LayerNormalization: with every fusion
+    # on, the optimized graph has SkipLayerNormalization; embedrank's CPU session does not.
+    int8 = minilm_export / "model_int8.onnx"
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime, "CPU_DISABLED_FUSIONS", ())
+        assert "SkipLayerNormalization" in _optimized_op_types(int8, monkeypatch, tmp_path)
+    ops = _optimized_op_types(int8, monkeypatch, tmp_path)
+    assert "SkipLayerNormalization" not in ops
+    assert {"LayerNormalization", "DynamicQuantizeMatMul"} <= ops
