@@ -46,3 +46,38 @@ def test_batching_sweep_runs_every_setting_on_one_sample(monkeypatch):
     small = _Recorder()
     assert bench.batching_sweep(docs, small, {"fp32": _Recorder(), "int8": _Recorder()}, n_documents=3)["documents"] == 3
     assert len(small.calls[0][0]) == 3
+
+
+def test_interleaved_passes_cover_every_text_once_per_system_in_rotating_order():
+    order = []
+
+    def system(name):
+        def encode(texts):
+            order.append((name, tuple(texts)))
+            return np.array([[float(t.split()[1]), 1.0] for t in texts], dtype=np.float32)
+        return encode
+
+    texts = [f"text {i}" for i in range(11)]
+    systems = {"a": system("a"), "b": system("b"), "c": system("c")}
+    vectors, seconds = bench.interleaved_passes(systems, texts, 4)
+    for name in systems:
+        # every system's vectors come back whole and in input order
+        assert vectors[name].dtype == np.float32 and vectors[name][:, 0].tolist() == list(range(11))
+        assert len(seconds[name]) == 4 and all(s >= 0 for s in seconds[name])
+    chunks = [order[i:i + 3] for i in range(0, len(order), 3)]
+    assert [[name for name, _ in chunk] for chunk in chunks] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    for chunk in chunks:  # every system sees the same slice within a chunk; slices are consecutive
+        assert len({texts for _, texts in chunk}) == 1
+    assert sum((list(chunk[0][1]) for chunk in chunks), []) == texts
+    # more chunks than texts: one text a chunk; one chunk: the whole list at once
+    _, seconds = bench.interleaved_passes({"a": system("a")}, texts[:2], 5)
+    assert len(seconds["a"]) == 2
+    _, seconds = bench.interleaved_passes({"a": system("a")}, texts, 1)
+    assert len(seconds["a"]) == 1
+
+
+def test_chunk_ratios_are_reference_seconds_over_own_seconds():
+    seconds = {"ref": [2.0, 4.0, 3.0], "fast": [1.0, 1.0, 3.0]}
+    ratios = bench.chunk_ratios(seconds, "ref")
+    assert ratios["ref"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+    assert ratios["fast"] == {"median": 2.0, "min": 1.0, "max": 4.0}

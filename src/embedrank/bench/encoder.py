@@ -6,7 +6,10 @@
 Measures documents/s on the SciFact corpus (title + " " + text, max_seq_length 256) and
 texts/s on its queries (short texts), for sentence-transformers (batch 32, the issue's
 baseline) and embedrank's fp32 / opt / int8 variants (their defaults: length-sorted, 1024
-tokens a batch on a CPU). Then a batching sweep on 600 sampled documents (150 with --quick),
+tokens a batch on a CPU). The corpus is encoded in DOCUMENT_CHUNKS consecutive chunks, every
+system on each chunk in turn (the order rotating), so that a slower or faster stretch of the
+shared machine hits all systems alike; each system's ratio to sentence-transformers is also
+reported per chunk (median, lowest, highest). Then a batching sweep on 600 sampled documents (150 with --quick),
 one process, interleaved: sentence-transformers at batch 4 / 8 / 16 / 32 (so its best batch
 size is on record too) and embedrank fp32 / int8 at token budgets 512 ... 8192 and fixed
 batches of 32 in input order. Then SciFact test NDCG@10 / Recall@100 with exact float32
@@ -72,6 +75,36 @@ def retrieval_quality(doc_vectors, query_vectors, doc_ids, query_ids, qrels) -> 
     run = {qid: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores)}
            for qid, row_ids, row_scores in zip(query_ids, ids, scores)}
     return embedrank.evaluate(run, qrels, metrics=["ndcg@10", "recall@100"])["mean"]
+
+
+DOCUMENT_CHUNKS = 5
+
+
+def interleaved_passes(systems: dict, texts: list[str], n_chunks: int) -> tuple[dict, dict]:
+    """Encodes `texts` with every system, chunk by chunk: `n_chunks` consecutive slices, each
+    system on a slice in turn, the order rotating by one system a chunk. systems: name ->
+    function(list[str]) -> [n, dim] array. Returns (vectors: name -> [len(texts), dim] in input
+    order, seconds: name -> one float a chunk)."""
+    names = list(systems)
+    bounds = np.linspace(0, len(texts), max(1, min(n_chunks, len(texts))) + 1).astype(int)
+    parts: dict = {name: [] for name in names}
+    seconds: dict = {name: [] for name in names}
+    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for name in names[c % len(names):] + names[:c % len(names)]:
+            vectors, t = timed(lambda: systems[name](texts[lo:hi]))
+            parts[name].append(np.asarray(vectors, dtype=np.float32))
+            seconds[name].append(t)
+    return {name: np.concatenate(parts[name]) for name in names}, seconds
+
+
+def chunk_ratios(seconds: dict, reference: str) -> dict:
+    """Per system: its speed over the reference's on each chunk (reference seconds / its
+    seconds), as median, lowest and highest."""
+    out = {}
+    for name, times in seconds.items():
+        ratios = [r / t for r, t in zip(seconds[reference], times)]
+        out[name] = {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios)}
+    return out
 
 
 SWEEP_DOCUMENTS = 600
@@ -140,24 +173,23 @@ def main(argv: list[str] | None = None) -> None:
 
     st = SentenceTransformer(str(minilm_folder()), device="cpu")
     st.encode(docs[:64], batch_size=32)  # warm-up
-    st_docs, t = timed(lambda: st.encode(docs, batch_size=32, normalize_embeddings=True))
-    st_queries, tq = timed(lambda: st.encode(query_texts, batch_size=32, normalize_embeddings=True))
-    results["sentence-transformers"] = {"docs_per_s": len(docs) / t, "queries_per_s": len(query_texts) / tq}
-    vectors["sentence-transformers"] = (st_docs.astype(np.float32), st_queries.astype(np.float32))
-    print(f"sentence-transformers: {len(docs) / t:.1f} docs/s, {len(query_texts) / tq:.1f} queries/s", flush=True)
-
+    systems = {"sentence-transformers": lambda texts: st.encode(texts, batch_size=32, normalize_embeddings=True)}
     encoders = {}
     for variant in ("fp32", "opt", "int8"):
         encoder = encoders[variant] = embedrank.Encoder.load(model_dir, variant=variant, num_threads=args.threads)
         encoder.encode(docs[:64])  # warm-up
-        doc_vec, t = timed(lambda: encoder.encode(docs))
-        query_vec, tq = timed(lambda: encoder.encode(query_texts))
-        entry = {"docs_per_s": len(docs) / t, "queries_per_s": len(query_texts) / tq}
-        if variant == "fp32":
-            entry["max_abs_diff_vs_sentence_transformers"] = float(np.abs(doc_vec - vectors["sentence-transformers"][0]).max())
-        results[f"embedrank-{variant}"] = entry
-        vectors[f"embedrank-{variant}"] = (doc_vec, query_vec)
-        print(f"embedrank {variant}: {entry}", flush=True)
+        systems[f"embedrank-{variant}"] = encoder.encode
+    doc_vectors, doc_seconds = interleaved_passes(systems, docs, DOCUMENT_CHUNKS)
+    query_vectors, query_seconds = interleaved_passes(systems, query_texts, 1)
+    ratios = chunk_ratios(doc_seconds, "sentence-transformers")
+    for name in systems:
+        entry = results[name] = {"docs_per_s": len(docs) / sum(doc_seconds[name]),
+                                 "queries_per_s": len(query_texts) / sum(query_seconds[name]),
+                                 "docs_x_st_per_chunk": ratios[name], "chunk_seconds": doc_seconds[name]}
+        vectors[name] = (doc_vectors[name], query_vectors[name])
+        print(f"{name}: {entry['docs_per_s']:.1f} docs/s, {entry['queries_per_s']:.1f} queries/s", flush=True)
+    results["embedrank-fp32"]["max_abs_diff_vs_sentence_transformers"] = float(
+        np.abs(doc_vectors["embedrank-fp32"] - doc_vectors["sentence-transformers"]).max())
     results["batching"] = batching_sweep(docs, st, encoders, QUICK_SWEEP_DOCUMENTS if args.quick else None)
 
     if not args.quick:
@@ -168,19 +200,22 @@ def main(argv: list[str] | None = None) -> None:
             results[name].update(retrieval_quality(doc_vec, query_vec, doc_ids, query_ids, qrels))
 
     st_rate = results["sentence-transformers"]["docs_per_s"]
-    rows = [("system", "docs/s", "x ST", "queries/s", "x ST", "NDCG@10", "Recall@100")]
+    rows = [("system", "docs/s", "x ST", f"x ST per chunk, median (range), {DOCUMENT_CHUNKS} chunks", "queries/s", "x ST",
+             "NDCG@10", "Recall@100")]
     for name in vectors:
         r = results[name]
+        chunk = r["docs_x_st_per_chunk"]
         rows.append((name, f"{r['docs_per_s']:.1f}", f"{r['docs_per_s'] / st_rate:.2f}",
+                     f"{chunk['median']:.2f} ({chunk['min']:.2f}-{chunk['max']:.2f})",
                      f"{r['queries_per_s']:.1f}", f"{r['queries_per_s'] / results['sentence-transformers']['queries_per_s']:.2f}",
                      f"{r.get('ndcg@10', float('nan')):.4f}", f"{r.get('recall@100', float('nan')):.4f}"))
     sweep = results["batching"]
     st_best = max(sweep["sentence-transformers"].values())
-    rows.append((f"batching sweep, {sweep['documents']} documents", "", "", "", "", "", ""))
+    rows.append((f"batching sweep, {sweep['documents']} documents", "", "", "", "", "", "", ""))
     for system, settings in sweep.items():
         if isinstance(settings, dict):
             for setting, rate in settings.items():
-                rows.append((f"{system}, {setting}", f"{rate:.1f}", f"{rate / st_best:.2f} (x ST best)", "", "", "", ""))
+                rows.append((f"{system}, {setting}", f"{rate:.1f}", f"{rate / st_best:.2f} (x ST best)", "", "", "", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
