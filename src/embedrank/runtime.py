@@ -38,9 +38,9 @@ def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
 
 # Graph fusions that onnxruntime's CPU provider runs slower than the ops they replace, so
 # sessions on the CPU alone leave them out. SkipLayerNormFusion turns Add + LayerNormalization
-# into SkipLayerNormalization, whose CPU kernel (onnxruntime 1.32) took 1.27 ms on [4, 256, 384]
-# against 0.30 ms for the pair on 2 cores; the int8 MiniLM graph has six of them and encodes
-# SciFact about 8% faster without them (benchmarks/bench_session_fusions.py measures both).
+# into SkipLayerNormalization, whose CPU kernel (onnxruntime 1.32) took 1.40 ms on [4, 256, 384]
+# against 0.33 ms for the pair on 2 cores; the int8 MiniLM graph has six of them and encodes
+# SciFact about 9% faster without them (benchmarks/bench_session_fusions.py measures both).
 CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 
 

@@ -6,7 +6,9 @@ Two measurements, each run both ways in the same process:
    graph optimization, best and median of many runs.
 2. The Encoder on a seeded sample of SciFact documents (default 400), int8 and fp32, with the
    fusions left out (embedrank's default) and with every fusion on, in alternating rounds:
-   median documents/s and the lowest cosine between the two sessions' vectors.
+   median documents/s and the lowest cosine between the two sessions' vectors. The fusion
+   applies to the int8 graph only; fp32 runs the same optimized graph both ways, so its ratio
+   is the run's noise.
 
 If a newer onnxruntime makes the fused kernel fast, (1) shows it and CPU_DISABLED_FUSIONS
 should be emptied. Run: python benchmarks/bench_session_fusions.py [--documents N --rounds R]
@@ -15,6 +17,7 @@ should be emptied. Run: python benchmarks/bench_session_fusions.py [--documents 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from pathlib import Path
@@ -111,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("ignore", embedrank.TruncationWarning)
 
     results: dict = {"disabled_on_cpu": list(runtime.CPU_DISABLED_FUSIONS)}
-    threads = args.threads or 2
-    results["op"] = op_timings(num_threads=threads)
+    results["op"] = op_timings(num_threads=args.threads or os.cpu_count() or 1)
     rows = []
     for name in ("SkipLayerNormalization", "Add + LayerNormalization"):
         r = results["op"][name]
