@@ -81,3 +81,11 @@ def test_chunk_ratios_are_reference_seconds_over_own_seconds():
     ratios = bench.chunk_ratios(seconds, "ref")
     assert ratios["ref"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert ratios["fast"] == {"median": 2.0, "min": 1.0, "max": 4.0}
+
+
+def test_seeded_sample_is_reproducible_distinct_and_in_corpus_order():
+    docs = [f"document {i}" for i in range(50)]
+    sample = bench.seeded_sample(docs, 12)
+    assert sample == bench.seeded_sample(docs, 12) and len(set(sample)) == 12
+    assert sample == sorted(sample, key=docs.index)
+    assert bench.seeded_sample(docs, 500) == docs

@@ -9,8 +9,8 @@ baseline) and embedrank's fp32 / opt / int8 variants (their defaults: length-sor
 tokens a batch on a CPU). The corpus is encoded in DOCUMENT_CHUNKS consecutive chunks, every
 system on each chunk in turn (the order rotating), so that a slower or faster stretch of the
 shared machine hits all systems alike; each system's ratio to sentence-transformers is also
-reported per chunk (median, lowest, highest). Then a batching sweep on 600 sampled documents (150 with --quick),
-one process, interleaved: sentence-transformers at batch 4 / 8 / 16 / 32 (so its best batch
+reported per chunk (median, lowest, highest). Then a batching sweep on 600 sampled documents
+(150 with --quick), one process, interleaved: sentence-transformers at batch 4 / 8 / 16 / 32 (so its best batch
 size is on record too) and embedrank fp32 / int8 at token budgets 512 ... 8192 and fixed
 batches of 32 in input order. Then SciFact test NDCG@10 / Recall@100 with exact float32
 search for each. Targets: fp32 >= 1.5x and int8 >= 3x sentence-transformers docs/s; fp32 NDCG@10 within +-0.002 of sentence-transformers'; int8 loses at most 0.005.
@@ -113,12 +113,17 @@ ST_BATCH_SIZES = (4, 8, 16, 32)
 TOKEN_BUDGETS = (512, 1024, 2048, 4096, 8192)
 
 
+def seeded_sample(docs: list[str], n: int) -> list[str]:
+    """min(n, len(docs)) documents drawn without replacement (seed 0), in corpus order: the
+    same sample on every run, so benchmark scripts time the same texts."""
+    rng = np.random.default_rng(0)
+    return [docs[i] for i in sorted(rng.choice(len(docs), min(n, len(docs)), replace=False))]
+
+
 def batching_sweep(docs: list[str], st, encoders: dict, n_documents: int | None = None) -> dict:
     """Documents/s for each batching choice on a seeded sample of `n_documents` (default
     SWEEP_DOCUMENTS), systems interleaved per setting."""
-    rng = np.random.default_rng(0)
-    size = min(SWEEP_DOCUMENTS if n_documents is None else n_documents, len(docs))
-    sample = [docs[i] for i in sorted(rng.choice(len(docs), size, replace=False))]
+    sample = seeded_sample(docs, SWEEP_DOCUMENTS if n_documents is None else n_documents)
     out: dict = {"documents": len(sample), "sentence-transformers": {}}
     for variant in ("fp32", "int8"):
         out[f"embedrank-{variant}"] = {}

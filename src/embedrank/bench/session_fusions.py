@@ -27,7 +27,7 @@ import numpy as np
 
 import embedrank
 from embedrank import runtime
-from embedrank.bench.encoder import exported_model, model_cache_dir
+from embedrank.bench.encoder import exported_model, model_cache_dir, seeded_sample
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
 from embedrank.encoder import document_text
 
@@ -123,11 +123,9 @@ def main(argv: list[str] | None = None) -> None:
 
     corpus, _, _ = embedrank.load_beir(args.data, split="test")
     docs = [document_text(d) for d in corpus.values()]
-    rng = np.random.default_rng(0)
-    size = min(args.documents, len(docs))
-    sample = [docs[i] for i in sorted(rng.choice(len(docs), size, replace=False))]
+    sample = seeded_sample(docs, args.documents)
     model_dir = exported_model(model_cache_dir())
-    results["documents"] = size
+    results["documents"] = len(sample)
     for variant in ("int8", "fp32"):
         figures = encoder_rounds(encoder_pair(model_dir, variant, args.threads), sample, args.rounds)
         results[f"encoder-{variant}"] = figures
