@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention.h"
 #include "dispatch.h"
 #include "pooling.h"
 #include "quantize.h"
@@ -114,6 +115,33 @@ PYBIND11_MODULE(_kernels, m) {
     const float* in = x.data();
     float* o = out.mutable_data();
     without_gil([&] { normalize_rows(in, stride, rows, n_cols, o, num_threads); });
+  });
+
+  m.def("attention", [](CArray<float> q, CArray<float> k, CArray<float> v, CArray<int64_t> mask, CArray<float> out,
+                        size_t num_heads, float scale, int num_threads) {
+    check_rows(q, "q", 3);
+    require(num_heads >= 1, "num_heads must be >= 1");
+    size_t batch = q.shape(0), tokens = q.shape(1), width = q.shape(2);
+    require(width % num_heads == 0, "hidden size is not a multiple of num_heads");
+    for (const CArray<float>* a : {&k, &v, &out})
+      require(a->ndim() == 3 && static_cast<size_t>(a->shape(0)) == batch && static_cast<size_t>(a->shape(1)) == tokens &&
+                  static_cast<size_t>(a->shape(2)) == width,
+              "k, v and out must have q's shape");
+    require(mask.ndim() == 2 && static_cast<size_t>(mask.shape(0)) == batch && static_cast<size_t>(mask.shape(1)) == tokens,
+            "mask must be [batch, tokens]");
+    AttentionProblem p;
+    p.q = q.data();
+    p.k = k.data();
+    p.v = v.data();
+    p.mask = mask.data();
+    p.out = out.mutable_data();
+    p.q_stride = p.k_stride = p.v_stride = p.out_stride = width;
+    p.batch = batch;
+    p.tokens = tokens;
+    p.heads = num_heads;
+    p.head_dim = width / num_heads;
+    p.scale = scale;
+    without_gil([&] { attention(p, num_threads); });
   });
 
   m.def("int8_encode", [](CArray<float> x, CArray<float> offset, CArray<float> inv_scale, CArray<int8_t> out,

@@ -162,9 +162,37 @@ def run_cell(K, dim: int, batch: int) -> dict:
     return out
 
 
+# Attention cells (batch, tokens, heads, head_dim): the AVX-512 head sizes 16, 32, 64 and others
+# that take the portable loop, token counts around the 16-key and 8-row blocks.
+ATTENTION_SHAPES = ((1, 1, 1, 16), (2, 7, 3, 32), (3, 17, 2, 64), (2, 33, 4, 24), (2, 130, 12, 32), (1, 9, 2, 1))
+
+
+@lru_cache(maxsize=None)
+def attention_inputs(batch: int, tokens: int, heads: int, head_dim: int) -> dict:
+    """q, k, v [B, T, heads * head_dim] and a key mask with holes; the last sequence (when there
+    are two or more) has every key masked."""
+    rng = np.random.default_rng([batch, tokens, heads, head_dim, 20261127])
+    q, k, v = (rng.standard_normal((batch, tokens, heads * head_dim), dtype=np.float32) * 2 for _ in range(3))
+    mask = (rng.random((batch, tokens)) < 0.7).astype(np.int64)
+    mask[:, 0] = 1
+    if batch > 1:
+        mask[-1] = 0
+    return {"q": q, "k": k, "v": v, "mask": mask, "scale": float(1 / np.sqrt(head_dim))}
+
+
+def run_attention(K) -> dict:
+    out = {}
+    for shape in ATTENTION_SHAPES:
+        x = attention_inputs(*shape)
+        out[key("attention", "-".join(map(str, shape)), 0, 0)] = K.attention(
+            x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"])
+    return out
+
+
 def run_all(K) -> dict:
     out = {}
     for dim in DIMS:
         for batch in BATCHES:
             out.update(run_cell(K, dim, batch))
+    out.update(run_attention(K))
     return out

@@ -192,3 +192,21 @@ def rescore(queries, rows, candidates, k) -> tuple[np.ndarray, np.ndarray]:
         out_ids[i, : order.size] = ids[order]
         out_scores[i, : order.size] = s[order]
     return out_scores, out_ids
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, head_dim: int, scale: float) -> np.ndarray:
+    """Multi-head attention in float64, as the unfused graph computes it: an additive mask of
+    finfo(float32).min on padded keys, softmax over keys, every query row kept."""
+    b, t, width = q.shape
+    heads = width // head_dim
+    split = lambda x: x.astype(np.float64).reshape(b, t, heads, head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+    qh, kh, vh = split(q), split(k), split(v)
+    scores = scale * qh @ kh.transpose(0, 1, 3, 2)
+    additive = np.where(mask[:, None, None, :] != 0, 0.0, np.finfo(np.float32).min)
+    scores = scores + additive
+    # a row with every key masked: all scores equal finfo.min (the products are absorbed) -> uniform
+    scores = np.where((mask != 0).any(axis=1)[:, None, None, None], scores, 0.0)
+    scores -= scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return (weights @ vh).transpose(0, 2, 1, 3).reshape(b, t, width)

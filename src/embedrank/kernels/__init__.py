@@ -1,4 +1,4 @@
-"""embedrank's native kernels: pooling, quantization and exact top-k search.
+"""embedrank's native kernels: pooling, quantization, exact top-k search and attention.
 
 All heavy work runs in C++ (`embedrank._kernels`) without the GIL, on the library's thread
 pool (``num_threads=None`` means all cores), at the ISA level chosen at import: the highest
@@ -7,6 +7,7 @@ the CPU supports, or the level named by the environment variable ``EMBEDRANK_ISA
 """
 
 from embedrank.kernels._isa import ISA_ENV_VAR, ISA_LEVELS, capabilities
+from embedrank.kernels.attention import attention
 from embedrank.kernels.pooling import cls_pool, mean_pool_normalize, normalize, truncate_normalize
 from embedrank.kernels.quantization import Int8Quantizer, binarize
 from embedrank.kernels.search import quantize_queries, rescore, topk_float32, topk_hamming, topk_int8
@@ -15,6 +16,7 @@ __all__ = [
     "ISA_ENV_VAR",
     "ISA_LEVELS",
     "Int8Quantizer",
+    "attention",
     "binarize",
     "capabilities",
     "cls_pool",

@@ -1,0 +1,234 @@
+#include "attention.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "dispatch.h"
+#include "thread_pool.h"
+
+namespace embedrank {
+namespace {
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+struct HeadView {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+};
+
+HeadView head_view(const AttentionProblem& p, size_t b, size_t h) {
+  size_t column = h * p.head_dim;
+  return {p.q + b * p.tokens * p.q_stride + column, p.k + b * p.tokens * p.k_stride + column,
+          p.v + b * p.tokens * p.v_stride + column, p.out + b * p.tokens * p.out_stride + column};
+}
+
+// The attended keys of sequence b in `index`; false when its mask is all zero (then no key).
+bool gather_keys(const AttentionProblem& p, size_t b, std::vector<uint32_t>& index) {
+  index.clear();
+  const int64_t* mask = p.mask + b * p.tokens;
+  for (size_t j = 0; j < p.tokens; ++j)
+    if (mask[j] != 0) index.push_back(static_cast<uint32_t>(j));
+  return !index.empty();
+}
+
+// All-zero mask: every query row gets the plain mean of the value rows.
+void uniform_head(const AttentionProblem& p, const HeadView& view) {
+  float* first = view.out;
+  std::fill(first, first + p.head_dim, 0.0f);
+  for (size_t j = 0; j < p.tokens; ++j)
+    for (size_t d = 0; d < p.head_dim; ++d) first[d] += view.v[j * p.v_stride + d];
+  float inv = 1.0f / static_cast<float>(p.tokens);
+  for (size_t d = 0; d < p.head_dim; ++d) first[d] *= inv;
+  for (size_t i = 1; i < p.tokens; ++i) std::memcpy(view.out + i * p.out_stride, first, p.head_dim * sizeof(float));
+}
+
+void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+                 AttentionScratch& scratch) {
+  const size_t dim = p.head_dim, n_keys = keys.size();
+  scratch.scores.resize(n_keys);
+  float* scores = scratch.scores.data();
+  for (size_t i = 0; i < p.tokens; ++i) {
+    const float* qi = view.q + i * p.q_stride;
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (size_t j = 0; j < n_keys; ++j) {
+      const float* kj = view.k + keys[j] * p.k_stride;
+      float dot = 0.0f;
+      for (size_t d = 0; d < dim; ++d) dot += qi[d] * kj[d];
+      scores[j] = dot * p.scale;
+      max_score = std::max(max_score, scores[j]);
+    }
+    float sum = 0.0f;
+    for (size_t j = 0; j < n_keys; ++j) {
+      scores[j] = std::exp(scores[j] - max_score);
+      sum += scores[j];
+    }
+    float* oi = view.out + i * p.out_stride;
+    std::fill(oi, oi + dim, 0.0f);
+    for (size_t j = 0; j < n_keys; ++j) {
+      const float* vj = view.v + keys[j] * p.v_stride;
+      float w = scores[j] / sum;
+      for (size_t d = 0; d < dim; ++d) oi[d] += w * vj[d];
+    }
+  }
+}
+
+// exp(x) for x <= 0 (softmax after subtracting the row max): 2^n * 2^f with f in [-0.5, 0.5],
+// 2^f by a degree-6 polynomial (relative error < 2e-7); below -87 the result flushes to ~0.
+AVX512_TARGET inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_sub_ps(t, n);
+  __m512 poly = _mm512_set1_ps(1.5353362e-4f);
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(1.3398874e-3f));
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(9.6181291e-3f));
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(5.5504109e-2f));
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(2.4022651e-1f));
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(6.9314718e-1f));
+  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(poly, n);
+}
+
+// head_dim = 16 * kVectors. Query rows go in blocks of kRows: scores for the block against
+// all keys (K^T packed and pre-scaled once per head), softmax per row, then P V with the
+// block's output rows held in registers.
+template <int kVectors>
+AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+                               AttentionScratch& scratch) {
+  constexpr int kDim = 16 * kVectors;
+  constexpr int kRows = kVectors <= 2 ? 8 : 4;
+  const size_t n_keys = keys.size(), padded = (n_keys + 15) & ~size_t{15};
+  scratch.keys_t.resize(kDim * padded);
+  scratch.values.resize(n_keys * kDim);
+  scratch.scores.resize(kRows * padded);
+  float* keys_t = scratch.keys_t.data();
+  float* values = scratch.values.data();
+  float* scores = scratch.scores.data();
+  for (size_t j = 0; j < n_keys; ++j) {
+    const float* kj = view.k + keys[j] * p.k_stride;
+    for (int d = 0; d < kDim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
+    std::memcpy(values + j * kDim, view.v + keys[j] * p.v_stride, kDim * sizeof(float));
+  }
+  for (int d = 0; d < kDim; ++d)
+    std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
+  const size_t full = n_keys & ~size_t{15};
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n_keys - full)) - 1);
+
+  alignas(64) float block_q[kRows * kDim];
+  for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<size_t>(kRows, p.tokens - i0));
+    for (int r = 0; r < kRows; ++r) {
+      if (r < rows)
+        std::memcpy(block_q + r * kDim, view.q + (i0 + r) * p.q_stride, kDim * sizeof(float));
+      else
+        std::memset(block_q + r * kDim, 0, kDim * sizeof(float));
+    }
+    for (size_t j = 0; j < padded; j += 16) {
+      __m512 acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+      for (int d = 0; d < kDim; ++d) {
+        __m512 kv = _mm512_loadu_ps(keys_t + d * padded + j);
+        for (int r = 0; r < kRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(block_q[r * kDim + d]), kv, acc[r]);
+      }
+      for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(scores + r * padded + j, acc[r]);
+    }
+    float inv_sum[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      float* row = scores + r * padded;
+      if (r >= rows) {
+        std::memset(row, 0, padded * sizeof(float));
+        inv_sum[r] = 0.0f;
+        continue;
+      }
+      __m512 max_v = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      for (size_t j = 0; j < full; j += 16) max_v = _mm512_max_ps(max_v, _mm512_loadu_ps(row + j));
+      if (tail) max_v = _mm512_mask_max_ps(max_v, tail, max_v, _mm512_loadu_ps(row + full));
+      const __m512 max_b = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+      __m512 sum = _mm512_setzero_ps();
+      for (size_t j = 0; j < full; j += 16) {
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j), max_b));
+        _mm512_storeu_ps(row + j, e);
+        sum = _mm512_add_ps(sum, e);
+      }
+      if (tail) {
+        __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + full), max_b)));
+        _mm512_storeu_ps(row + full, e);
+        sum = _mm512_add_ps(sum, e);
+      }
+      inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    __m512 out[kRows][kVectors];
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_setzero_ps();
+    for (size_t j = 0; j < n_keys; ++j) {
+      __m512 vj[kVectors];
+      for (int c = 0; c < kVectors; ++c) vj[c] = _mm512_loadu_ps(values + j * kDim + 16 * c);
+      for (int r = 0; r < kRows; ++r) {
+        __m512 weight = _mm512_set1_ps(scores[r * padded + j]);
+        for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_fmadd_ps(weight, vj[c], out[r][c]);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      float* oi = view.out + (i0 + r) * p.out_stride;
+      __m512 inv = _mm512_set1_ps(inv_sum[r]);
+      for (int c = 0; c < kVectors; ++c) _mm512_storeu_ps(oi + 16 * c, _mm512_mul_ps(out[r][c], inv));
+    }
+  }
+}
+
+void run_head(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+              AttentionScratch& scratch) {
+  if (use_avx512()) {
+    switch (p.head_dim) {
+      case 16: return head_avx512<1>(p, view, keys, scratch);
+      case 32: return head_avx512<2>(p, view, keys, scratch);
+      case 64: return head_avx512<4>(p, view, keys, scratch);
+      default: break;  // other head sizes take the portable loop
+    }
+  }
+  head_scalar(p, view, keys, scratch);
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+}  // namespace
+
+void check_attention_problem(const AttentionProblem& p) {
+  require(p.heads >= 1, "attention: heads must be >= 1");
+  require(p.head_dim >= 1, "attention: head_dim must be >= 1");
+  const size_t width = p.heads * p.head_dim;
+  require(p.q_stride >= width, "attention: q row stride " + std::to_string(p.q_stride) + " < heads * head_dim = " + std::to_string(width));
+  require(p.k_stride >= width, "attention: k row stride " + std::to_string(p.k_stride) + " < heads * head_dim = " + std::to_string(width));
+  require(p.v_stride >= width, "attention: v row stride " + std::to_string(p.v_stride) + " < heads * head_dim = " + std::to_string(width));
+  require(p.out_stride >= width, "attention: out row stride " + std::to_string(p.out_stride) + " < heads * head_dim = " + std::to_string(width));
+  require(p.tokens <= std::numeric_limits<uint32_t>::max(), "attention: too many tokens");
+  if (p.batch == 0 || p.tokens == 0) return;
+  require(p.q && p.k && p.v && p.mask && p.out, "attention: null data pointer");
+}
+
+void attention_task(const AttentionProblem& p, size_t task, AttentionScratch& scratch) {
+  const size_t b = task / p.heads, h = task % p.heads;
+  HeadView view = head_view(p, b, h);
+  if (!gather_keys(p, b, scratch.key_index)) return uniform_head(p, view);
+  run_head(p, view, scratch.key_index, scratch);
+}
+
+void attention(const AttentionProblem& p, int num_threads) {
+  check_attention_problem(p);
+  const size_t n_tasks = attention_task_count(p);
+  if (n_tasks == 0 || p.tokens == 0) return;
+  std::vector<AttentionScratch> scratch(static_cast<size_t>(resolve_num_threads(num_threads)));
+  parallel_for(n_tasks, num_threads, [&](size_t task, int worker) { attention_task(p, task, scratch[worker]); });
+}
+
+}  // namespace embedrank

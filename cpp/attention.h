@@ -1,0 +1,48 @@
+// Fused multi-head scaled dot-product attention for encoder graphs (no causal mask).
+//
+// For sequence b and head h: out[b, i, h] = sum_j softmax_j(scale * q[b, i, h] . k[b, j, h]) v[b, j, h]
+// over the keys j with mask[b, j] != 0; every query row i is computed, padded ones included,
+// so the result equals the unfused graph's (QK^T, additive mask, Softmax, PV) on every row.
+// A sequence whose mask is all zero attends to all of its keys with equal weight, as the
+// additive large-negative mask of exported transformers does.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace embedrank {
+
+struct AttentionProblem {
+  // [batch, tokens, *] row-major; head h occupies columns [h * head_dim, (h + 1) * head_dim).
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  size_t q_stride = 0, k_stride = 0, v_stride = 0;  // floats between consecutive tokens
+  const int64_t* mask = nullptr;                    // [batch, tokens]: nonzero = attended key
+  float* out = nullptr;                             // [batch, tokens, *]
+  size_t out_stride = 0;
+  size_t batch = 0, tokens = 0, heads = 0, head_dim = 0;
+  float scale = 1.0f;
+};
+
+// Per-worker buffers, grown on first use and reused across tasks.
+struct AttentionScratch {
+  std::vector<float> keys_t;     // [head_dim, padded keys]: scaled K^T of the attended keys
+  std::vector<float> values;     // [keys, head_dim]
+  std::vector<float> scores;     // [query rows in a block, padded keys]
+  std::vector<uint32_t> key_index;
+};
+
+// Throws std::invalid_argument naming the first bad field (null pointer, zero size, stride
+// shorter than heads * head_dim).
+void check_attention_problem(const AttentionProblem& p);
+
+// One task = one (sequence, head) pair: task in [0, batch * heads).
+inline size_t attention_task_count(const AttentionProblem& p) { return p.batch * p.heads; }
+void attention_task(const AttentionProblem& p, size_t task, AttentionScratch& scratch);
+
+// All tasks on the library's thread pool (num_threads <= 0: all cores).
+void attention(const AttentionProblem& p, int num_threads);
+
+}  // namespace embedrank
