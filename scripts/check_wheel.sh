@@ -21,5 +21,7 @@ assert "site-packages" in embedrank.__file__, embedrank.__file__
 base = K.normalize(np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32))
 scores, ids = K.topk_float32(base[:5], base, k=3)
 assert (ids[:, 0] == np.arange(5)).all(), ids
-print("wheel imports and searches:", K.capabilities())
+from embedrank import native_attention
+assert native_attention.library_path().is_file()
+print("wheel imports and searches:", K.capabilities(), "with", native_attention.library_path().name)
 PY

@@ -79,14 +79,16 @@ class CrossEncoder:
     (sentence-transformers' default for one label).
     """
 
-    def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None):
+    def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
+                 native_attention: bool | None = None):
         if config.kind != "cross-encoder":
             raise ValueError(f"{config.path} holds a {config.kind!r} model; use Encoder for bi-encoders "
                              "(a cross-encoder folder comes from export_model(..., kind='cross-encoder'))")
         self.config = config
         self.variant = variant
         model_path = config.variant_path(variant)
-        self.session = make_session(model_path, providers, num_threads)
+        self.session, self.native_attention_layers = make_session(model_path, providers, num_threads,
+                                                                    native_attention)
         # the provider that runs the graph decides the batching: token cap and padding granularity
         self._provider = self.session.get_providers()[0]
         self._pad_multiple = runtime.pad_multiple(self._provider)
@@ -106,10 +108,11 @@ class CrossEncoder:
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None,
-             num_threads: int | None = None) -> CrossEncoder:
+             num_threads: int | None = None, native_attention: bool | None = None) -> CrossEncoder:
         """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8)
-        or "fp16" (float16, for the CUDA provider)."""
-        return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads)
+        or "fp16" (float16, for the CUDA provider). native_attention: as for Encoder.load."""
+        return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads,
+                   native_attention=native_attention)
 
     # -- properties ----------------------------------------------------------------------
     @property

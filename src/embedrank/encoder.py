@@ -74,13 +74,14 @@ class Encoder:
     """
 
     def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
-                 cache=None):
+                 cache=None, native_attention: bool | None = None):
         if config.kind != "bi-encoder":
             raise ValueError(f"{config.path} holds a {config.kind!r} model; use CrossEncoder for cross-encoders")
         self.config = config
         self.variant = variant
         model_path = config.variant_path(variant)
-        self.session = make_session(model_path, providers, num_threads)
+        self.session, self.native_attention_layers = make_session(model_path, providers, num_threads,
+                                                                    native_attention)
         # the provider that runs the graph decides the batching: token cap and padding granularity
         self._provider = self.session.get_providers()[0]
         self._pad_multiple = runtime.pad_multiple(self._provider)
@@ -98,11 +99,15 @@ class Encoder:
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
-             cache=None) -> Encoder:
+             cache=None, native_attention: bool | None = None) -> Encoder:
         """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
         "pooled" (pooling inside the graph), "fp16" or "pooled_fp16" (float16, for the CUDA
-        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device)."""
-        return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads, cache=cache)
+        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device).
+        native_attention: None runs the attention of a CPU session through embedrank's fused
+        kernel where the graph allows (``encoder.native_attention_layers`` says how many
+        layers), False never, True or a ValueError (see embedrank.native_attention)."""
+        return cls(ModelConfig.load(path), variant=variant, providers=providers, num_threads=num_threads, cache=cache,
+                   native_attention=native_attention)
 
     @staticmethod
     def _open_cache(cache):

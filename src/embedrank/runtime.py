@@ -50,26 +50,60 @@ def disabled_fusions(providers: Sequence[str]) -> list[str]:
     return list(CPU_DISABLED_FUSIONS) if list(providers) == [CPU] else []
 
 
-def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None):
-    """An InferenceSession with the graph optimizations (less disabled_fusions) and
-    `num_threads` intra-op threads."""
+def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None,
+                 native_attention: bool | None = None):
+    """(InferenceSession, number of attention cores run by embedrank's fused kernel).
+
+    The session has the graph optimizations (less disabled_fusions) and `num_threads`
+    intra-op threads. native_attention: None (default) rewrites the attention cores of a
+    CPU-only session into ai.embedrank::Attention (see embedrank.native_attention) when the
+    graph has recognisable ones; False never does; True requires it (a ValueError if the
+    provider is not the CPU alone or no core is recognised).
+    """
     import onnxruntime as ort
 
     if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if native_attention is not None and not isinstance(native_attention, bool):
+        raise ValueError(f"native_attention must be True, False or None, got {native_attention!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = num_threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     chosen = choose_providers(providers)
+    source, fused = str(model_path), 0
+    if native_attention is not False and chosen == [CPU]:
+        source, fused = _fused_source(Path(model_path), options, required=native_attention is True)
+    elif native_attention:
+        raise ValueError(f"native_attention=True needs the CPU provider alone, got {chosen}")
     try:
-        return ort.InferenceSession(str(model_path), sess_options=options, providers=chosen,
-                                    disabled_optimizers=disabled_fusions(chosen))
+        session = ort.InferenceSession(source, sess_options=options, providers=chosen,
+                                       disabled_optimizers=disabled_fusions(chosen))
     except ValueError:
         raise
     except Exception as error:  # onnxruntime raises its own exception types for bad files
         raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
+    return session, fused
+
+
+def _fused_source(model_path: Path, options, required: bool):
+    """(model bytes with fused attention or the path as given, cores fused); registers the
+    custom-op library on `options` when it is used."""
+    from embedrank import native_attention
+
+    try:
+        data, fused = native_attention.load_fused(model_path)
+    except Exception as error:  # an unreadable or invalid file: onnxruntime reports it below
+        if required:
+            raise ValueError(f"{model_path}: cannot rewrite its attention: {error}") from None
+        return str(model_path), 0
+    if data is None:
+        if required:
+            raise ValueError(f"{model_path} has no attention core that embedrank's kernel can run")
+        return str(model_path), 0
+    options.register_custom_ops_library(str(native_attention.library_path()))
+    return data, fused
 
 
 # Batches on the CUDA provider are padded to a multiple of this many tokens: the fused
