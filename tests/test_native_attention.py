@@ -96,6 +96,9 @@ def test_fused_graph_equals_the_unfused_one_on_every_row(width, head_dim, scale_
     assert native_attention.fuse_attention(fused_model) == 1
     ops = [node.op_type for node in fused_model.graph.node]
     assert "Softmax" not in ops and "Transpose" not in ops and ops.count("Attention") == 1
+    # the mask's subgraph, the reshape targets and the scale went with the nodes that read them
+    assert {i.name for i in fused_model.graph.initializer} == {"wq", "wk", "wv"}
+    assert {n.op_type for n in fused_model.graph.node} == {"MatMul", "Attention"}
     fused = fused_session(fused_model)
     for batch, tokens in ((1, 1), (3, 7), (2, 33), (4, 130)):
         for threads_seed in range(2):

@@ -82,6 +82,7 @@ def fuse_attention(model) -> int:
     nodes = _prune_unused(nodes, {o.name for o in graph.output})
     del graph.node[:]
     graph.node.extend(_topological_order(nodes, graph))
+    _drop_unused_initializers(graph)
     if not any(o.domain == DOMAIN for o in model.opset_import):
         from onnx import helper
 
@@ -295,6 +296,15 @@ def _prune_unused(nodes: list, outputs: set[str]) -> list:
         if len(kept) == len(nodes):
             return kept
         nodes = kept
+
+
+def _drop_unused_initializers(graph) -> None:
+    """Removes the constants only the rewritten nodes read (reshape targets, the scale)."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
 
 
 def _topological_order(nodes: list, graph) -> list:

@@ -81,6 +81,7 @@ def op_timings(shape: tuple[int, int, int] = CORE_SHAPE, runs: int = 100, num_th
     for name, model in (("onnxruntime ops", core_model()), ("embedrank Attention", fused)):
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
+        options.log_severity_level = 3
         options.register_custom_ops_library(str(native_attention.library_path()))
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[runtime.CPU])
         for _ in range(5):
