@@ -184,6 +184,124 @@ AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, 
   }
 }
 
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+
+AVX2_TARGET inline float reduce_max8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+AVX2_TARGET inline float reduce_add8(__m256 v) {
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+// exp_nonpositive with 8 lanes: the same polynomial, 2^n built in the exponent bits.
+AVX2_TARGET inline __m256 exp_nonpositive8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+  __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 f = _mm256_sub_ps(t, n);
+  __m256 poly = _mm256_set1_ps(1.5353362e-4f);
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(1.3398874e-3f));
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(9.6181291e-3f));
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(5.5504109e-2f));
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(2.4022651e-1f));
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(6.9314718e-1f));
+  poly = _mm256_fmadd_ps(poly, f, _mm256_set1_ps(1.0f));
+  __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(poly, _mm256_castsi256_ps(bits));
+}
+
+// head_dim = 8 * kVectors, the AVX-512 scheme with 8 lanes; rows per block so that the
+// block's outputs fit in 8 registers.
+template <int kVectors>
+AVX2_TARGET void head_avx2(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+                           AttentionScratch& scratch) {
+  constexpr int kDim = 8 * kVectors;
+  constexpr int kRows = kVectors >= 8 ? 1 : 8 / kVectors;
+  const size_t n_keys = keys.size(), padded = (n_keys + 7) & ~size_t{7};
+  scratch.keys_t.resize(kDim * padded);
+  scratch.values.resize(n_keys * kDim);
+  scratch.scores.resize(kRows * padded);
+  float* keys_t = scratch.keys_t.data();
+  float* values = scratch.values.data();
+  float* scores = scratch.scores.data();
+  for (size_t j = 0; j < n_keys; ++j) {
+    const float* kj = view.k + keys[j] * p.k_stride;
+    for (int d = 0; d < kDim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
+    std::memcpy(values + j * kDim, view.v + keys[j] * p.v_stride, kDim * sizeof(float));
+  }
+  for (int d = 0; d < kDim; ++d)
+    std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
+  const size_t full = n_keys & ~size_t{7};
+
+  alignas(32) float block_q[kRows * kDim];
+  for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<size_t>(kRows, p.tokens - i0));
+    for (int r = 0; r < kRows; ++r) {
+      if (r < rows)
+        std::memcpy(block_q + r * kDim, view.q + (i0 + r) * p.q_stride, kDim * sizeof(float));
+      else
+        std::memset(block_q + r * kDim, 0, kDim * sizeof(float));
+    }
+    for (size_t j = 0; j < padded; j += 8) {
+      __m256 acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
+      for (int d = 0; d < kDim; ++d) {
+        __m256 kv = _mm256_loadu_ps(keys_t + d * padded + j);
+        for (int r = 0; r < kRows; ++r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(block_q[r * kDim + d]), kv, acc[r]);
+      }
+      for (int r = 0; r < kRows; ++r) _mm256_storeu_ps(scores + r * padded + j, acc[r]);
+    }
+    float inv_sum[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      float* row = scores + r * padded;
+      if (r >= rows) {
+        std::memset(row, 0, padded * sizeof(float));
+        inv_sum[r] = 0.0f;
+        continue;
+      }
+      __m256 max_v = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      for (size_t j = 0; j < full; j += 8) max_v = _mm256_max_ps(max_v, _mm256_loadu_ps(row + j));
+      float max_score = reduce_max8(max_v);
+      for (size_t j = full; j < n_keys; ++j) max_score = std::max(max_score, row[j]);
+      const __m256 max_b = _mm256_set1_ps(max_score);
+      __m256 sum_v = _mm256_setzero_ps();
+      for (size_t j = 0; j < full; j += 8) {
+        __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(row + j), max_b));
+        _mm256_storeu_ps(row + j, e);
+        sum_v = _mm256_add_ps(sum_v, e);
+      }
+      float sum = reduce_add8(sum_v);
+      for (size_t j = full; j < n_keys; ++j) {
+        row[j] = std::exp(row[j] - max_score);
+        sum += row[j];
+      }
+      inv_sum[r] = 1.0f / sum;
+    }
+    __m256 out[kRows][kVectors];
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kVectors; ++c) out[r][c] = _mm256_setzero_ps();
+    for (size_t j = 0; j < n_keys; ++j) {
+      for (int r = 0; r < kRows; ++r) {
+        __m256 weight = _mm256_set1_ps(scores[r * padded + j]);
+        for (int c = 0; c < kVectors; ++c)
+          out[r][c] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(values + j * kDim + 8 * c), out[r][c]);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      float* oi = view.out + (i0 + r) * p.out_stride;
+      __m256 inv = _mm256_set1_ps(inv_sum[r]);
+      for (int c = 0; c < kVectors; ++c) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(out[r][c], inv));
+    }
+  }
+}
+
 void run_head(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
               AttentionScratch& scratch) {
   if (use_avx512()) {
@@ -192,6 +310,13 @@ void run_head(const AttentionProblem& p, const HeadView& view, const std::vector
       case 32: return head_avx512<2>(p, view, keys, scratch);
       case 64: return head_avx512<4>(p, view, keys, scratch);
       default: break;  // other head sizes take the portable loop
+    }
+  } else if (use_avx2()) {
+    switch (p.head_dim) {
+      case 16: return head_avx2<2>(p, view, keys, scratch);
+      case 32: return head_avx2<4>(p, view, keys, scratch);
+      case 64: return head_avx2<8>(p, view, keys, scratch);
+      default: break;
     }
   }
   head_scalar(p, view, keys, scratch);

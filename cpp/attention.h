@@ -1,4 +1,6 @@
-// Fused multi-head scaled dot-product attention for encoder graphs (no causal mask).
+// Fused multi-head scaled dot-product attention for encoder graphs (no causal mask). AVX-512
+// and AVX2 variants for head_dim 16, 32 and 64; a portable loop for the others and at the
+// scalar level.
 //
 // For sequence b and head h: out[b, i, h] = sum_j softmax_j(scale * q[b, i, h] . k[b, j, h]) v[b, j, h]
 // over the keys j with mask[b, j] != 0; every query row i is computed, padded ones included,

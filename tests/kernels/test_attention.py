@@ -38,7 +38,9 @@ def test_attention_matches_the_reference(case, threads):
     scale = 1 / np.sqrt(head_dim)
     got = attention(q, k, v, mask, head_dim, num_threads=threads)
     assert got.shape == q.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, ref.attention(q, k, v, mask, head_dim, scale), rtol=1e-4, atol=1e-5)
+    # each output is a convex combination of value rows: float32 rounding scales with their size
+    atol = 1e-5 * max(1.0, float(np.abs(v).max(initial=0.0)))
+    np.testing.assert_allclose(got, ref.attention(q, k, v, mask, head_dim, scale), rtol=1e-4, atol=atol)
 
 
 def test_masked_keys_change_nothing_and_padded_queries_are_computed():
