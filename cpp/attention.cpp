@@ -83,7 +83,7 @@ void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vec
 // exp(x) for x <= 0 (softmax after subtracting the row max): 2^n * 2^f with f in [-0.5, 0.5],
 // 2^f by a degree-6 polynomial (relative error < 2e-7); below -87 the result flushes to ~0.
 AVX512_TARGET inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // operands in this order keep a NaN a NaN
   __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
   __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 f = _mm512_sub_ps(t, n);
@@ -202,7 +202,7 @@ AVX2_TARGET inline float reduce_add8(__m256 v) {
 
 // exp_nonpositive with 8 lanes: the same polynomial, 2^n built in the exponent bits.
 AVX2_TARGET inline __m256 exp_nonpositive8(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // operands in this order keep a NaN a NaN
   __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
   __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 f = _mm256_sub_ps(t, n);

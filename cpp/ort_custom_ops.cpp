@@ -10,6 +10,8 @@
 //
 // Work is split into (sequence, head) tasks and run on the session's own intra-op thread pool
 // (KernelContext_ParallelFor), so the op adds no threads of its own to the process.
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "attention.h"
+#include "dispatch.h"
 #include "ort_api.h"
 
 namespace {
@@ -64,7 +67,7 @@ std::string shape_text(const std::vector<int64_t>& dims) {
 
 struct ParallelJob {
   const AttentionProblem* problem;
-  bool failed = false;
+  std::atomic<bool> failed{false};
 };
 
 void run_task(void* data, size_t task) {
@@ -77,7 +80,8 @@ void run_task(void* data, size_t task) {
   }
 }
 
-ort::Status* compute(void* kernel_data, ort::KernelContext* context) {
+ort::Status* compute_unguarded(void* kernel_data, ort::KernelContext* context) {
+  if (!kernel_data) return invalid("the kernel was not created");
   const auto& kernel = *static_cast<const AttentionKernel*>(kernel_data);
   const ort::Value* inputs[4];
   std::vector<int64_t> dims[4];
@@ -132,7 +136,7 @@ ort::Status* compute(void* kernel_data, ort::KernelContext* context) {
   return nullptr;
 }
 
-ort::Status* create_kernel(const ort::CustomOp*, ort::ApiTable, const ort::KernelInfo* info, void** out) {
+ort::Status* create_kernel_unguarded(const ort::KernelInfo* info, void** out) {
   auto* kernel = new (std::nothrow) AttentionKernel;
   if (!kernel) return g_api->create_status(ort::kFail, "embedrank Attention: out of memory");
   ort::Status* status = g_api->attribute_int64(info, "head_dim", &kernel->head_dim);
@@ -145,6 +149,23 @@ ort::Status* create_kernel(const ort::CustomOp*, ort::ApiTable, const ort::Kerne
   }
   *out = kernel;
   return nullptr;
+}
+
+// No C++ exception may cross into onnxruntime (only std::bad_alloc can be thrown here).
+ort::Status* compute(void* kernel_data, ort::KernelContext* context) {
+  try {
+    return compute_unguarded(kernel_data, context);
+  } catch (...) {
+    return g_api->create_status(ort::kFail, "embedrank Attention: out of memory");
+  }
+}
+
+ort::Status* create_kernel(const ort::CustomOp*, ort::ApiTable, const ort::KernelInfo* info, void** out) {
+  try {
+    return create_kernel_unguarded(info, out);
+  } catch (...) {
+    return g_api->create_status(ort::kFail, "embedrank Attention: out of memory");
+  }
 }
 
 // Version-1 entry points, required to be set; onnxruntime calls the V2 ones for version >= 16.
@@ -195,6 +216,32 @@ ort::CustomOp make_attention_op() {
 
 ort::CustomOp g_attention_op = make_attention_op();
 
+ort::Status* register_ops(ort::SessionOptions* options, ort::ApiTable table) {
+  static std::mutex mutex;
+  static ort::Api api(table);
+  static ort::CustomOpDomain* domain = nullptr;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!g_api) {
+    g_api = &api;
+    // EMBEDRANK_ISA lowers the kernel's ISA level here too, as it does for embedrank._kernels.
+    if (const char* level = std::getenv("EMBEDRANK_ISA"); level && *level) {
+      try {
+        set_active_isa(isa_from_name(level));
+      } catch (const std::exception& error) {
+        g_api = nullptr;
+        return api.create_status(ort::kInvalidArgument, (std::string("EMBEDRANK_ISA: ") + error.what()).c_str());
+      }
+    }
+  }
+  if (!domain) {
+    ort::CustomOpDomain* created = nullptr;
+    RETURN_IF_ERROR(g_api->create_custom_op_domain("ai.embedrank", &created));
+    RETURN_IF_ERROR(g_api->custom_op_domain_add(created, &g_attention_op));
+    domain = created;
+  }
+  return g_api->add_custom_op_domain(options, domain);
+}
+
 }  // namespace
 
 // Called by onnxruntime's SessionOptions.register_custom_ops_library, once per session options.
@@ -207,16 +254,9 @@ extern "C" __attribute__((visibility("default"))) ort::Status* RegisterCustomOps
     ort::Api v1(base->GetApi(1));
     return v1.create_status(ort::kFail, "embedrank's custom ops need onnxruntime >= 1.17 (C API version 17)");
   }
-  static std::mutex mutex;
-  static ort::Api api(table);
-  static ort::CustomOpDomain* domain = nullptr;
-  std::lock_guard<std::mutex> lock(mutex);
-  g_api = &api;
-  if (!domain) {
-    ort::CustomOpDomain* created = nullptr;
-    RETURN_IF_ERROR(g_api->create_custom_op_domain("ai.embedrank", &created));
-    RETURN_IF_ERROR(g_api->custom_op_domain_add(created, &g_attention_op));
-    domain = created;
+  try {
+    return register_ops(options, table);
+  } catch (...) {
+    return ort::Api(table).create_status(ort::kFail, "embedrank: registering the custom ops failed");
   }
-  return g_api->add_custom_op_domain(options, domain);
 }

@@ -17,7 +17,8 @@ FINFO_MIN = float(np.finfo(np.float32).min)
 
 
 def attention_graph(width: int = 64, head_dim: int = 32, mask_value: float = FINFO_MIN, scale_op: str = "Div",
-                    extra_output: bool = False, scale_on_q: bool = False):
+                    extra_output: bool = False, scale_on_q: bool = False, softmax_axis: int | None = -1,
+                    merge_shape: tuple = (0, 0, -1), opset: int = 17):
     """A one-layer encoder attention as exporters write it: x -> Q/K/V projections, Reshape +
     Transpose, QK^T, scale, additive key mask from attention_mask, Softmax, PV, Transpose,
     Reshape. Inputs x [B, T, width] float32 and attention_mask [B, T] int64; output y."""
@@ -25,7 +26,7 @@ def attention_graph(width: int = 64, head_dim: int = 32, mask_value: float = FIN
     inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), n)
              for n in ("wq", "wk", "wv")]
     inits += [numpy_helper.from_array(np.array([0, 0, -1, head_dim], np.int64), "split_shape"),
-              numpy_helper.from_array(np.array([0, 0, width], np.int64), "merge_shape"),
+              numpy_helper.from_array(np.array(merge_shape, np.int64), "merge_shape"),
               numpy_helper.from_array(np.array([1, 2], np.int64), "mask_axes"),
               numpy_helper.from_array(np.array(1.0, np.float32), "one"),
               numpy_helper.from_array(np.array(mask_value, np.float32), "mask_value"),
@@ -49,7 +50,8 @@ def attention_graph(width: int = 64, head_dim: int = 32, mask_value: float = FIN
     else:
         nodes += [n("MatMul", ["qt", "kt"], ["scores"]), n(scale_op, ["scores", "scale"], ["scaled"])]
     nodes += [
-        n("Add", ["scaled", "additive"], ["masked"]), n("Softmax", ["masked"], ["probs"], axis=-1),
+        n("Add", ["scaled", "additive"], ["masked"]),
+        n("Softmax", ["masked"], ["probs"]) if softmax_axis is None else n("Softmax", ["masked"], ["probs"], axis=softmax_axis),
         n("MatMul", ["probs", "vt"], ["context"]), n("Transpose", ["context"], ["context_t"], perm=[0, 2, 1, 3]),
         n("Reshape", ["context_t", "merge_shape"], ["y"]),
     ]
@@ -59,7 +61,7 @@ def attention_graph(width: int = 64, head_dim: int = 32, mask_value: float = FIN
     graph = helper.make_graph(nodes, "attention", [
         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "tokens", width]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])], outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
 def plain_session(model):
@@ -120,6 +122,9 @@ def test_single_threaded_session_runs_the_op_too():
     ({"mask_value": 10000.0}, "padded keys favoured, not masked"),
     ({"scale_on_q": True}, "the scale applied to Q before the product"),
     ({"extra_output": True}, "the probabilities are read elsewhere"),
+    ({"softmax_axis": 1}, "softmax over heads"),
+    ({"softmax_axis": None, "opset": 12}, "before opset 13 Softmax's default axis is 1"),
+    ({"merge_shape": (0, 0, 2, -1)}, "the context is not reshaped back to [B, T, hidden]"),
 ])
 def test_graphs_that_are_not_a_plain_padded_attention_are_left_alone(kwargs, why):
     model = attention_graph(**kwargs)
@@ -136,6 +141,65 @@ def test_a_mask_that_reads_another_input_is_refused():
     mul.output[0] = "additive_0"
     graph.node.insert(list(graph.node).index(mul) + 1, helper.make_node("Add", ["additive_0", "bias"], ["additive"]))
     assert native_attention.fuse_attention(model) == 0
+
+
+def test_a_mask_that_other_ids_change_is_refused():
+    # the mask's subgraph reads a second int64 input (segment ids) that changes it: not a plain
+    # key padding mask, whatever the probe masks give
+    model = attention_graph()
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("segment", TensorProto.INT64, ["batch", "tokens"]))
+    cast = next(node for node in graph.node if node.op_type == "Cast")
+    cast.input[0] = "mask_and_segment"
+    graph.node.insert(0, helper.make_node("Mul", ["attention_mask", "segment"], ["mask_and_segment"]))
+    assert native_attention.fuse_attention(model) == 0
+
+
+def test_softmax_with_its_default_axis_is_fused_from_opset_13():
+    assert native_attention.fuse_attention(attention_graph(softmax_axis=None)) == 1
+
+
+def test_the_op_gives_the_same_outputs_at_every_isa_level():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from embedrank import _kernels
+    from embedrank.kernels import ISA_LEVELS
+
+    code = (
+        "import numpy as np\n"
+        "from tests.test_native_attention import attention_graph, plain_session, fused_session, feeds\n"
+        "from embedrank import native_attention\n"
+        "for width, head_dim in ((64, 32), (128, 64), (48, 16), (48, 24)):\n"
+        "    model = attention_graph(width, head_dim)\n"
+        "    x = feeds(3, 37, width, all_masked_row=True)\n"
+        "    expected = plain_session(model).run(None, x)[0]\n"
+        "    native_attention.fuse_attention(model)\n"
+        "    got = fused_session(model).run(None, x)[0]\n"
+        "    assert np.allclose(got, expected, rtol=1e-4, atol=1e-5), (width, head_dim, abs(got - expected).max())\n"
+        "print('same outputs')\n")
+    levels = ISA_LEVELS[: ISA_LEVELS.index(_kernels.highest_isa()) + 1]
+    root = Path(__file__).resolve().parents[1]
+    for level in levels:
+        result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                                env={**__import__("os").environ, "EMBEDRANK_ISA": level})
+        assert result.returncode == 0 and "same outputs" in result.stdout, (level, result.stderr[-2000:])
+
+
+def test_a_missing_library_falls_back_with_a_warning(tmp_path, monkeypatch):
+    path = tmp_path / "attention.onnx"
+    onnx.save(attention_graph(), str(path))
+
+    def missing():
+        raise FileNotFoundError("embedrank's onnxruntime custom-op library is missing: /nowhere")
+
+    monkeypatch.setattr(native_attention, "library_path", missing)
+    with pytest.warns(RuntimeWarning, match="custom-op library is missing.*running onnxruntime's own attention"):
+        session, fused = runtime.make_session(path, [CPU], 1)
+    assert fused == 0 and session.run(None, feeds(1, 4, 64))[0].shape == (1, 4, 64)
+    with pytest.raises(ValueError, match="custom-op library is missing"):
+        runtime.make_session(path, [CPU], 1, native_attention=True)
 
 
 def test_a_graph_without_attention_mask_is_left_alone():
@@ -224,3 +288,15 @@ def test_minilm_vectors_with_and_without_the_kernel(minilm_export):
     plain = Encoder.load(minilm_export, variant="int8", native_attention=False).encode(texts)
     assert (native * plain).sum(axis=1).min() > 0.99
     assert abs((native * fp32).sum(axis=1).mean() - (plain * fp32).sum(axis=1).mean()) < 0.005
+
+
+def test_nan_spreads_as_in_the_unfused_graph():
+    model = attention_graph()
+    x = feeds(2, 20, 64)
+    x["x"][0, 3, 5] = np.nan  # token 3 of text 0: its q, k and v rows are NaN
+    expected = plain_session(model).run(None, x)[0]
+    native_attention.fuse_attention(model)
+    got = fused_session(model).run(None, x)[0]
+    assert np.isnan(expected[0]).all() == np.isnan(got[0]).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-5)

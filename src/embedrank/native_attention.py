@@ -55,6 +55,9 @@ def fuse_attention(model) -> int:
         return 0
     if any(i.data_type == _FLOAT16 for i in graph.initializer):
         return 0  # a float16 graph: the kernel is float32
+    if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
+        return 0  # If/Loop/Scan bodies read outer names that the pruning below does not see
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -66,7 +69,7 @@ def fuse_attention(model) -> int:
     checked_masks: dict[str, bool] = {}
     replacements, dead = [], set()
     for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
-        core = _match_core(softmax, producer, consumers, constants)
+        core = _match_core(softmax, producer, consumers, constants, default_opset)
         if core is None:
             continue
         mask_name = core.pop("mask")
@@ -164,14 +167,36 @@ def _head_dim(reshape, producer, constants) -> int | None:
     return int(shape[3]) if shape.size == 4 and shape[3] > 0 else None
 
 
-def _match_core(softmax, producer, consumers, constants) -> dict | None:
+def _target_rank(reshape, producer, constants) -> int | None:
+    """The rank a Reshape produces: its target's length (a constant, or a Concat of scalars)."""
+    shape = constants.value(reshape.input[1])
+    if shape is not None:
+        return int(shape.size)
+    concat = producer.get(reshape.input[1])
+    if concat is None or concat.op_type != "Concat":
+        return None
+    rank = 0
+    for part in concat.input:
+        value, node = constants.value(part), producer.get(part)
+        if value is not None:
+            rank += int(value.size)
+        elif node is not None and node.op_type == "Unsqueeze":  # a scalar (a dimension read by Shape/Gather) made 1-D
+            rank += 1
+        else:
+            return None
+    return rank
+
+
+def _match_core(softmax, producer, consumers, constants, default_opset: int) -> dict | None:
     """The nodes of one unfused attention core ending in `softmax`, or None."""
 
     def only_consumer(name, op_type):
         users = consumers.get(name, [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
-    axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+    axis = next((a.i for a in softmax.attribute if a.name == "axis"), None)
+    if axis is None:  # the default: the last axis from opset 13, axis 1 (of a flattened input) before
+        axis = -1 if default_opset >= 13 else 1
     if axis not in (-1, 3):
         return None
     add = producer.get(softmax.input[0])
@@ -196,6 +221,8 @@ def _match_core(softmax, producer, consumers, constants) -> dict | None:
     if r_out is None or any(n is None or n.op_type != "Transpose" for n in (tq, tk, tv)):
         return None
     if [_perm(n) for n in (tq, tk, tv, t_out)] != [[0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3], [0, 2, 1, 3]]:
+        return None
+    if _target_rank(r_out, producer, constants) != 3:  # the context must come back as [B, T, hidden]
         return None
     rq, rk, rv = (producer.get(n.input[0]) for n in (tq, tk, tv))
     if any(r is None or r.op_type != "Reshape" for r in (rq, rk, rv)):
@@ -282,6 +309,8 @@ def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
             if value.ndim != 4 or value.shape[0] != batch or value.shape[1] != 1 or value.shape[3] != tokens:
                 return False
             attended = np.broadcast_to(probe[:, None, None, :].astype(bool), value.shape)
+            if not np.isfinite(value).all():  # -inf: a fully padded row would give NaN, not a mean
+                return False
             if np.any(value[attended] != 0) or np.any(value[~attended] > MASKED_BELOW):
                 return False
     except Exception:  # a subgraph onnxruntime cannot run on its own is not a mask we can vouch for

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -57,8 +60,9 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     The session has the graph optimizations (less disabled_fusions) and `num_threads`
     intra-op threads. native_attention: None (default) rewrites the attention cores of a
     CPU-only session into ai.embedrank::Attention (see embedrank.native_attention) when the
-    graph has recognisable ones; False never does; True requires it (a ValueError if the
-    provider is not the CPU alone or no core is recognised).
+    graph has recognisable ones, and falls back to the graph as it is, with a RuntimeWarning,
+    if the rewritten one cannot be loaded or run; False never rewrites; True requires it (a
+    ValueError if the provider is not the CPU alone or no core is recognised or it fails).
     """
     import onnxruntime as ort
 
@@ -66,44 +70,74 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     if native_attention is not None and not isinstance(native_attention, bool):
         raise ValueError(f"native_attention must be True, False or None, got {native_attention!r}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = num_threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     chosen = choose_providers(providers)
-    source, fused = str(model_path), 0
-    if native_attention is not False and chosen == [CPU]:
-        source, fused = _fused_source(Path(model_path), options, required=native_attention is True)
-    elif native_attention:
+    if native_attention and chosen != [CPU]:
         raise ValueError(f"native_attention=True needs the CPU provider alone, got {chosen}")
-    try:
-        session = ort.InferenceSession(source, sess_options=options, providers=chosen,
-                                       disabled_optimizers=disabled_fusions(chosen))
-    except ValueError:
-        raise
-    except Exception as error:  # onnxruntime raises its own exception types for bad files
-        raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
-    return session, fused
+
+    def options():
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return opts
+
+    def open_session(source, opts):
+        try:
+            return ort.InferenceSession(source, sess_options=opts, providers=chosen,
+                                        disabled_optimizers=disabled_fusions(chosen))
+        except ValueError:
+            raise
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise ValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
+
+    if native_attention is not False and chosen == [CPU]:
+        try:
+            return _fused_session(Path(model_path), options(), open_session)
+        except _NotFused as why:
+            if native_attention:
+                raise ValueError(f"{model_path}: {why}") from None
+            if why.warn:
+                warnings.warn(f"{model_path}: {why}; running onnxruntime's own attention", RuntimeWarning, stacklevel=3)
+    return open_session(str(model_path), options()), 0
 
 
-def _fused_source(model_path: Path, options, required: bool):
-    """(model bytes with fused attention or the path as given, cores fused); registers the
-    custom-op library on `options` when it is used."""
+class _NotFused(Exception):
+    """Why a session runs without embedrank's attention; `warn` when something is broken."""
+
+    def __init__(self, message: str, warn: bool = True):
+        super().__init__(message)
+        self.warn = warn
+
+
+def _fused_session(model_path: Path, opts, open_session):
+    """(session on the rewritten graph, cores fused), checked by one tiny run, or _NotFused."""
     from embedrank import native_attention
 
     try:
         data, fused = native_attention.load_fused(model_path)
-    except Exception as error:  # an unreadable or invalid file: onnxruntime reports it below
-        if required:
-            raise ValueError(f"{model_path}: cannot rewrite its attention: {error}") from None
-        return str(model_path), 0
+    except Exception as error:  # an unreadable or invalid file: the plain load reports it
+        raise _NotFused(f"cannot rewrite its attention: {error}", warn=False) from None
     if data is None:
-        if required:
-            raise ValueError(f"{model_path} has no attention core that embedrank's kernel can run")
-        return str(model_path), 0
-    options.register_custom_ops_library(str(native_attention.library_path()))
-    return data, fused
+        raise _NotFused("has no attention core that embedrank's kernel can run", warn=False)
+    try:
+        opts.register_custom_ops_library(str(native_attention.library_path()))
+        session = open_session(data, opts)
+        _smoke_run(session)
+    except Exception as error:
+        raise _NotFused(f"the graph with embedrank's attention failed: {error}") from None
+    return session, fused
+
+
+def _smoke_run(session) -> None:
+    """Runs `session` once on one 3-token text when its inputs are [batch, tokens] int64 ids
+    and masks (an encoder's), so that a rewritten graph that cannot run fails here."""
+    feeds = {}
+    for value in session.get_inputs():
+        if value.type != "tensor(int64)" or len(value.shape) != 2:
+            return
+        feeds[value.name] = (np.ones if value.name == "attention_mask" else np.zeros)((1, 3), dtype=np.int64)
+    session.run(None, feeds)
 
 
 # Batches on the CUDA provider are padded to a multiple of this many tokens: the fused
