@@ -80,6 +80,36 @@ void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vec
   }
 }
 
+// Packs the attended keys of one head for the SIMD paths: K^T [dim, padded] pre-scaled, with
+// zero columns up to `padded` (a multiple of the vector width), and V [keys, dim]; sizes the
+// scores buffer for `rows` query rows. Returns `padded`.
+size_t pack_head(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys, size_t dim,
+                 size_t lanes, size_t rows, AttentionScratch& scratch) {
+  const size_t n_keys = keys.size(), padded = (n_keys + lanes - 1) / lanes * lanes;
+  scratch.keys_t.resize(dim * padded);
+  scratch.values.resize(n_keys * dim);
+  scratch.scores.resize(rows * padded);
+  float* keys_t = scratch.keys_t.data();
+  for (size_t j = 0; j < n_keys; ++j) {
+    const float* kj = view.k + keys[j] * p.k_stride;
+    for (size_t d = 0; d < dim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
+    std::memcpy(scratch.values.data() + j * dim, view.v + keys[j] * p.v_stride, dim * sizeof(float));
+  }
+  for (size_t d = 0; d < dim; ++d) std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
+  return padded;
+}
+
+// Query rows [i0, i0 + rows) of one head into `block` [block_rows, dim], zero rows after them.
+void load_query_block(const AttentionProblem& p, const HeadView& view, size_t i0, int rows, int block_rows, size_t dim,
+                      float* block) {
+  for (int r = 0; r < block_rows; ++r) {
+    if (r < rows)
+      std::memcpy(block + r * dim, view.q + (i0 + r) * p.q_stride, dim * sizeof(float));
+    else
+      std::memset(block + r * dim, 0, dim * sizeof(float));
+  }
+}
+
 // exp(x) for x <= 0 (softmax after subtracting the row max): 2^n * 2^f with f in [-0.5, 0.5],
 // 2^f by a degree-6 polynomial (relative error < 2e-7); below -87 the result flushes to ~0.
 AVX512_TARGET inline __m512 exp_nonpositive(__m512 x) {
@@ -105,32 +135,18 @@ AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, 
                                AttentionScratch& scratch) {
   constexpr int kDim = 16 * kVectors;
   constexpr int kRows = kVectors <= 2 ? 8 : 4;
-  const size_t n_keys = keys.size(), padded = (n_keys + 15) & ~size_t{15};
-  scratch.keys_t.resize(kDim * padded);
-  scratch.values.resize(n_keys * kDim);
-  scratch.scores.resize(kRows * padded);
-  float* keys_t = scratch.keys_t.data();
-  float* values = scratch.values.data();
+  const size_t n_keys = keys.size();
+  const size_t padded = pack_head(p, view, keys, kDim, 16, kRows, scratch);
+  const float* keys_t = scratch.keys_t.data();
+  const float* values = scratch.values.data();
   float* scores = scratch.scores.data();
-  for (size_t j = 0; j < n_keys; ++j) {
-    const float* kj = view.k + keys[j] * p.k_stride;
-    for (int d = 0; d < kDim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
-    std::memcpy(values + j * kDim, view.v + keys[j] * p.v_stride, kDim * sizeof(float));
-  }
-  for (int d = 0; d < kDim; ++d)
-    std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
   const size_t full = n_keys & ~size_t{15};
   const __mmask16 tail = static_cast<__mmask16>((1u << (n_keys - full)) - 1);
 
   alignas(64) float block_q[kRows * kDim];
   for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
     const int rows = static_cast<int>(std::min<size_t>(kRows, p.tokens - i0));
-    for (int r = 0; r < kRows; ++r) {
-      if (r < rows)
-        std::memcpy(block_q + r * kDim, view.q + (i0 + r) * p.q_stride, kDim * sizeof(float));
-      else
-        std::memset(block_q + r * kDim, 0, kDim * sizeof(float));
-    }
+    load_query_block(p, view, i0, rows, kRows, kDim, block_q);
     for (size_t j = 0; j < padded; j += 16) {
       __m512 acc[kRows];
       for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
@@ -224,31 +240,17 @@ AVX2_TARGET void head_avx2(const AttentionProblem& p, const HeadView& view, cons
                            AttentionScratch& scratch) {
   constexpr int kDim = 8 * kVectors;
   constexpr int kRows = kVectors >= 8 ? 1 : 8 / kVectors;
-  const size_t n_keys = keys.size(), padded = (n_keys + 7) & ~size_t{7};
-  scratch.keys_t.resize(kDim * padded);
-  scratch.values.resize(n_keys * kDim);
-  scratch.scores.resize(kRows * padded);
-  float* keys_t = scratch.keys_t.data();
-  float* values = scratch.values.data();
+  const size_t n_keys = keys.size();
+  const size_t padded = pack_head(p, view, keys, kDim, 8, kRows, scratch);
+  const float* keys_t = scratch.keys_t.data();
+  const float* values = scratch.values.data();
   float* scores = scratch.scores.data();
-  for (size_t j = 0; j < n_keys; ++j) {
-    const float* kj = view.k + keys[j] * p.k_stride;
-    for (int d = 0; d < kDim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
-    std::memcpy(values + j * kDim, view.v + keys[j] * p.v_stride, kDim * sizeof(float));
-  }
-  for (int d = 0; d < kDim; ++d)
-    std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
   const size_t full = n_keys & ~size_t{7};
 
   alignas(32) float block_q[kRows * kDim];
   for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
     const int rows = static_cast<int>(std::min<size_t>(kRows, p.tokens - i0));
-    for (int r = 0; r < kRows; ++r) {
-      if (r < rows)
-        std::memcpy(block_q + r * kDim, view.q + (i0 + r) * p.q_stride, kDim * sizeof(float));
-      else
-        std::memset(block_q + r * kDim, 0, kDim * sizeof(float));
-    }
+    load_query_block(p, view, i0, rows, kRows, kDim, block_q);
     for (size_t j = 0; j < padded; j += 8) {
       __m256 acc[kRows];
       for (int r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();

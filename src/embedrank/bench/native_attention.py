@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import embedrank
 from embedrank import native_attention, runtime
 from embedrank.bench.encoder import exported_model, model_cache_dir, seeded_sample
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
-from embedrank.bench.session_fusions import encoder_rounds
+from embedrank.bench.session_fusions import encoder_rounds, session_timing
 from embedrank.encoder import document_text
 
 CORE_SHAPE = (4, 256, 384)  # batch, tokens, heads * head_dim
@@ -84,14 +83,7 @@ def op_timings(shape: tuple[int, int, int] = CORE_SHAPE, runs: int = 100, num_th
         options.log_severity_level = 3
         options.register_custom_ops_library(str(native_attention.library_path()))
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[runtime.CPU])
-        for _ in range(5):
-            outputs[name] = session.run(None, feeds)[0]
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - start)
-        out[name] = {"best_ms": min(times) * 1e3, "median_ms": float(np.median(times)) * 1e3}
+        outputs[name], out[name] = session_timing(session, feeds, runs)
         del session
     out["max_abs_diff"] = float(np.abs(outputs["onnxruntime ops"] - outputs["embedrank Attention"]).max())
     return out

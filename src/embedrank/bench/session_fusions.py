@@ -65,18 +65,22 @@ def op_timings(shape: tuple[int, int, int] = SKIP_LAYER_NORM_SHAPE, runs: int = 
     out: dict = {"shape": list(shape), "runs": runs}
     outputs = {}
     for name, fused in (("SkipLayerNormalization", True), ("Add + LayerNormalization", False)):
-        session = _op_session(fused, shape, num_threads)
-        for _ in range(5):
-            outputs[name] = session.run(None, feeds)[0]
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - start)
-        out[name] = {"best_ms": min(times) * 1e3, "median_ms": float(np.median(times)) * 1e3}
-        del session
+        outputs[name], out[name] = session_timing(_op_session(fused, shape, num_threads), feeds, runs)
     out["max_abs_diff"] = float(np.abs(outputs["SkipLayerNormalization"] - outputs["Add + LayerNormalization"]).max())
     return out
+
+
+def session_timing(session, feeds: dict, runs: int) -> tuple[np.ndarray, dict]:
+    """(first output, {"best_ms", "median_ms"}) of `runs` timed calls after 5 warm-up calls.
+    Time one session at a time: a live session's spinning threads slow another's."""
+    for _ in range(5):
+        output = session.run(None, feeds)[0]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return output, {"best_ms": min(times) * 1e3, "median_ms": float(np.median(times)) * 1e3}
 
 
 def encoder_pair(model_dir, variant: str, num_threads: int | None = None) -> dict:
