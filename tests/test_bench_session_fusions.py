@@ -46,3 +46,11 @@ def test_encoder_pair_differs_only_in_the_fusions(minilm_export):
     texts = ["a short query", "a somewhat longer document about proteins and cells " * 5]
     left_out, every = (encoder.encode(texts) for encoder in pair.values())
     assert (left_out * every).sum(axis=1).min() > 0.99
+
+
+def test_encoder_rows_give_rates_and_ratios_to_the_baseline():
+    figures = {"a": {"median_per_s": 30.0, "best_per_s": 32.0, "min_cosine_to_first": 1.0},
+               "b": {"median_per_s": 20.0, "best_per_s": 21.0, "min_cosine_to_first": 0.99}}
+    rows = bench.encoder_rows("int8", figures, "b")
+    assert rows == [("Encoder int8, a", "30.0 docs/s median (best 32.0)", "1.50x, min cosine 1.0000"),
+                    ("Encoder int8, b", "20.0 docs/s median (best 21.0)", "1.00x, min cosine 0.9900")]

@@ -25,7 +25,7 @@ import embedrank
 from embedrank import native_attention, runtime
 from embedrank.bench.encoder import exported_model, model_cache_dir, seeded_sample
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
-from embedrank.bench.session_fusions import encoder_rounds, session_timing
+from embedrank.bench.session_fusions import encoder_rounds, encoder_rows, session_timing
 from embedrank.encoder import document_text
 
 CORE_SHAPE = (4, 256, 384)  # batch, tokens, heads * head_dim
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         results[f"layers-{variant}"] = encoders["native attention"].native_attention_layers
         figures = encoder_rounds(encoders, sample, args.rounds)
         results[f"encoder-{variant}"] = figures
-        base = figures["onnxruntime attention"]["median_per_s"]
-        for setting, f in figures.items():
-            rows.append((f"Encoder {variant}, {setting}", f"{f['median_per_s']:.1f} docs/s median (best {f['best_per_s']:.1f})",
-                         f"{f['median_per_s'] / base:.2f}x, min cosine {f['min_cosine_to_first']:.4f}"))
+        rows += encoder_rows(variant, figures, "onnxruntime attention")
         print(rows[-2:], flush=True)
     table = markdown_table(("what", "time or rate", "x onnxruntime attention"), rows)
     print()

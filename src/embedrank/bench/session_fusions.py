@@ -107,6 +107,14 @@ def encoder_rounds(encoders: dict, texts: list[str], rounds: int) -> dict:
             for name, r in rates.items()}
 
 
+def encoder_rows(variant: str, figures: dict, baseline: str) -> list[tuple[str, str, str]]:
+    """Table rows of encoder_rounds' figures: rate, and ratio to the `baseline` encoder."""
+    base = figures[baseline]["median_per_s"]
+    return [(f"Encoder {variant}, {setting}", f"{f['median_per_s']:.1f} docs/s median (best {f['best_per_s']:.1f})",
+             f"{f['median_per_s'] / base:.2f}x, min cosine {f['min_cosine_to_first']:.4f}")
+            for setting, f in figures.items()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=default_data_dir("scifact"))
@@ -133,10 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     for variant in ("int8", "fp32"):
         figures = encoder_rounds(encoder_pair(model_dir, variant, args.threads), sample, args.rounds)
         results[f"encoder-{variant}"] = figures
-        base = figures["every fusion"]["median_per_s"]
-        for setting, f in figures.items():
-            rows.append((f"Encoder {variant}, {setting}", f"{f['median_per_s']:.1f} docs/s median (best {f['best_per_s']:.1f})",
-                         f"{f['median_per_s'] / base:.2f}x, min cosine {f['min_cosine_to_first']:.4f}"))
+        rows += encoder_rows(variant, figures, "every fusion")
         print(rows[-2:], flush=True)
     table = markdown_table(("what", "time or rate", "x every fusion"), rows)
     print()
