@@ -26,8 +26,8 @@ struct HeadView {
 
 HeadView head_view(const AttentionProblem& p, size_t b, size_t h) {
   size_t column = h * p.head_dim;
-  return {p.q + b * p.tokens * p.q_stride + column, p.k + b * p.tokens * p.k_stride + column,
-          p.v + b * p.tokens * p.v_stride + column, p.out + b * p.tokens * p.out_stride + column};
+  const size_t offset = b * p.tokens * p.width() + column;
+  return {p.q + offset, p.k + offset, p.v + offset, p.out + offset};
 }
 
 // The attended keys of sequence b in `index`; false when its mask is all zero (then no key).
@@ -44,10 +44,10 @@ void uniform_head(const AttentionProblem& p, const HeadView& view) {
   float* first = view.out;
   std::fill(first, first + p.head_dim, 0.0f);
   for (size_t j = 0; j < p.tokens; ++j)
-    for (size_t d = 0; d < p.head_dim; ++d) first[d] += view.v[j * p.v_stride + d];
+    for (size_t d = 0; d < p.head_dim; ++d) first[d] += view.v[j * p.width() + d];
   float inv = 1.0f / static_cast<float>(p.tokens);
   for (size_t d = 0; d < p.head_dim; ++d) first[d] *= inv;
-  for (size_t i = 1; i < p.tokens; ++i) std::memcpy(view.out + i * p.out_stride, first, p.head_dim * sizeof(float));
+  for (size_t i = 1; i < p.tokens; ++i) std::memcpy(view.out + i * p.width(), first, p.head_dim * sizeof(float));
 }
 
 void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
@@ -56,10 +56,10 @@ void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vec
   scratch.scores.resize(n_keys);
   float* scores = scratch.scores.data();
   for (size_t i = 0; i < p.tokens; ++i) {
-    const float* qi = view.q + i * p.q_stride;
+    const float* qi = view.q + i * p.width();
     float max_score = -std::numeric_limits<float>::infinity();
     for (size_t j = 0; j < n_keys; ++j) {
-      const float* kj = view.k + keys[j] * p.k_stride;
+      const float* kj = view.k + keys[j] * p.width();
       float dot = 0.0f;
       for (size_t d = 0; d < dim; ++d) dot += qi[d] * kj[d];
       scores[j] = dot * p.scale;
@@ -70,10 +70,10 @@ void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vec
       scores[j] = std::exp(scores[j] - max_score);
       sum += scores[j];
     }
-    float* oi = view.out + i * p.out_stride;
+    float* oi = view.out + i * p.width();
     std::fill(oi, oi + dim, 0.0f);
     for (size_t j = 0; j < n_keys; ++j) {
-      const float* vj = view.v + keys[j] * p.v_stride;
+      const float* vj = view.v + keys[j] * p.width();
       float w = scores[j] / sum;
       for (size_t d = 0; d < dim; ++d) oi[d] += w * vj[d];
     }
@@ -91,9 +91,9 @@ size_t pack_head(const AttentionProblem& p, const HeadView& view, const std::vec
   scratch.scores.resize(rows * padded);
   float* keys_t = scratch.keys_t.data();
   for (size_t j = 0; j < n_keys; ++j) {
-    const float* kj = view.k + keys[j] * p.k_stride;
+    const float* kj = view.k + keys[j] * p.width();
     for (size_t d = 0; d < dim; ++d) keys_t[d * padded + j] = kj[d] * p.scale;
-    std::memcpy(scratch.values.data() + j * dim, view.v + keys[j] * p.v_stride, dim * sizeof(float));
+    std::memcpy(scratch.values.data() + j * dim, view.v + keys[j] * p.width(), dim * sizeof(float));
   }
   for (size_t d = 0; d < dim; ++d) std::fill(keys_t + d * padded + n_keys, keys_t + (d + 1) * padded, 0.0f);
   return padded;
@@ -104,7 +104,7 @@ void load_query_block(const AttentionProblem& p, const HeadView& view, size_t i0
                       float* block) {
   for (int r = 0; r < block_rows; ++r) {
     if (r < rows)
-      std::memcpy(block + r * dim, view.q + (i0 + r) * p.q_stride, dim * sizeof(float));
+      std::memcpy(block + r * dim, view.q + (i0 + r) * p.width(), dim * sizeof(float));
     else
       std::memset(block + r * dim, 0, dim * sizeof(float));
   }
@@ -193,7 +193,7 @@ AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, 
       }
     }
     for (int r = 0; r < rows; ++r) {
-      float* oi = view.out + (i0 + r) * p.out_stride;
+      float* oi = view.out + (i0 + r) * p.width();
       __m512 inv = _mm512_set1_ps(inv_sum[r]);
       for (int c = 0; c < kVectors; ++c) _mm512_storeu_ps(oi + 16 * c, _mm512_mul_ps(out[r][c], inv));
     }
@@ -297,7 +297,7 @@ AVX2_TARGET void head_avx2(const AttentionProblem& p, const HeadView& view, cons
       }
     }
     for (int r = 0; r < rows; ++r) {
-      float* oi = view.out + (i0 + r) * p.out_stride;
+      float* oi = view.out + (i0 + r) * p.width();
       __m256 inv = _mm256_set1_ps(inv_sum[r]);
       for (int c = 0; c < kVectors; ++c) _mm256_storeu_ps(oi + 8 * c, _mm256_mul_ps(out[r][c], inv));
     }
@@ -333,11 +333,6 @@ void require(bool ok, const std::string& message) {
 void check_attention_problem(const AttentionProblem& p) {
   require(p.heads >= 1, "attention: heads must be >= 1");
   require(p.head_dim >= 1, "attention: head_dim must be >= 1");
-  const size_t width = p.heads * p.head_dim;
-  require(p.q_stride >= width, "attention: q row stride " + std::to_string(p.q_stride) + " < heads * head_dim = " + std::to_string(width));
-  require(p.k_stride >= width, "attention: k row stride " + std::to_string(p.k_stride) + " < heads * head_dim = " + std::to_string(width));
-  require(p.v_stride >= width, "attention: v row stride " + std::to_string(p.v_stride) + " < heads * head_dim = " + std::to_string(width));
-  require(p.out_stride >= width, "attention: out row stride " + std::to_string(p.out_stride) + " < heads * head_dim = " + std::to_string(width));
   require(p.tokens <= std::numeric_limits<uint32_t>::max(), "attention: too many tokens");
   if (p.batch == 0 || p.tokens == 0) return;
   require(p.q && p.k && p.v && p.mask && p.out, "attention: null data pointer");

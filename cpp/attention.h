@@ -16,16 +16,17 @@
 namespace embedrank {
 
 struct AttentionProblem {
-  // [batch, tokens, *] row-major; head h occupies columns [h * head_dim, (h + 1) * head_dim).
+  // [batch, tokens, heads * head_dim] row-major; head h occupies columns
+  // [h * head_dim, (h + 1) * head_dim).
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;
-  size_t q_stride = 0, k_stride = 0, v_stride = 0;  // floats between consecutive tokens
-  const int64_t* mask = nullptr;                    // [batch, tokens]: nonzero = attended key
-  float* out = nullptr;                             // [batch, tokens, *]
-  size_t out_stride = 0;
+  const int64_t* mask = nullptr;  // [batch, tokens]: nonzero = attended key
+  float* out = nullptr;           // [batch, tokens, heads * head_dim]
   size_t batch = 0, tokens = 0, heads = 0, head_dim = 0;
   float scale = 1.0f;
+
+  size_t width() const { return heads * head_dim; }  // floats between consecutive tokens
 };
 
 // Per-worker buffers, grown on first use and reused across tasks.
@@ -36,8 +37,7 @@ struct AttentionScratch {
   std::vector<uint32_t> key_index;
 };
 
-// Throws std::invalid_argument naming the first bad field (null pointer, zero size, stride
-// shorter than heads * head_dim).
+// Throws std::invalid_argument naming the first bad field (null pointer, zero heads or head_dim).
 void check_attention_problem(const AttentionProblem& p);
 
 // One task = one (sequence, head) pair: task in [0, batch * heads).

@@ -135,8 +135,7 @@ PYBIND11_MODULE(_kernels, m) {
     p.v = v.data();
     p.mask = mask.data();
     p.out = out.mutable_data();
-    p.q_stride = p.k_stride = p.v_stride = p.out_stride = width;
-    p.batch = batch;
+      p.batch = batch;
     p.tokens = tokens;
     p.heads = num_heads;
     p.head_dim = width / num_heads;

@@ -122,7 +122,6 @@ ort::Status* compute_unguarded(void* kernel_data, ort::KernelContext* context) {
   p.tokens = static_cast<size_t>(shape[1]);
   p.head_dim = static_cast<size_t>(kernel.head_dim);
   p.heads = static_cast<size_t>(shape[2] / kernel.head_dim);
-  p.q_stride = p.k_stride = p.v_stride = p.out_stride = static_cast<size_t>(shape[2]);
   p.scale = kernel.scale;
   try {
     check_attention_problem(p);
@@ -168,16 +167,6 @@ ort::Status* create_kernel(const ort::CustomOp*, ort::ApiTable, const ort::Kerne
   }
 }
 
-// Version-1 entry points, required to be set; onnxruntime calls the V2 ones for version >= 16.
-void* create_kernel_v1(const ort::CustomOp* op, ort::ApiTable api, const ort::KernelInfo* info) {
-  void* kernel = nullptr;
-  if (ort::Status* status = create_kernel(op, api, info, &kernel)) g_api->release_status(status);
-  return kernel;
-}
-void compute_v1(void* kernel, ort::KernelContext* context) {
-  if (ort::Status* status = compute(kernel, context)) g_api->release_status(status);
-}
-
 const char* op_name(const ort::CustomOp*) { return "Attention"; }
 const char* op_provider(const ort::CustomOp*) { return "CPUExecutionProvider"; }
 int input_type(const ort::CustomOp*, size_t index) { return index == 3 ? ort::kInt64 : ort::kFloat; }
@@ -193,14 +182,12 @@ ort::CustomOp make_attention_op() {
   ort::CustomOp op;
   std::memset(&op, 0, sizeof(op));
   op.version = ort::kCustomOpVersion;
-  op.CreateKernel = create_kernel_v1;
   op.GetName = op_name;
   op.GetExecutionProviderType = op_provider;
   op.GetInputType = input_type;
   op.GetInputTypeCount = input_count;
   op.GetOutputType = output_type;
   op.GetOutputTypeCount = output_count;
-  op.KernelCompute = compute_v1;
   op.KernelDestroy = destroy_kernel;
   op.GetInputCharacteristic = required;
   op.GetOutputCharacteristic = required;
@@ -209,6 +196,7 @@ ort::CustomOp make_attention_op() {
   op.GetVariadicInputHomogeneity = one;
   op.GetVariadicOutputMinArity = one;
   op.GetVariadicOutputHomogeneity = one;
+  // CreateKernel and KernelCompute stay null: for version >= 16 onnxruntime calls the V2 entries.
   op.CreateKernelV2 = create_kernel;
   op.KernelComputeV2 = compute;
   return op;

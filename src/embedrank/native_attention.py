@@ -152,39 +152,32 @@ def _perm(node) -> list[int]:
     return []
 
 
-def _head_dim(reshape, producer, constants) -> int | None:
-    """head_dim from the [batch, tokens, heads, head_dim] target of a Q/K/V Reshape: a
-    constant, or a Concat whose last part is one."""
-    shape = constants.value(reshape.input[1])
-    if shape is None:
-        concat = producer.get(reshape.input[1])
-        if concat is None or concat.op_type != "Concat" or len(concat.input) != 4:
-            return None
-        last = constants.value(concat.input[3])
-        if last is None or last.size != 1:
-            return None
-        shape = np.array([0, 0, 0, last.reshape(-1)[0]])
-    return int(shape[3]) if shape.size == 4 and shape[3] > 0 else None
-
-
-def _target_rank(reshape, producer, constants) -> int | None:
-    """The rank a Reshape produces: its target's length (a constant, or a Concat of scalars)."""
+def _reshape_target(reshape, producer, constants) -> list[int | None] | None:
+    """The target shape of a Reshape, one entry per output axis (None where it is computed at
+    run time, e.g. a dimension read by Shape/Gather and Unsqueezed), from a constant or a Concat
+    of constants and such scalars; None when it cannot be read."""
     shape = constants.value(reshape.input[1])
     if shape is not None:
-        return int(shape.size)
+        return [int(x) for x in shape.reshape(-1)]
     concat = producer.get(reshape.input[1])
     if concat is None or concat.op_type != "Concat":
         return None
-    rank = 0
+    target: list[int | None] = []
     for part in concat.input:
         value, node = constants.value(part), producer.get(part)
         if value is not None:
-            rank += int(value.size)
-        elif node is not None and node.op_type == "Unsqueeze":  # a scalar (a dimension read by Shape/Gather) made 1-D
-            rank += 1
+            target += [int(x) for x in value.reshape(-1)]
+        elif node is not None and node.op_type == "Unsqueeze":
+            target.append(None)
         else:
             return None
-    return rank
+    return target
+
+
+def _head_dim(reshape, producer, constants) -> int | None:
+    """head_dim from the [batch, tokens, heads, head_dim] target of a Q/K/V Reshape."""
+    target = _reshape_target(reshape, producer, constants)
+    return target[3] if target is not None and len(target) == 4 and target[3] and target[3] > 0 else None
 
 
 def _match_core(softmax, producer, consumers, constants, default_opset: int) -> dict | None:
@@ -222,7 +215,8 @@ def _match_core(softmax, producer, consumers, constants, default_opset: int) -> 
         return None
     if [_perm(n) for n in (tq, tk, tv, t_out)] != [[0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3], [0, 2, 1, 3]]:
         return None
-    if _target_rank(r_out, producer, constants) != 3:  # the context must come back as [B, T, hidden]
+    merged = _reshape_target(r_out, producer, constants)
+    if merged is None or len(merged) != 3:  # the context must come back as [B, T, hidden]
         return None
     rq, rk, rv = (producer.get(n.input[0]) for n in (tq, tk, tv))
     if any(r is None or r.op_type != "Reshape" for r in (rq, rk, rv)):
