@@ -1,0 +1,1 @@
+"""Helpers with one home each, shared by every layer: threads, files, documents."""
