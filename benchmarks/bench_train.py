@@ -73,7 +73,7 @@ def base_encoder_folder() -> Path:
 
 def corpus_vectors(encoder, corpus_ids: list[str], corpus_texts: list[str], name: str) -> np.ndarray:
     """The corpus embedded by `encoder` (ONNX), cached in CACHE/name.npy with its ids."""
-    path, ids_path = CACHE / f"{name}.npy", CACHE / f"{name}_ids.json"
+    path, ids_path = CACHE / f"{name}.npy", CACHE / f"{name}ids.json"
     if path.is_file() and ids_path.is_file() and json.loads(ids_path.read_text()) == corpus_ids:
         return np.load(path)
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def search(query_vectors: np.ndarray, doc_vectors: np.ndarray, doc_ids: list[str
 
 
 def ndcg(run, qrels) -> dict[str, float]:
-    from embedrank.evaluation import evaluate
+    from embedrank.data.evaluation import evaluate
 
     return {k: round(v, 4) for k, v in evaluate(run, qrels, ["ndcg@10", "recall@100"])["mean"].items()}
 

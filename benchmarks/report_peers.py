@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 
-import peers  # first: sets OPENBLAS_CORETYPE before anything loads faiss  # isort: skip
-import datasets  # isort: skip
+from embedrank.bench import peers  # first: sets OPENBLAS_CORETYPE before anything loads faiss  # isort: skip
+from embedrank.bench import datasets  # isort: skip
 import numpy as np  # isort: skip
 
 ALL_SECTIONS = ("machine", "clustered", "binary", "glove", "faiss-cores")

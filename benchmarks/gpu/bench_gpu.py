@@ -133,7 +133,7 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int,
     from sentence_transformers import SentenceTransformer
 
     from embedrank import kernels
-    from embedrank.export import pool
+    from embedrank.export.exporter import pool
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     st32 = SentenceTransformer(source, device=device).float()
@@ -247,15 +247,15 @@ PAD_MULTIPLES = (1, 8, 32, 64)
 def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, precision: str = "fp16") -> dict:
     """Documents/s and queries/s on SciFact, tokenization included, two passes over the corpus
     (the first builds whatever the kernels plan per shape, the second reuses it), and NDCG@10.
-    embedrank runs once per padding granularity (runtime.CUDA_PAD_TO_MULTIPLE_OF), each in a
+    embedrank runs once per padding granularity (sessions.CUDA_PAD_TO_MULTIPLE_OF), each in a
     fresh session."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     import embedrank
-    from embedrank import runtime
+    from embedrank.runtime import sessions
     from embedrank.bench.encoder import retrieval_quality
-    from embedrank.encoder import document_text
+    from embedrank.utils.documents import document_text
 
     corpus, queries, qrels = embedrank.load_beir(data, split="test")
     doc_ids = list(corpus)
@@ -267,7 +267,7 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, p
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     providers = "cuda" if device == "cuda" else "cpu"
     present = json.loads((model / "embedrank.json").read_text())["variants"]
-    default_multiple = runtime.CUDA_PAD_TO_MULTIPLE_OF
+    default_multiple = sessions.CUDA_PAD_TO_MULTIPLE_OF
 
     def st_system():
         st = SentenceTransformer(source, device=device)
@@ -276,7 +276,7 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, p
 
     def embedrank_system(variant, multiple):
         def make():
-            runtime.CUDA_PAD_TO_MULTIPLE_OF = multiple
+            sessions.CUDA_PAD_TO_MULTIPLE_OF = multiple
             encoder = embedrank.Encoder.load(model, variant=variant, providers=providers)
             return lambda texts, b: encoder.encode(texts, batch_size=b)
         return make
@@ -317,7 +317,7 @@ def end_to_end(model: Path, source: str, data: Path, device: str, quick: bool, p
                 out[f"{name}, batch {batch}"] = entry
                 log(f"{name}, batch {batch}: {entry}")
     finally:
-        runtime.CUDA_PAD_TO_MULTIPLE_OF = default_multiple
+        sessions.CUDA_PAD_TO_MULTIPLE_OF = default_multiple
     return out
 
 

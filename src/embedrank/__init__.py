@@ -1,41 +1,46 @@
 """embedrank: fast, correct embedding retrieval.
 
-The native kernels live in :mod:`embedrank.kernels`. The model-facing names below are
-imported on first use, so ``import embedrank`` stays light (no onnxruntime, no torch).
+The native kernels live in :mod:`embedrank.kernels`, the error family in :mod:`embedrank.errors`.
+The model-facing names below are imported on first use, so ``import embedrank`` stays light
+(no onnxruntime, no torch). The package's layers are its folders: ``kernels`` (C++), ``runtime``
+(ONNX Runtime sessions), ``export``, ``models``, ``index``, ``retrieval``, ``data``, ``train``,
+``apps`` and ``bench``; ``utils`` holds the helpers they share.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from embedrank import kernels
+from embedrank import errors, kernels
+from embedrank.errors import EmbedrankError, EmbedrankWarning
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Encoder": "embedrank.encoder",
-    "ChunkedEmbeddings": "embedrank.encoder",
-    "TruncationWarning": "embedrank.encoder",
-    "quantize_embeddings": "embedrank.encoder",
-    "chunk": "embedrank.chunking",
-    "Chunk": "embedrank.chunking",
-    "aggregate_chunk_scores": "embedrank.chunking",
-    "EmbeddingCache": "embedrank.cache",
+    "Encoder": "embedrank.models.encoder",
+    "ChunkedEmbeddings": "embedrank.models.encoder",
+    "TruncationWarning": "embedrank.errors",
+    "quantize_embeddings": "embedrank.models.encoder",
+    "chunk": "embedrank.models.chunking",
+    "Chunk": "embedrank.models.chunking",
+    "aggregate_chunk_scores": "embedrank.models.chunking",
+    "EmbeddingCache": "embedrank.models.cache",
     "export_model": "embedrank.export",
-    "ModelFolderError": "embedrank.model_config",
-    "evaluate": "embedrank.evaluation",
-    "load_beir": "embedrank.beir",
+    "ModelFolderError": "embedrank.errors",
+    "evaluate": "embedrank.data.evaluation",
+    "load_beir": "embedrank.data.beir",
     "FlatIndex": "embedrank.index",
     "HNSWIndex": "embedrank.index",
     "SearchResult": "embedrank.index",
-    "IndexFormatError": "embedrank.index",
+    "IndexFormatError": "embedrank.errors",
+    "RetrieverFormatError": "embedrank.errors",
     "load_index": "embedrank.index",
-    "CrossEncoder": "embedrank.cross_encoder",
-    "Retriever": "embedrank.retriever",
-    "Hit": "embedrank.retriever",
+    "CrossEncoder": "embedrank.models.cross_encoder",
+    "Retriever": "embedrank.retrieval.retriever",
+    "Hit": "embedrank.retrieval.retriever",
 }
 
-__all__ = ["kernels", "__version__", *_LAZY]
+__all__ = ["EmbedrankError", "EmbedrankWarning", "errors", "kernels", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.index import FlatIndex, _storage
+from embedrank.index import FlatIndex, storage
+from embedrank.utils import files
 
 ROWS = 5_000
 DIM = 64
@@ -64,9 +65,9 @@ def kill_at_step(target: int) -> None:
 
     for name in ("rename", "fsync", "mkdir", "open", "replace", "unlink", "rmdir"):
         wrap(os, name)
-    wrap(_storage.shutil, "rmtree")
-    wrap(_storage, "_exchange")
-    wrap(_storage, "sha256_of")
+    wrap(files.shutil, "rmtree")
+    wrap(files, "exchange")
+    wrap(storage, "sha256_of")
     import builtins
 
     wrap(builtins, "open")
@@ -88,7 +89,7 @@ def in_child(work) -> int:
 def main() -> None:
     path, mode = Path(sys.argv[1]), sys.argv[2]
     if "fallback" in sys.argv[3:]:
-        _storage._renameat2 = None
+        files._renameat2 = None
     indexes = [build(1), build(2)]
     scratch = path.parent / f"{path.name}-timing"
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedrank.index import FlatIndex, load_index
-from embedrank.index._rwlock import ReadWriteLock
+from embedrank.index.rwlock import ReadWriteLock
 from tests.index.reference import clustered, queries_near
 
 DURATION_S = 3.0

@@ -8,7 +8,7 @@ import pytest
 
 from embedrank.bench.datasets import bench_cache_dir, clustered, clustered_queries
 from embedrank.index import HNSWIndex, IndexFormatError, load_index
-from embedrank.index import _hnsw_graph, _hnsw_search
+from embedrank.index import hnsw_graph, hnsw_search
 from embedrank.kernels import topk_float32
 
 DIM = 64
@@ -72,8 +72,8 @@ def test_filters_by_id_array_recall_and_no_leaks(selectivity, strategy, built, d
     index, ids = built
     base, queries = data
     if strategy == "graph":  # the oversampled graph path, even where exact search would be chosen
-        monkeypatch.setattr(_hnsw_search, "EXACT_MAX_COUNT", 0)
-        monkeypatch.setattr(_hnsw_search, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(hnsw_search, "EXACT_MAX_COUNT", 0)
+        monkeypatch.setattr(hnsw_search, "EXACT_COST_RATIO", 0.0)
     rows = np.flatnonzero(np.random.default_rng(int(selectivity * 100)).random(N) < selectivity)
     _, truth = topk_float32(queries, base, 10, allow=rows)
     result = index.search(queries, 10, filter=ids[rows])
@@ -110,7 +110,7 @@ def test_growth_past_the_initial_capacity(data):
     index = HNSWIndex(DIM, ef_construction=64)
     for start in range(0, 2500, 500):
         index.add(base[start:start + 500])
-    assert len(index) == 2500 and index._graph.capacity >= 2500 > _hnsw_graph.INITIAL_CAPACITY
+    assert len(index) == 2500 and index._graph.capacity >= 2500 > hnsw_graph.INITIAL_CAPACITY
     found = index.search(base[:2500:50], 1).ids[:, 0]
     assert (found == np.arange(0, 2500, 50)).mean() >= 0.98
 

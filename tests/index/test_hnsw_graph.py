@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from embedrank.bench.datasets import clustered, clustered_queries
-from embedrank.index import _hnsw_search
-from embedrank.index._hnsw_graph import INITIAL_CAPACITY, HnswGraph
+from embedrank.index import hnsw_search
+from embedrank.index.hnsw_graph import INITIAL_CAPACITY, HnswGraph
 from embedrank.kernels import topk_float32
 
 DIM = 48
@@ -198,14 +198,14 @@ def test_k_beyond_the_live_count_is_padded_and_exact_when_few_remain(data):
 def test_filtered_search_recall_and_no_leaks(selectivity, strategy, graph, data, monkeypatch):
     base, queries = data
     if strategy == "graph":  # force the oversampled graph path even where exact would be chosen
-        monkeypatch.setattr(_hnsw_search, "EXACT_MAX_COUNT", 0)
-        monkeypatch.setattr(_hnsw_search, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(hnsw_search, "EXACT_MAX_COUNT", 0)
+        monkeypatch.setattr(hnsw_search, "EXACT_COST_RATIO", 0.0)
     elif strategy == "exact":
-        monkeypatch.setattr(_hnsw_search, "EXACT_MAX_COUNT", N)
+        monkeypatch.setattr(hnsw_search, "EXACT_MAX_COUNT", N)
     rng = np.random.default_rng(int(selectivity * 1000))
     allowed = rng.random(N) < selectivity
     _, truth = topk_float32(queries, base, 10, allow=allowed)
-    scores, labels = _hnsw_search.filtered_search(graph, queries, 10, 64, allowed, 2)
+    scores, labels = hnsw_search.filtered_search(graph, queries, 10, 64, allowed, 2)
     assert allowed[labels[labels >= 0]].all()
     assert (labels >= 0).all()  # at least 40 vectors pass: never short
     assert recall(labels, truth) >= 0.95
@@ -216,13 +216,13 @@ def test_filtered_search_returns_only_what_passes(graph, data):
     _, queries = data
     allowed = np.zeros(N, dtype=bool)
     allowed[[5, 77, 3001]] = True
-    scores, labels = _hnsw_search.filtered_search(graph, queries, 10, 64, allowed, 2)
+    scores, labels = hnsw_search.filtered_search(graph, queries, 10, 64, allowed, 2)
     assert (np.sort(labels[:, :3], axis=1) == [5, 77, 3001]).all()
     assert (labels[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
-    none = _hnsw_search.filtered_search(graph, queries, 10, 64, np.zeros(N, dtype=bool), 2)[1]
+    none = hnsw_search.filtered_search(graph, queries, 10, 64, np.zeros(N, dtype=bool), 2)[1]
     assert (none == -1).all()
     short_mask = np.ones(10, dtype=bool)  # shorter than the label range: the rest is disallowed
-    assert np.isin(_hnsw_search.filtered_search(graph, queries, 4, 64, short_mask, 2)[1], np.arange(10)).all()
+    assert np.isin(hnsw_search.filtered_search(graph, queries, 4, 64, short_mask, 2)[1], np.arange(10)).all()
 
 
 def test_save_and_load_keep_graph_tombstones_and_growth(tmp_path, data):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedrank.index._ids import IdMap, normalize_ids, show_ids
-from embedrank.index._storage import IndexFormatError
+from embedrank.index.ids import IdMap, normalize_ids, show_ids
+from embedrank.index.storage import IndexFormatError
 
 
 @pytest.mark.parametrize("ids, kind, values", [

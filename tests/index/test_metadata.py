@@ -7,8 +7,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from embedrank.index._metadata import MetadataStore, canonical, prepare_metadata
-from embedrank.index._storage import IndexFormatError
+from embedrank.index.metadata import MetadataStore, canonical, prepare_metadata
+from embedrank.index.storage import IndexFormatError
 
 
 def store_with(docs: list) -> MetadataStore:

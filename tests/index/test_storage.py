@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from embedrank.index import FlatIndex, IndexFormatError, load_index
-from embedrank.index import _storage
+from embedrank.index import storage
+from embedrank.utils import files
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def test_manifest_lists_every_file_with_size_and_checksum(saved):
     assert sorted(os.listdir(path)) == sorted([*manifest["files"], "manifest.json"])
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == (path / name).stat().st_size
-        assert entry["sha256"] == _storage.sha256_of(path / name)
+        assert entry["sha256"] == storage.sha256_of(path / name)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
@@ -46,7 +47,7 @@ def test_saving_again_replaces_the_index(saved):
 
 def test_saving_again_without_renameat2_replaces_the_index(saved, monkeypatch):
     index, path = saved
-    monkeypatch.setattr(_storage, "_renameat2", None)
+    monkeypatch.setattr(files, "_renameat2", None)
     index.remove(["d5"])
     index.save(path)
     assert len(load_index(path)) == 299

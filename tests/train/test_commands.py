@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from embedrank.fusion import FUSION_WEIGHTS
+from embedrank.retrieval.fusion import FUSION_WEIGHTS
 
-from embedrank.train.commands import register
+from embedrank.apps.train_commands import register
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def _run(argv: list[str]) -> int:
 
 
 def test_importing_the_commands_does_not_import_torch():
-    code = ("import sys, embedrank, embedrank.train, embedrank.train.commands, embedrank.train.mining, "
+    code = ("import sys, embedrank, embedrank.train, embedrank.apps.train_commands, embedrank.train.mining, "
             "embedrank.train.data; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -37,7 +37,8 @@ from typing import Sequence
 import numpy as np
 
 from embedrank import kernels
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["compression_sweep", "format_table", "PRECISIONS", "INDEX_KINDS"]
 
@@ -48,27 +49,27 @@ HNSW_SETTINGS = {"M": 16, "ef_construction": 200}
 
 def _check_choices(values, allowed: Sequence, name: str) -> list:
     if isinstance(values, str) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name} must be a sequence, got {type(values).__name__}")
+        raise InvalidTypeError(f"{name} must be a sequence, got {type(values).__name__}")
     values = list(values)
     if not values:
-        raise ValueError(f"{name} must not be empty")
+        raise InvalidValueError(f"{name} must not be empty")
     unknown = [v for v in values if v not in allowed]
     if unknown:
-        raise ValueError(f"unknown {name} {unknown}; expected some of {list(allowed)}")
+        raise InvalidValueError(f"unknown {name} {unknown}; expected some of {list(allowed)}")
     return list(dict.fromkeys(values))
 
 
 def _check_positive_ints(values, name: str, allow_none: bool = False) -> list:
     if isinstance(values, str) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name} must be a sequence, got {type(values).__name__}")
+        raise InvalidTypeError(f"{name} must be a sequence, got {type(values).__name__}")
     values = list(values)
     if not values:
-        raise ValueError(f"{name} must not be empty")
+        raise InvalidValueError(f"{name} must not be empty")
     for v in values:
         if v is None and allow_none:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must hold positive integers{' or None' if allow_none else ''}, got {v!r}")
+            raise InvalidValueError(f"{name} must hold positive integers{' or None' if allow_none else ''}, got {v!r}")
     return list(dict.fromkeys(values))
 
 
@@ -125,27 +126,27 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
     multipliers = _check_positive_ints(multipliers, "multipliers")
     dims = _check_positive_ints(dims, "dims", allow_none=True)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InvalidValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(rerank_depth, bool) or not isinstance(rerank_depth, (int, np.integer)) or rerank_depth < 1:
-        raise ValueError(f"rerank_depth must be a positive integer, got {rerank_depth!r}")
+        raise InvalidValueError(f"rerank_depth must be a positive integer, got {rerank_depth!r}")
     if isinstance(first_stage_weight, bool) or not isinstance(first_stage_weight, (int, float)) \
             or not np.isfinite(first_stage_weight) or first_stage_weight < 0:
-        raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
+        raise InvalidValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
     if rerank_configs not in ("best", "all"):
-        raise ValueError(f"rerank_configs must be 'best' or 'all', got {rerank_configs!r}")
+        raise InvalidValueError(f"rerank_configs must be 'best' or 'all', got {rerank_configs!r}")
     if rerank is None:
         rerank = (False, True) if reranker is not None else (False,)
     rerank = [bool(r) for r in rerank]
     if True in rerank and reranker is None:
-        raise ValueError("rerank includes True but no reranker was given")
+        raise InvalidValueError("rerank includes True but no reranker was given")
     for name, value in (("corpus", corpus), ("queries", queries), ("qrels", qrels)):
         if not isinstance(value, dict) or not value:
-            raise ValueError(f"{name} must be a non-empty dict, got {type(value).__name__} of length "
+            raise InvalidValueError(f"{name} must be a non-empty dict, got {type(value).__name__} of length "
                              f"{len(value) if hasattr(value, '__len__') else '?'}")
     doc_ids, query_ids = list(corpus), list(queries)
     if doc_vectors is None or query_vectors is None:
         if encoder is None:
-            raise ValueError("give an encoder, or both doc_vectors and query_vectors")
+            raise InvalidValueError("give an encoder, or both doc_vectors and query_vectors")
         doc_vectors = encoder.encode_documents([corpus[d] for d in doc_ids], batch_size=batch_size,
                                                show_progress=show_progress)
         query_vectors = encoder.encode_queries([queries[q] for q in query_ids], batch_size=batch_size,
@@ -153,13 +154,13 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
     doc_vectors = np.ascontiguousarray(doc_vectors, dtype=np.float32)
     query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
     if doc_vectors.ndim != 2 or doc_vectors.shape[0] != len(doc_ids):
-        raise ValueError(f"doc_vectors must be [{len(doc_ids)}, dim], got shape {doc_vectors.shape}")
+        raise InvalidValueError(f"doc_vectors must be [{len(doc_ids)}, dim], got shape {doc_vectors.shape}")
     if query_vectors.shape != (len(query_ids), doc_vectors.shape[1]):
-        raise ValueError(f"query_vectors must be [{len(query_ids)}, {doc_vectors.shape[1]}], got {query_vectors.shape}")
+        raise InvalidValueError(f"query_vectors must be [{len(query_ids)}, {doc_vectors.shape[1]}], got {query_vectors.shape}")
     full = doc_vectors.shape[1]
     bad_dims = [d for d in dims if d is not None and d > full]
     if bad_dims:
-        raise ValueError(f"dims {bad_dims} exceed the embedding dimension {full}")
+        raise InvalidValueError(f"dims {bad_dims} exceed the embedding dimension {full}")
     dims = list(dict.fromkeys(full if d is None else int(d) for d in dims))
     k = min(int(k), len(doc_ids))
 
@@ -206,7 +207,7 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
 
 
 def _evaluate(run: dict, qrels: dict) -> dict:
-    from embedrank.evaluation import evaluate
+    from embedrank.data.evaluation import evaluate
 
     return evaluate(run, qrels, metrics=["ndcg@10", "recall@100"])["mean"]
 

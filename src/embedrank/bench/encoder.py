@@ -31,11 +31,12 @@ import numpy as np
 
 import embedrank
 from embedrank import kernels as K
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
 from embedrank.export import read_export_config
 
 from embedrank.bench import datasets
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
+from embedrank.utils.threads import available_cores
 
 
 def model_cache_dir() -> Path:
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=default_data_dir("scifact"))
     parser.add_argument("--quick", action="store_true", help="first 1000 documents only (no quality figures)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=available_cores())
     add_output_arguments(parser, "encoder")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", embedrank.TruncationWarning)

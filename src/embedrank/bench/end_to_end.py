@@ -18,7 +18,6 @@ fast; queries are encoded without it).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import embedrank
 from embedrank.bench import datasets
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
+from embedrank.utils.threads import available_cores
 
 
 def _summary(timings: list) -> dict:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reranker-variant", default="int8")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--rerank-queries", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--quick", action="store_true", help="first 500 documents, 30 queries, 5 reranked")
     add_output_arguments(parser, "end_to_end")
     args = parser.parse_args(argv)

@@ -16,9 +16,9 @@ by the vector count (embedrank: the whole saved directory, ids and metadata incl
 
 Also measured (clustered data): filtered search at selectivities 0.1%-50% by both strategies
 (exact over the allowed subset, oversampled graph search), which sets the threshold in
-embedrank/index/_hnsw_search.py, with hnswlib's own Python ``filter=`` callback beside them;
+embedrank/index/hnsw_search.py, with hnswlib's own Python ``filter=`` callback beside them;
 and search speed/recall as tombstones accumulate, which sets the rebuild threshold in
-embedrank/index/_hnsw_graph.py.
+embedrank/index/hnsw_graph.py.
 
 Targets (issue 4): HNSWIndex within 5% of raw hnswlib's QPS at equal recall; filtered search
 at 1% selectivity with recall >= 0.95.
@@ -277,7 +277,7 @@ def filter_section(base: np.ndarray, queries: np.ndarray, threads: int, results:
                    selectivities=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)) -> None:
     """Both filtered strategies at each selectivity (random allowed subsets), and the automatic choice."""
     from embedrank.index import HNSWIndex
-    from embedrank.index import _hnsw_search
+    from embedrank.index import hnsw_search
 
     print(f"[filters] base {base.shape}, queries {queries.shape}", flush=True)
     index = HNSWIndex(base.shape[1], M=M, ef_construction=200, num_threads=threads)
@@ -302,14 +302,14 @@ def filter_section(base: np.ndarray, queries: np.ndarray, threads: int, results:
         exact = lambda: graph.exact(queries, allowed_labels, K_NN, threads)  # noqa: E731
         entry["exact_recall"] = recall_at_k(rows_of(exact()[1]), truth_rows)
         entry["exact_qps"] = queries.shape[0] / best_time(exact, 2, 2.0)
-        want = _hnsw_search.candidates_wanted(K_NN, index.ef, allowed_labels.size / len(graph))
+        want = hnsw_search.candidates_wanted(K_NN, index.ef, allowed_labels.size / len(graph))
         if allowed_rows.size > K_NN and want <= MAX_GRAPH_CANDIDATES:  # beyond: far slower than exact, not timed
-            graph_run = lambda: _hnsw_search._oversampled(graph, queries, K_NN, want, mask, allowed_labels, threads)  # noqa: E731
+            graph_run = lambda: hnsw_search._oversampled(graph, queries, K_NN, want, mask, allowed_labels, threads)  # noqa: E731
             entry["graph_recall"] = recall_at_k(rows_of(graph_run()[1]), truth_rows)
             entry["graph_qps"] = queries.shape[0] / best_time(graph_run, 2, 2.0)
             entry["graph_candidates"] = want
             singles = [q[None, :] for q in queries[:50]]
-            one_graph = lambda: [_hnsw_search._oversampled(graph, q, K_NN, want, mask, allowed_labels, threads)  # noqa: E731
+            one_graph = lambda: [hnsw_search._oversampled(graph, q, K_NN, want, mask, allowed_labels, threads)  # noqa: E731
                                  for q in singles]
             one_exact = lambda: [graph.exact(q, allowed_labels, K_NN, threads) for q in singles]  # noqa: E731
             entry["single_graph_qps"] = len(singles) / best_time(one_graph, 2, 2.0)
@@ -331,8 +331,8 @@ def filter_section(base: np.ndarray, queries: np.ndarray, threads: int, results:
                      f"{entry['callback_qps']:.0f} / {entry['callback_recall']:.3f}" if "callback_qps" in entry else ""])
         print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     results["filters"] = {"base": list(base.shape), "queries": list(queries.shape), "threads": threads,
-                          "exact_cost_ratio": _hnsw_search.EXACT_COST_RATIO, "fetch_cost": _hnsw_search.FETCH_COST,
-                          "exact_max_count": _hnsw_search.EXACT_MAX_COUNT, "oversample": _hnsw_search.OVERSAMPLE,
+                          "exact_cost_ratio": hnsw_search.EXACT_COST_RATIO, "fetch_cost": hnsw_search.FETCH_COST,
+                          "exact_max_count": hnsw_search.EXACT_MAX_COUNT, "oversample": hnsw_search.OVERSAMPLE,
                           "points": out}
 
 
@@ -372,10 +372,10 @@ def _hnswlib_callback_filter(base, queries, allowed_rows, truth_rows, threads) -
 def tombstone_section(base: np.ndarray, queries: np.ndarray, threads: int, results: dict, rows: list,
                       fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)) -> None:
     """Recall and QPS at ef=64 as more of the graph is tombstoned (rebuild disabled)."""
-    from embedrank.index import _hnsw_graph
+    from embedrank.index import hnsw_graph
 
     print(f"[tombstones] base {base.shape}", flush=True)
-    graph = _hnsw_graph.HnswGraph(base.shape[1], "ip", M=M, ef_construction=200, capacity=base.shape[0])
+    graph = hnsw_graph.HnswGraph(base.shape[1], "ip", M=M, ef_construction=200, capacity=base.shape[0])
     graph.add(np.arange(base.shape[0]), base, threads)
     order = np.random.default_rng(3).permutation(base.shape[0])
     removed = 0

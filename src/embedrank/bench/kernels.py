@@ -16,7 +16,6 @@ Writes the figures as JSON (--output) and the table as markdown (--markdown).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from embedrank.bench.outputs import add_output_arguments, markdown_table, write_
 import numpy as np  # isort: skip
 
 from embedrank import kernels as K  # noqa: E402
+from embedrank.utils.threads import available_cores
 
 
 def best_time(fn, repeats: int = 5, budget_s: float = 4.0) -> float:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-glove", action="store_true", help="skip the GloVe section")
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="real embeddings (.npz with 'documents' and 'queries'); default: the SciFact MiniLM "
-                             "file bench_encoder.py leaves in the benchmark cache")
+                             "file the encoder benchmark leaves in the benchmark cache")
     add_output_arguments(parser, "kernels")
     args = parser.parse_args(argv)
     n, nq, repeats, singles = (20_000, 200, 2, 50) if args.quick else (100_000, 1000, 3, 200)
@@ -175,13 +175,13 @@ def main(argv: list[str] | None = None) -> None:
     info = peers.cpu_info()
     caps = K.capabilities()
     blas = peers.blas_info()
-    print(f"CPU: {info.get('model_name')}; cores: {os.cpu_count()}")
+    print(f"CPU: {info.get('model_name')}; cores: {available_cores()}")
     print(f"embedrank ISA: active={caps['active']}, detected={', '.join(caps['detected'])}")
     faiss_arch = (blas.get("faiss") or {}).get("architecture")
     numpy_arch = (blas.get("numpy") or {}).get("architecture")
     print(f"BLAS: OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']}, faiss OpenBLAS core={faiss_arch}, numpy BLAS core={numpy_arch}")
-    bandwidth = peers.memory_bandwidth_gbps(threads=os.cpu_count() or 1, size_bytes=(1 << 28) if args.quick else (1 << 30))
-    print(f"measured read bandwidth ({os.cpu_count()} threads): {bandwidth:.1f} GB/s", flush=True)
+    bandwidth = peers.memory_bandwidth_gbps(threads=available_cores(), size_bytes=(1 << 28) if args.quick else (1 << 30))
+    print(f"measured read bandwidth ({available_cores()} threads): {bandwidth:.1f} GB/s", flush=True)
 
     results: dict = {"cpu": info.get("model_name"), "capabilities": caps, "openblas_coretype": blas["OPENBLAS_CORETYPE"],
                      "faiss_blas_core": faiss_arch, "numpy_blas_core": numpy_arch, "read_bandwidth_gbps": bandwidth}

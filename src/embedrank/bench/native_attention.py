@@ -1,4 +1,4 @@
-"""What running attention through embedrank's kernel (embedrank.native_attention) buys on a CPU.
+"""What running attention through embedrank's kernel (embedrank.runtime.attention_fusion) buys on a CPU.
 
 Two measurements, each run both ways in the same process:
 1. The attention core alone on [4, 256, 12 x 32] float32 (MiniLM's shape for a CPU batch):
@@ -9,24 +9,24 @@ Two measurements, each run both ways in the same process:
    native_attention on (the default) and off, in alternating rounds: median documents/s and
    the lowest cosine between the two sessions' vectors.
 
-Run: python benchmarks/bench_native_attention.py [--documents N --rounds R --threads T]
+Run: python -m embedrank.bench.native_attention [--documents N --rounds R --threads T]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 import embedrank
-from embedrank import native_attention, runtime
+from embedrank.runtime import attention_fusion, sessions
 from embedrank.bench.encoder import exported_model, model_cache_dir, seeded_sample
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
 from embedrank.bench.session_fusions import encoder_rounds, encoder_rows, session_timing
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
+from embedrank.utils.threads import available_cores
 
 CORE_SHAPE = (4, 256, 384)  # batch, tokens, heads * head_dim
 HEAD_DIM = 32
@@ -73,7 +73,7 @@ def op_timings(shape: tuple[int, int, int] = CORE_SHAPE, runs: int = 100, num_th
     mask[:, -shape[1] // 8:] = 0
     feeds["attention_mask"] = mask
     fused = core_model()
-    if native_attention.fuse_attention(fused) != 1:
+    if attention_fusion.fuse_attention(fused) != 1:
         raise RuntimeError("the benchmark's attention core was not recognised by the rewrite")
     out: dict = {"shape": list(shape), "head_dim": HEAD_DIM, "runs": runs}
     outputs = {}
@@ -81,8 +81,8 @@ def op_timings(shape: tuple[int, int, int] = CORE_SHAPE, runs: int = 100, num_th
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.log_severity_level = 3
-        options.register_custom_ops_library(str(native_attention.library_path()))
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=[runtime.CPU])
+        options.register_custom_ops_library(str(attention_fusion.library_path()))
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[sessions.CPU])
         outputs[name], out[name] = session_timing(session, feeds, runs)
         del session
     out["max_abs_diff"] = float(np.abs(outputs["onnxruntime ops"] - outputs["embedrank Attention"]).max())
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", embedrank.TruncationWarning)
 
-    results: dict = {"op": op_timings(num_threads=args.threads or os.cpu_count() or 1)}
+    results: dict = {"op": op_timings(num_threads=args.threads or available_cores())}
     op = results["op"]
     base_ms = op["onnxruntime ops"]["median_ms"]
     rows = [(f"attention core {tuple(CORE_SHAPE)}, {name}", f"{r['best_ms']:.2f} ms best, {r['median_ms']:.2f} ms median",

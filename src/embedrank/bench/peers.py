@@ -23,6 +23,8 @@ import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from embedrank.errors import InvalidTypeError, InvalidValueError
+from embedrank.utils.threads import available_cores
 
 # --------------------------------------------------------------------------- #
 # CPU facts and the OpenBLAS core type (must run before faiss is imported)
@@ -56,7 +58,7 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     except OSError:
         pass
     flags = set(fields.get("flags", "").split())
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = available_cores()
 
     def as_int(key: str) -> int | None:
         return int(fields[key]) if fields.get(key, "").isdigit() else None
@@ -163,7 +165,7 @@ def memory_bandwidth_gbps(threads: int = 1, size_bytes: int = 1 << 30, repeats: 
     timing. Takes about (repeats + 1) * size_bytes / bandwidth seconds plus the allocation.
     """
     if threads < 1:
-        raise ValueError("threads must be >= 1")
+        raise InvalidValueError("threads must be >= 1")
     data = np.ones(size_bytes // 4, dtype=np.float32)  # writes every page: no faults later
     parts = np.array_split(data, threads)
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -187,19 +189,19 @@ def as_float_matrix(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
-        raise ValueError(f"{name} must be [n, d], got shape {x.shape}")
+        raise InvalidValueError(f"{name} must be [n, d], got shape {x.shape}")
     return x
 
 
 def as_code_matrix(x: np.ndarray, name: str) -> np.ndarray:
     """-> C-contiguous uint8 [n, bytes]; a 1-D code becomes [1, bytes]."""
     if np.asarray(x).dtype != np.uint8:
-        raise TypeError(f"{name} must be packed uint8 codes (see pack_sign_bits)")
+        raise InvalidTypeError(f"{name} must be packed uint8 codes (see pack_sign_bits)")
     x = np.ascontiguousarray(x)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
-        raise ValueError(f"{name} must be [n, bytes], got shape {x.shape}")
+        raise InvalidValueError(f"{name} must be [n, bytes], got shape {x.shape}")
     return x
 
 
@@ -214,7 +216,7 @@ def pack_sign_bits(x: np.ndarray, bitorder: str = "little") -> np.ndarray:
 
 def _check_k(k: int, n_base: int) -> None:
     if not 1 <= k <= n_base:
-        raise ValueError(f"need 1 <= k <= len(base) = {n_base}, got k={k}")
+        raise InvalidValueError(f"need 1 <= k <= len(base) = {n_base}, got k={k}")
 
 
 class _Peer:

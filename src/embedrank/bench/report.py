@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
-import os
 import platform
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 from embedrank import kernels
 from embedrank.bench.plots import PLOTTERS
+from embedrank.utils.threads import available_cores
 
 PEER_PACKAGES = ("onnxruntime", "numpy", "sentence-transformers", "torch", "faiss-cpu", "hnswlib", "usearch")
 TITLES = {
@@ -48,7 +48,7 @@ def machine_info() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     caps = kernels.capabilities()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa_active": caps["active"],
+    return {"cpu": cpu_model(), "cores": available_cores(), "isa_active": caps["active"],
             "isa_detected": caps["detected"], "python": platform.python_version(), "versions": versions,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 

@@ -29,6 +29,7 @@ import numpy as np
 
 import embedrank
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
+from embedrank.utils.threads import available_cores
 
 HEAD_SEED = 20261126
 HEAD_STD = 1.0
@@ -72,7 +73,7 @@ def fresh_head_cross_encoder(cache_dir: Path | None = None) -> tuple[Path, Path]
 
 def scifact_pairs(data: Path, n_queries: int, n_docs: int, seed: int = 0) -> list[tuple[str, str]]:
     """The first n_queries test queries, each with its judged documents then random ones up to n_docs."""
-    from embedrank.encoder import document_text
+    from embedrank.utils.documents import document_text
 
     corpus, queries, qrels = embedrank.load_beir(data, split="test")
     doc_ids = list(corpus)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=int, default=20, help="documents per query")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--quick", action="store_true", help="10 queries x 10 documents, one pass")
     add_output_arguments(parser, "reranker")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Why CPU sessions leave out some of onnxruntime's graph fusions (runtime.CPU_DISABLED_FUSIONS).
+"""Why CPU sessions leave out some of onnxruntime's graph fusions (sessions.CPU_DISABLED_FUSIONS).
 
 Two measurements, each run both ways in the same process:
 1. The fused op alone against the ops it replaces: SkipLayerNormalization against Add +
@@ -11,13 +11,12 @@ Two measurements, each run both ways in the same process:
    is the run's noise.
 
 If a newer onnxruntime makes the fused kernel fast, (1) shows it and CPU_DISABLED_FUSIONS
-should be emptied. Run: python benchmarks/bench_session_fusions.py [--documents N --rounds R]
+should be emptied. Run: python -m embedrank.bench.session_fusions [--documents N --rounds R]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from pathlib import Path
@@ -26,10 +25,11 @@ from unittest import mock
 import numpy as np
 
 import embedrank
-from embedrank import runtime
+from embedrank.runtime import sessions
 from embedrank.bench.encoder import exported_model, model_cache_dir, seeded_sample
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
+from embedrank.utils.threads import available_cores
 
 SKIP_LAYER_NORM_SHAPE = (4, 256, 384)
 
@@ -53,7 +53,7 @@ def _op_session(fused: bool, shape: tuple[int, int, int], num_threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=[runtime.CPU])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=[sessions.CPU])
 
 
 def op_timings(shape: tuple[int, int, int] = SKIP_LAYER_NORM_SHAPE, runs: int = 200, num_threads: int = 2) -> dict:
@@ -86,7 +86,7 @@ def session_timing(session, feeds: dict, runs: int) -> tuple[np.ndarray, dict]:
 def encoder_pair(model_dir, variant: str, num_threads: int | None = None) -> dict:
     """Two Encoders of `variant`: embedrank's default CPU session and one with every fusion on."""
     pair = {"fusions left out": embedrank.Encoder.load(model_dir, variant=variant, num_threads=num_threads)}
-    with mock.patch.object(runtime, "CPU_DISABLED_FUSIONS", ()):
+    with mock.patch.object(sessions, "CPU_DISABLED_FUSIONS", ()):
         pair["every fusion"] = embedrank.Encoder.load(model_dir, variant=variant, num_threads=num_threads)
     return pair
 
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", embedrank.TruncationWarning)
 
-    results: dict = {"disabled_on_cpu": list(runtime.CPU_DISABLED_FUSIONS)}
-    results["op"] = op_timings(num_threads=args.threads or os.cpu_count() or 1)
+    results: dict = {"disabled_on_cpu": list(sessions.CPU_DISABLED_FUSIONS)}
+    results["op"] = op_timings(num_threads=args.threads or available_cores())
     rows = []
     for name in ("SkipLayerNormalization", "Add + LayerNormalization"):
         r = results["op"][name]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from embedrank.bench.report import build_report
+from embedrank.errors import InvalidValueError
 
 # section name -> module under embedrank.bench, in the order the report shows them.
 SECTIONS: dict[str, str] = {
@@ -29,7 +30,7 @@ SECTIONS: dict[str, str] = {
 def run_section(name: str, out_dir: Path, quick: bool, timeout_s: float | None = None) -> dict:
     """Runs one section; returns {"name", "ok", "seconds", "json", "markdown", "log"}."""
     if name not in SECTIONS:
-        raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
+        raise InvalidValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
     json_path, md_path, log_path = (out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.log")
     for stale in (json_path, md_path, *out_dir.glob(f"{name}*.png")):  # a failed rerun must not show old figures
         stale.unlink(missing_ok=True)

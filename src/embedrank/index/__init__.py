@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-from embedrank.index._base import BaseIndex, load_index
-from embedrank.index._storage import IndexFormatError
+from embedrank.errors import IndexFormatError
+from embedrank.index.base import BaseIndex
 from embedrank.index.flat import FlatIndex
+from embedrank.index.io import load_index
 from embedrank.index.result import QueryHits, SearchResult
 
 __all__ = ["BaseIndex", "FlatIndex", "HNSWIndex", "IndexFormatError", "QueryHits", "SearchResult", "load_index"]

@@ -42,9 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.index._base import BaseIndex, check_num_threads
-from embedrank.index._storage import IndexFormatError
+from embedrank.index.base import BaseIndex
+from embedrank.index.storage import IndexFormatError
 from embedrank.kernels import Int8Quantizer, binarize, rescore, topk_float32, topk_hamming, topk_int8
+from embedrank.errors import InvalidTypeError, InvalidValueError
+from embedrank.utils.threads import check_num_threads
 
 __all__ = ["FlatIndex", "DEFAULT_OVERSAMPLE"]
 
@@ -58,7 +60,7 @@ _QUANTIZER_FILE = "quantizer.json"
 
 def _check_oversample(oversample) -> int:
     if isinstance(oversample, bool) or not isinstance(oversample, numbers.Integral) or oversample < 1:
-        raise ValueError(f"oversample must be an integer >= 1, got {oversample!r}")
+        raise InvalidValueError(f"oversample must be an integer >= 1, got {oversample!r}")
     return int(oversample)
 
 
@@ -81,33 +83,33 @@ class FlatIndex(BaseIndex):
                  compact_threshold: float = 0.25, num_threads: int | None = None) -> None:
         super().__init__(dim)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise InvalidValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if rescore not in RESCORES:
-            raise ValueError(f"rescore must be one of {RESCORES}, got {rescore!r}")
+            raise InvalidValueError(f"rescore must be one of {RESCORES}, got {rescore!r}")
         if precision == "float32":
             rescore = None  # already exact
         if precision == "int8" and rescore == "int8":
-            raise ValueError("rescore='int8' needs precision='binary' (int8 candidates are already int8-scored)")
+            raise InvalidValueError("rescore='int8' needs precision='binary' (int8 candidates are already int8-scored)")
         self._precision = precision
         self._rescore = rescore
         self._oversample = DEFAULT_OVERSAMPLE[precision] if oversample is None else _check_oversample(oversample)
         if (isinstance(compact_threshold, bool) or not isinstance(compact_threshold, numbers.Real)
                 or not 0 < compact_threshold <= 1):
-            raise ValueError(f"compact_threshold must be in (0, 1], got {compact_threshold!r}")
+            raise InvalidValueError(f"compact_threshold must be in (0, 1], got {compact_threshold!r}")
         self._compact_threshold = float(compact_threshold)
         self.num_threads = num_threads
         self._keep_float32 = precision == "float32" or rescore == "float32"
         self._keep_codes = precision == "int8" or rescore == "int8"
         if quantizer is not None:
             if not isinstance(quantizer, Int8Quantizer):
-                raise TypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
+                raise InvalidTypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
             if not self._keep_codes:
-                raise ValueError(f"quantizer is only used with int8 codes (precision='int8' or rescore='int8'); "
+                raise InvalidValueError(f"quantizer is only used with int8 codes (precision='int8' or rescore='int8'); "
                                  f"this index has precision={precision!r}, rescore={rescore!r}")
             if not quantizer.is_fitted:
-                raise ValueError("quantizer is not fitted: call quantizer.fit(sample) first")
+                raise InvalidValueError("quantizer is not fitted: call quantizer.fit(sample) first")
             if quantizer.dim != self._dim:
-                raise ValueError(f"quantizer was fitted for dimension {quantizer.dim}, the index has {self._dim}")
+                raise InvalidValueError(f"quantizer was fitted for dimension {quantizer.dim}, the index has {self._dim}")
         self._quantizer = quantizer
         self._f32: np.ndarray | None = None  # rows [capacity, dim] float32
         self._codes: np.ndarray | None = None  # rows [capacity, dim] int8
@@ -242,14 +244,14 @@ class FlatIndex(BaseIndex):
         oversample = _check_oversample(params.get("oversample", self._oversample))
         how = params.get("rescore", self._rescore)
         if how not in RESCORES:
-            raise ValueError(f"rescore must be one of {RESCORES}, got {how!r}")
+            raise InvalidValueError(f"rescore must be one of {RESCORES}, got {how!r}")
         if self._precision == "float32":
             how = None
         elif how == "float32" and self._f32 is None:
-            raise ValueError("rescore='float32' needs the float32 originals, which this index does not keep "
+            raise InvalidValueError("rescore='float32' needs the float32 originals, which this index does not keep "
                              f"(it was built with rescore={self._rescore!r})")
         elif how == "int8" and (self._precision != "binary" or self._codes is None):
-            raise ValueError("rescore='int8' needs precision='binary' and the int8 codes "
+            raise InvalidValueError("rescore='int8' needs precision='binary' and the int8 codes "
                              f"(this index: precision={self._precision!r}, rescore={self._rescore!r})")
         n = self._rows
         mask = allowed

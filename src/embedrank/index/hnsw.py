@@ -1,9 +1,9 @@
 """HNSWIndex: approximate nearest-neighbour search on an hnswlib graph.
 
 The common protocol (ids, metadata, filters, locking, persistence) comes from
-:class:`~embedrank.index._base.BaseIndex`; the graph is an
-:class:`~embedrank.index._hnsw_graph.HnswGraph` (growing capacity, tombstones, replacement,
-rebuild) and filtered searches go through :mod:`embedrank.index._hnsw_search`.
+:class:`~embedrank.index.base.BaseIndex`; the graph is an
+:class:`~embedrank.index.hnsw_graph.HnswGraph` (growing capacity, tombstones, replacement,
+rebuild) and filtered searches go through :mod:`embedrank.index.hnsw_search`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.index._base import BaseIndex, check_num_threads
-from embedrank.index._hnsw_graph import METRICS, HnswGraph, default_threads
-from embedrank.index._hnsw_search import filtered_search
-from embedrank.index._storage import IndexFormatError
+from embedrank.index.base import BaseIndex
+from embedrank.index.hnsw_graph import METRICS, HnswGraph
+from embedrank.index.hnsw_search import filtered_search
+from embedrank.index.storage import IndexFormatError
+from embedrank.errors import InvalidTypeError, InvalidValueError
+from embedrank.utils.threads import available_cores, check_num_threads
 
 __all__ = ["HNSWIndex"]
 
@@ -27,10 +29,10 @@ MAX_M = 2048
 
 def _positive_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r})")
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r})")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, got {int(value)}")
+        raise InvalidValueError(f"{name} must be {bound}, got {int(value)}")
     return int(value)
 
 
@@ -64,13 +66,13 @@ class HNSWIndex(BaseIndex):
                  num_threads: int | None = None) -> None:
         super().__init__(dim)
         if not isinstance(metric, str) or metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}")
+            raise InvalidValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}")
         self.M = _positive_int(M, "M", 2, MAX_M)
         self.ef_construction = _positive_int(ef_construction, "ef_construction")
         self.ef = _positive_int(ef, "ef")
         self.metric = metric
         self.num_threads = check_num_threads(num_threads)
-        self._threads = self.num_threads or default_threads()
+        self._threads = self.num_threads or available_cores()
         self._graph = HnswGraph(self._dim, metric, self.M, self.ef_construction)
 
     # -- hooks -----------------------------------------------------------------------------

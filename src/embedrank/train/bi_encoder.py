@@ -26,6 +26,7 @@ from embedrank.train.losses import MatryoshkaLoss, MNRLoss, false_negative_masks
 from embedrank.train.models import BiEncoderModel
 from embedrank.train.optim import check_number, check_positive_int, make_optimizer
 from embedrank.train.runtime import RandomState, autocast, autocast_dtype, progress, resolve_device, seed_everything
+from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError
 
 __all__ = ["BiEncoderConfig", "TrainingResult", "train_bi_encoder", "evaluate_bi_encoder", "encode_texts",
            "cached_backward", "save_and_export"]
@@ -62,14 +63,14 @@ class BiEncoderConfig:
         check_positive_int(self.epochs, "epochs")
         check_positive_int(self.batch_size, "batch_size")
         if self.batch_size < 2 and self.num_negatives == 0:
-            raise ValueError("batch_size 1 without explicit negatives leaves no negative at all")
+            raise InvalidValueError("batch_size 1 without explicit negatives leaves no negative at all")
         check_number(self.learning_rate, "learning_rate", 0.0, 1.0, low_open=True)
         check_number(self.warmup_ratio, "warmup_ratio", 0.0, 1.0)
         check_number(self.weight_decay, "weight_decay", 0.0)
         check_number(self.max_grad_norm, "max_grad_norm", 0.0, low_open=True, allow_none=True)
         check_number(self.scale, "scale", 0.0, low_open=True)
         if isinstance(self.num_negatives, bool) or not isinstance(self.num_negatives, int) or self.num_negatives < 0:
-            raise ValueError(f"num_negatives must be an integer >= 0, got {self.num_negatives!r}")
+            raise InvalidValueError(f"num_negatives must be an integer >= 0, got {self.num_negatives!r}")
         check_positive_int(self.query_max_length, "query_max_length")
         check_positive_int(self.document_max_length, "document_max_length", allow_none=True)
         check_positive_int(self.mini_batch_size, "mini_batch_size", allow_none=True)
@@ -78,9 +79,9 @@ class BiEncoderConfig:
         if self.matryoshka_dims is not None:
             MatryoshkaLoss(MNRLoss(self.scale), self.matryoshka_dims, self.matryoshka_weights)
         elif self.matryoshka_weights is not None:
-            raise ValueError("matryoshka_weights given without matryoshka_dims")
+            raise InvalidValueError("matryoshka_weights given without matryoshka_dims")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise InvalidValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 @dataclass
@@ -99,16 +100,16 @@ class TrainingResult:
 # -- batches -----------------------------------------------------------------------------------
 def _check_examples(examples: Sequence[TrainingExample], num_negatives: int, random_pool: Mapping | None) -> None:
     if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
-        raise TypeError("examples must be a list of TrainingExample (see examples_from_pairs)")
+        raise InvalidTypeError("examples must be a list of TrainingExample (see examples_from_pairs)")
     if not examples:
-        raise ValueError("no training examples")
+        raise InvalidValueError("no training examples")
     for i, e in enumerate(examples):
         if not isinstance(e, TrainingExample):
-            raise TypeError(f"examples[{i}] must be a TrainingExample, got {type(e).__name__}")
+            raise InvalidTypeError(f"examples[{i}] must be a TrainingExample, got {type(e).__name__}")
     if random_pool is None:
         short = [i for i, e in enumerate(examples) if len(e.negatives) < num_negatives]
         if short:
-            raise ValueError(f"{len(short)} example(s) have fewer than num_negatives={num_negatives} negatives "
+            raise InvalidValueError(f"{len(short)} example(s) have fewer than num_negatives={num_negatives} negatives "
                              f"(first: examples[{short[0]}]); mine some, lower num_negatives, or give a corpus to "
                              "draw random negatives from")
 
@@ -127,7 +128,7 @@ def _pick_negatives(example: TrainingExample, k: int, rng: np.random.Generator,
         attempts += 1
         if f"id:{doc}" in relevant or f"text:{random_pool[doc]}" in relevant:
             if attempts > 100 * k:
-                raise ValueError(f"could not draw random negatives for query {example.query!r:.60}")
+                raise InvalidValueError(f"could not draw random negatives for query {example.query!r:.60}")
             continue
         texts.append(random_pool[doc])
         keys.append(f"id:{doc}")
@@ -204,7 +205,7 @@ def evaluate_bi_encoder(model: BiEncoderModel, data: RetrievalData, device: torc
                         dtype=None, batch_size: int = 64, document_max_length: int | None = None,
                         show_progress: bool | None = False, depth: int = 100) -> dict[str, float]:
     """NDCG@10 and Recall@100 of exact search over data.corpus (the torch model's vectors)."""
-    from embedrank.evaluation import evaluate
+    from embedrank.data.evaluation import evaluate
     from embedrank.kernels import topk_float32
 
     device = torch.device(device)
@@ -239,7 +240,7 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
     config.check()
     evaluations = dict(evaluations or {})
     if select_on is not None and select_on not in evaluations:
-        raise ValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
+        raise InvalidValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
     _check_examples(examples, config.num_negatives, random_negatives)
     if out_dir is not None:
         _check_out_dir(Path(out_dir), overwrite)
@@ -362,7 +363,7 @@ def _config_dict(config) -> dict:
 # -- saving ------------------------------------------------------------------------------------
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"out_dir is not empty: {out} (pass overwrite=True to replace it)")
+        raise ExistingPathError(f"out_dir is not empty: {out} (pass overwrite=True to replace it)")
 
 
 def save_and_export(model, out_dir: str | os.PathLike, kind: str = "bi-encoder", export: bool = True,

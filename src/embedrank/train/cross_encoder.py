@@ -28,6 +28,7 @@ from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.models import CrossEncoderModel
 from embedrank.train.optim import check_number, check_positive_int, make_optimizer
 from embedrank.train.runtime import autocast, autocast_dtype, progress, resolve_device, seed_everything
+from embedrank.errors import InvalidValueError
 
 __all__ = ["CrossEncoderConfig", "train_cross_encoder", "evaluate_reranker", "score_pairs", "LOSSES"]
 
@@ -58,7 +59,7 @@ class CrossEncoderConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.num_negatives, "num_negatives")
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise InvalidValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check_number(self.learning_rate, "learning_rate", 0.0, 1.0, low_open=True)
         check_number(self.warmup_ratio, "warmup_ratio", 0.0, 1.0)
         check_number(self.weight_decay, "weight_decay", 0.0)
@@ -67,7 +68,7 @@ class CrossEncoderConfig:
         check_positive_int(self.max_steps, "max_steps", allow_none=True)
         check_positive_int(self.eval_batch_size, "eval_batch_size")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise InvalidValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 def score_pairs(model: CrossEncoderModel, pairs: Sequence[tuple[str, str]], batch_size: int = 64,
@@ -100,16 +101,16 @@ def evaluate_reranker(model: CrossEncoderModel, data: RetrievalData, candidates:
                       device: torch.device | str = "cpu", dtype=None, batch_size: int = 64,
                       show_progress: bool | None = False) -> dict[str, float]:
     """NDCG@10 of reranking `candidates` ({query_id: [doc ids]}, a first-stage run) for data's queries."""
-    from embedrank.evaluation import evaluate
+    from embedrank.data.evaluation import evaluate
 
     query_ids = [q for q in data.query_ids() if q in candidates]
     if not query_ids:
-        raise ValueError("candidates name none of the evaluation queries")
+        raise InvalidValueError("candidates name none of the evaluation queries")
     pairs, owners = [], []
     for q in query_ids:
         for d in candidates[q]:
             if d not in data.corpus:
-                raise ValueError(f"candidate {d!r} of query {q!r} is not in the corpus")
+                raise InvalidValueError(f"candidate {d!r} of query {q!r} is not in the corpus")
             pairs.append((data.queries[q], data.corpus[d]))
             owners.append((q, d))
     scores = score_pairs(model, pairs, batch_size, device, dtype, show_progress)
@@ -137,7 +138,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
     config.check()
     evaluations = dict(evaluations or {})
     if select_on is not None and select_on not in evaluations:
-        raise ValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
+        raise InvalidValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
     _check_examples(examples, config.num_negatives, random_negatives)
     if out_dir is not None:
         _check_out_dir(Path(out_dir), overwrite)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["RetrievalData", "TrainingExample", "examples_from_pairs", "split_by_query"]
 
@@ -46,9 +47,9 @@ class TrainingExample:
 
 def _check_str(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+        raise InvalidTypeError(f"{what} must be a str, got {type(value).__name__}")
     if not value.strip():
-        raise ValueError(f"{what} is empty")
+        raise InvalidValueError(f"{what} is empty")
     return value
 
 
@@ -59,14 +60,14 @@ def examples_from_pairs(rows: Iterable) -> list[TrainingExample]:
     text or a row of the wrong length, TypeError on a non-str text.
     """
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
-        raise TypeError("rows must be an iterable of (query, positive[, negatives]) tuples")
+        raise InvalidTypeError("rows must be an iterable of (query, positive[, negatives]) tuples")
     out = []
     for i, row in enumerate(rows):
         if isinstance(row, TrainingExample):
             out.append(row)
             continue
         if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) not in (2, 3):
-            raise ValueError(f"rows[{i}] must be (query, positive) or (query, positive, negatives), got {row!r:.80}")
+            raise InvalidValueError(f"rows[{i}] must be (query, positive) or (query, positive, negatives), got {row!r:.80}")
         query = _check_str(row[0], f"rows[{i}] query")
         positive = _check_str(row[1], f"rows[{i}] positive")
         negatives: tuple[str, ...] = ()
@@ -76,7 +77,7 @@ def examples_from_pairs(rows: Iterable) -> list[TrainingExample]:
             negatives = tuple(_check_str(n, f"rows[{i}] negative {j}") for j, n in enumerate(raw))
         out.append(TrainingExample(query, positive, negatives))
     if not out:
-        raise ValueError("no training examples: the list of rows is empty")
+        raise InvalidValueError("no training examples: the list of rows is empty")
     return out
 
 
@@ -93,24 +94,24 @@ class RetrievalData:
 
     def __post_init__(self) -> None:
         if not self.corpus:
-            raise ValueError("the corpus is empty")
+            raise InvalidValueError("the corpus is empty")
         if not self.qrels:
-            raise ValueError("no relevance judgements (qrels are empty)")
+            raise InvalidValueError("no relevance judgements (qrels are empty)")
         unknown_queries = [q for q in self.qrels if q not in self.queries]
         if unknown_queries:
-            raise ValueError(f"{len(unknown_queries)} judged query id(s) have no text: {unknown_queries[:5]}")
+            raise InvalidValueError(f"{len(unknown_queries)} judged query id(s) have no text: {unknown_queries[:5]}")
         unknown_docs = sorted({d for docs in self.qrels.values() for d, g in docs.items()
                                if g >= 1 and d not in self.corpus})
         if unknown_docs:
-            raise ValueError(f"{len(unknown_docs)} relevant document id(s) in the qrels are not in the corpus: "
+            raise InvalidValueError(f"{len(unknown_docs)} relevant document id(s) in the qrels are not in the corpus: "
                              f"{unknown_docs[:5]}")
         if not any(g >= 1 for docs in self.qrels.values() for g in docs.values()):
-            raise ValueError("the qrels judge no document relevant (no grade >= 1)")
+            raise InvalidValueError("the qrels judge no document relevant (no grade >= 1)")
 
     @classmethod
     def from_beir(cls, path: str | os.PathLike, split: str = "train") -> RetrievalData:
         """Loads a BEIR folder's split (see embedrank.load_beir); titles are joined to texts."""
-        from embedrank.beir import load_beir
+        from embedrank.data.beir import load_beir
 
         corpus, queries, qrels = load_beir(path, split)
         return cls({d: document_text(doc) for d, doc in corpus.items()}, dict(queries), qrels)
@@ -127,7 +128,7 @@ class RetrievalData:
         ids = list(query_ids)
         unknown = [q for q in ids if q not in self.qrels]
         if unknown:
-            raise ValueError(f"unknown query ids {unknown[:5]}")
+            raise InvalidValueError(f"unknown query ids {unknown[:5]}")
         return RetrievalData(self.corpus, {q: self.queries[q] for q in ids}, {q: self.qrels[q] for q in ids})
 
     def examples(self, negatives: Mapping[str, Sequence[str]] | None = None) -> list[TrainingExample]:
@@ -138,7 +139,7 @@ class RetrievalData:
             negative_ids = tuple(negatives.get(qid, ())) if negatives is not None else ()
             bad = [d for d in negative_ids if d not in self.corpus]
             if bad:
-                raise ValueError(f"negatives of query {qid!r} name unknown document ids {bad[:5]}")
+                raise InvalidValueError(f"negatives of query {qid!r} name unknown document ids {bad[:5]}")
             for doc in self.relevant(qid):
                 out.append(TrainingExample(
                     self.queries[qid], self.corpus[doc], tuple(self.corpus[d] for d in negative_ids),
@@ -152,10 +153,10 @@ def split_by_query(query_ids: Sequence[str], dev_fraction: float = 0.1, seed: in
     Every judgement of a query lands on the same side, so dev queries are unseen in training.
     """
     if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) or not 0 < dev_fraction < 1:
-        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction!r}")
+        raise InvalidValueError(f"dev_fraction must be in (0, 1), got {dev_fraction!r}")
     ids = list(dict.fromkeys(query_ids))
     if len(ids) < 2:
-        raise ValueError(f"need at least 2 distinct queries to split, got {len(ids)}")
+        raise InvalidValueError(f"need at least 2 distinct queries to split, got {len(ids)}")
     n_dev = min(max(1, round(len(ids) * dev_fraction)), len(ids) - 1)
     order = np.random.default_rng(seed).permutation(len(ids))
     dev = set(order[:n_dev].tolist())

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from embedrank.train.data import TrainingExample
+from embedrank.errors import InvalidValueError
 
 __all__ = ["false_negative_masks", "mnrl_loss", "matryoshka_loss", "MNRLoss", "MatryoshkaLoss"]
 
@@ -33,7 +34,7 @@ def false_negative_masks(examples: Sequence[TrainingExample], num_negatives: int
     for i, e in enumerate(examples):
         row = list(negative_keys[i]) if negative_keys is not None else e.negative_keys()
         if len(row) != num_negatives:
-            raise ValueError(f"example {i} has {len(row)} negatives, expected {num_negatives}")
+            raise InvalidValueError(f"example {i} has {len(row)} negatives, expected {num_negatives}")
         keys.extend(row)
     text_keys = [f"text:{e.positive}" for e in examples]
     query_mask = torch.zeros(b, len(keys), dtype=torch.bool)
@@ -68,17 +69,17 @@ def mnrl_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.T
     document->query term when symmetric=True).
     """
     if queries.ndim != 2 or positives.shape != queries.shape:
-        raise ValueError(f"queries and positives must both be [B, D], got {tuple(queries.shape)} and "
+        raise InvalidValueError(f"queries and positives must both be [B, D], got {tuple(queries.shape)} and "
                          f"{tuple(positives.shape)}")
     candidates = positives if negatives is None or negatives.numel() == 0 else torch.cat([positives, negatives])
     if candidates.shape[1] != queries.shape[1]:
-        raise ValueError(f"negatives have dimension {candidates.shape[1]}, queries {queries.shape[1]}")
+        raise InvalidValueError(f"negatives have dimension {candidates.shape[1]}, queries {queries.shape[1]}")
     b = queries.shape[0]
     target = torch.arange(b, device=queries.device)
     scores = _cosine(queries, candidates) * scale
     if query_mask is not None:
         if tuple(query_mask.shape) != tuple(scores.shape):
-            raise ValueError(f"query_mask must be {tuple(scores.shape)}, got {tuple(query_mask.shape)}")
+            raise InvalidValueError(f"query_mask must be {tuple(scores.shape)}, got {tuple(query_mask.shape)}")
         scores = scores.masked_fill(query_mask.to(scores.device), float("-inf"))
     loss = F.cross_entropy(scores, target)
     if symmetric:
@@ -94,7 +95,7 @@ class MNRLoss:
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False):
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+            raise InvalidValueError(f"scale must be a positive number, got {scale!r}")
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
 
@@ -119,19 +120,19 @@ class MatryoshkaLoss:
     def __init__(self, loss, dims: Sequence[int], weights: Sequence[float] | None = None):
         dims = list(dims)
         if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-            raise ValueError(f"matryoshka dims must be positive integers, got {dims!r}")
+            raise InvalidValueError(f"matryoshka dims must be positive integers, got {dims!r}")
         if len(set(dims)) != len(dims):
-            raise ValueError(f"matryoshka dims must be distinct, got {dims!r}")
+            raise InvalidValueError(f"matryoshka dims must be distinct, got {dims!r}")
         if weights is not None:
             weights = list(weights)
             if len(weights) != len(dims) or any(not isinstance(w, (int, float)) or w < 0 for w in weights):
-                raise ValueError(f"matryoshka weights must be {len(dims)} non-negative numbers, got {weights!r}")
+                raise InvalidValueError(f"matryoshka weights must be {len(dims)} non-negative numbers, got {weights!r}")
         self.loss, self.dims, self.weights = loss, dims, weights
 
     def check_dimension(self, dimension: int) -> None:
         too_big = [d for d in self.dims if d > dimension]
         if too_big:
-            raise ValueError(f"matryoshka dims {too_big} exceed the model's dimension {dimension}")
+            raise InvalidValueError(f"matryoshka dims {too_big} exceed the model's dimension {dimension}")
 
     def __call__(self, queries, positives, negatives=None, **kwargs) -> torch.Tensor:
         self.check_dimension(queries.shape[1])

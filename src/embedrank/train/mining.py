@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedrank.encoder import document_text
+from embedrank.utils.documents import document_text
 from embedrank.kernels import topk_float32
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["MinedNegatives", "mine_hard_negatives"]
 
@@ -65,16 +66,16 @@ def _check_number(value, name: str, low: float, high: float | None = None, allow
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number{' or None' if allow_none else ''}, got {value!r}")
+        raise InvalidValueError(f"{name} must be a finite number{' or None' if allow_none else ''}, got {value!r}")
     if value < low or (high is not None and value >= high):
         bound = f"[{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        raise InvalidValueError(f"{name} must be {bound}, got {value!r}")
     return float(value)
 
 
 def _check_int(value, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise InvalidValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
@@ -82,17 +83,17 @@ def _as_dict(items, name: str) -> dict:
     if isinstance(items, Mapping):
         return dict(items)
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise TypeError(f"{name} must be a dict {{id: text}} or a list of texts, got {type(items).__name__}")
+        raise InvalidTypeError(f"{name} must be a dict {{id: text}} or a list of texts, got {type(items).__name__}")
     return {str(i): t for i, t in enumerate(items)}
 
 
 def _positive_ids(positives, query_ids: list[str], corpus: dict) -> dict[str, list[str]]:
     if not isinstance(positives, Mapping):
-        raise TypeError("positives must be a dict {query_id: [doc ids]} or qrels {query_id: {doc_id: grade}}")
+        raise InvalidTypeError("positives must be a dict {query_id: [doc ids]} or qrels {query_id: {doc_id: grade}}")
     out = {}
     for qid in query_ids:
         if qid not in positives:
-            raise ValueError(f"query {qid!r} has no positives")
+            raise InvalidValueError(f"query {qid!r} has no positives")
         value = positives[qid]
         if isinstance(value, str):
             ids = [value]
@@ -102,23 +103,23 @@ def _positive_ids(positives, query_ids: list[str], corpus: dict) -> dict[str, li
             ids = list(value)
         unknown = [d for d in ids if d not in corpus]
         if unknown:
-            raise ValueError(f"positives of query {qid!r} name document ids not in the corpus: {unknown[:5]}")
+            raise InvalidValueError(f"positives of query {qid!r} name document ids not in the corpus: {unknown[:5]}")
         if not ids:
-            raise ValueError(f"query {qid!r} has no positive document")
+            raise InvalidValueError(f"query {qid!r} has no positive document")
         out[qid] = ids
     unknown_queries = [q for q in positives if q not in set(query_ids)]
     if unknown_queries:
-        raise ValueError(f"positives name query ids not in queries: {unknown_queries[:5]}")
+        raise InvalidValueError(f"positives name query ids not in queries: {unknown_queries[:5]}")
     return out
 
 
 def _encode(encoder, method: str, items: list) -> np.ndarray:
     fn = getattr(encoder, method, None) or getattr(encoder, "encode", None)
     if fn is None:
-        raise TypeError(f"encoder must have {method}() or encode(), got {type(encoder).__name__}")
+        raise InvalidTypeError(f"encoder must have {method}() or encode(), got {type(encoder).__name__}")
     vectors = np.ascontiguousarray(fn(items), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(items):
-        raise ValueError(f"encoder.{method} returned shape {vectors.shape} for {len(items)} inputs")
+        raise InvalidValueError(f"encoder.{method} returned shape {vectors.shape} for {len(items)} inputs")
     return vectors
 
 
@@ -139,20 +140,20 @@ def mine_hard_negatives(queries, corpus, positives, encoder, n: int = 5, range_m
     range_min = _check_int(range_min, "range_min", 0)
     range_max = _check_int(range_max, "range_max", 1)
     if range_max <= range_min:
-        raise ValueError(f"range_max must be greater than range_min, got range_min={range_min}, range_max={range_max}")
+        raise InvalidValueError(f"range_max must be greater than range_min, got range_min={range_min}, range_max={range_max}")
     margin = _check_number(margin, "margin", 0.0)
     relative_margin = _check_number(relative_margin, "relative_margin", 0.0, 1.0)
     reranker_margin = _check_number(reranker_margin, "reranker_margin", 0.0, allow_none=False)
     if sampling not in ("top", "random"):
-        raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
+        raise InvalidValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
     if reranker is not None and not callable(getattr(reranker, "predict", None)):
-        raise TypeError(f"reranker must have a predict(pairs) method, got {type(reranker).__name__}")
+        raise InvalidTypeError(f"reranker must have a predict(pairs) method, got {type(reranker).__name__}")
     queries = _as_dict(queries, "queries")
     corpus = _as_dict(corpus, "corpus")
     if not queries:
-        raise ValueError("queries is empty")
+        raise InvalidValueError("queries is empty")
     if not corpus:
-        raise ValueError("corpus is empty")
+        raise InvalidValueError("corpus is empty")
     query_ids = list(queries)
     positive_ids = _positive_ids(positives, query_ids, corpus)
     doc_ids = list(corpus)
@@ -163,10 +164,10 @@ def mine_hard_negatives(queries, corpus, positives, encoder, n: int = 5, range_m
     else:
         corpus_embeddings = np.ascontiguousarray(corpus_embeddings, dtype=np.float32)
         if corpus_embeddings.ndim != 2 or corpus_embeddings.shape[0] != len(doc_ids):
-            raise ValueError(f"corpus_embeddings must be [{len(doc_ids)}, d], got {corpus_embeddings.shape}")
+            raise InvalidValueError(f"corpus_embeddings must be [{len(doc_ids)}, d], got {corpus_embeddings.shape}")
     query_vectors = _encode(encoder, "encode_queries", [queries[q] for q in query_ids])
     if query_vectors.shape[1] != corpus_embeddings.shape[1]:
-        raise ValueError(f"query vectors have dimension {query_vectors.shape[1]}, "
+        raise InvalidValueError(f"query vectors have dimension {query_vectors.shape[1]}, "
                          f"corpus vectors {corpus_embeddings.shape[1]}")
     max_positives = max(len(v) for v in positive_ids.values())
     depth = min(range_max + max_positives, len(doc_ids))
@@ -216,7 +217,7 @@ def _rerank_filter(reranker, reranker_margin, query, corpus, doc_ids, positives,
     pairs += [(query, document_text(corpus[doc_ids[r]])) for r in rows]
     values = np.asarray(reranker.predict(pairs), dtype=np.float64).reshape(-1)
     if values.shape[0] != len(pairs):
-        raise ValueError(f"reranker.predict returned {values.shape[0]} scores for {len(pairs)} pairs")
+        raise InvalidValueError(f"reranker.predict returned {values.shape[0]} scores for {len(pairs)} pairs")
     threshold = values[:len(positives)].min() - reranker_margin
     keep = [i for i, v in enumerate(values[len(positives):]) if v < threshold]
     result.dropped_reranker += len(rows) - len(keep)

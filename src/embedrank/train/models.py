@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from embedrank.model_files import SourceModel, read_source_model
-from embedrank.tokenization import TextTokenizer
+from embedrank.export.source import SourceModel, read_source_model
+from embedrank.models.tokenization import TextTokenizer
+from embedrank.errors import InvalidValueError, MissingDependencyError
 
 __all__ = ["BiEncoderModel", "CrossEncoderModel", "TOKENIZER_FILES"]
 
@@ -38,7 +39,7 @@ def _quiet_transformers():
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise ImportError("training needs transformers: pip install 'embedrank[train]' transformers") from None
+        raise MissingDependencyError("training needs transformers: pip install 'embedrank[train]' transformers") from None
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -148,7 +149,7 @@ class CrossEncoderModel(torch.nn.Module):
     def __init__(self, source: SourceModel, transformer, max_seq_length: int):
         super().__init__()
         if int(getattr(transformer.config, "num_labels", 1)) != 1:
-            raise ValueError(f"a cross-encoder here has one output, got num_labels={transformer.config.num_labels}")
+            raise InvalidValueError(f"a cross-encoder here has one output, got num_labels={transformer.config.num_labels}")
         self.source = source
         self.transformer = transformer
         self.max_seq_length = int(max_seq_length)
@@ -162,7 +163,7 @@ class CrossEncoderModel(torch.nn.Module):
         length = source.max_seq_length if max_seq_length is None else max_seq_length
         positions = int(source.config.get("max_position_embeddings") or length)
         if isinstance(length, bool) or not isinstance(length, int) or not 8 <= length <= positions:
-            raise ValueError(f"max_seq_length must be an integer in [8, {positions}], got {length!r}")
+            raise InvalidValueError(f"max_seq_length must be an integer in [8, {positions}], got {length!r}")
         transformer = _load_transformers("cross-encoder", source.transformer_path, num_labels=1)
         return cls(source, transformer, length)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from embedrank.errors import InvalidValueError
 
 __all__ = ["make_optimizer", "check_positive_int", "check_number"]
 
@@ -13,7 +14,7 @@ def check_positive_int(value, name: str, allow_none: bool = False) -> int | None
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -22,10 +23,10 @@ def check_number(value, name: str, low: float, high: float | None = None, low_op
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise InvalidValueError(f"{name} must be a finite number, got {value!r}")
     if value < low or (low_open and value == low) or (high is not None and value > high):
         interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        raise InvalidValueError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
 
 

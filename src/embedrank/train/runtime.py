@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import torch
+from embedrank.errors import InvalidValueError
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "progress", "RandomState"]
 
@@ -15,7 +16,7 @@ __all__ = ["seed_everything", "resolve_device", "autocast", "progress", "RandomS
 def seed_everything(seed: int) -> None:
     """Seeds Python, numpy and torch (CPU and CUDA)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidValueError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -28,11 +29,11 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from None
+        raise InvalidValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+        raise InvalidValueError(f"device {device!r} asked for but CUDA is not available")
     if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda'")
+        raise InvalidValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda'")
     return resolved
 
 
@@ -42,11 +43,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """None for fp32; bf16/fp16 on CUDA ("auto": bf16 when supported, else fp16; fp32 on CPU)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InvalidValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
         return None
     if device.type == "cpu":
-        raise ValueError(f"precision {precision!r} needs a GPU; train in fp32 on CPU")
+        raise InvalidValueError(f"precision {precision!r} needs a GPU; train in fp32 on CPU")
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from embedrank.errors import InvalidValueError
 
 # A ceiling that no real machine reaches but that stops a typo (num_threads=100000) from
 # asking onnxruntime or the kernels' pool for that many threads.
@@ -27,7 +28,7 @@ def check_num_threads(num_threads, name: str = "num_threads") -> int | None:
         return None
     if (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
             or not 1 <= num_threads <= MAX_THREADS):
-        raise ValueError(f"{name} must be a positive integer (at most {MAX_THREADS}) or None, got {num_threads!r}")
+        raise InvalidValueError(f"{name} must be a positive integer (at most {MAX_THREADS}) or None, got {num_threads!r}")
     return int(num_threads)
 
 

@@ -1,0 +1,1 @@
+"""Data in and out: BEIR folders, corpus files, qrels and runs, and retrieval evaluation."""

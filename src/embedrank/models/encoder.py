@@ -1,0 +1,337 @@
+"""Bi-encoder inference: ONNX Runtime in token-length-sorted batches, pooling in C++."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from embedrank import kernels
+
+from embedrank.models.chunking import Chunk, chunk, default_chunking
+from embedrank.models.folder import ModelConfig
+from embedrank.utils.documents import check_docs, document_text
+from embedrank.models.onnx_model import OnnxModel
+from embedrank.models.tokenization import check_texts
+from embedrank.utils.progress import progress_bar
+from embedrank.errors import InvalidTypeError, InvalidValueError, TruncationWarning
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+
+@dataclass
+class ChunkedEmbeddings:
+    """Chunk vectors of a list of documents.
+
+    embeddings: [n_chunks, dim]; chunk_to_doc: [n_chunks] int64 index of each chunk's
+    document; chunks: the chunk texts with their character spans.
+    """
+
+    embeddings: np.ndarray
+    chunk_to_doc: np.ndarray
+    chunks: list[Chunk]
+
+
+def quantize_embeddings(x: np.ndarray, precision: str, quantizer: kernels.Int8Quantizer | None = None) -> np.ndarray:
+    """float32 [n, d] -> the requested precision (sentence-transformers' conventions).
+
+    int8 / uint8: per-dimension ranges from `quantizer`, else fitted on `x` itself;
+    binary: packed sign bits as int8 (byte - 128); ubinary: packed sign bits as uint8.
+    """
+    if precision == "float32":
+        return x
+    if precision in ("int8", "uint8"):
+        q = quantizer if quantizer is not None else kernels.Int8Quantizer().fit(x)
+        codes = q.encode(x)
+        return codes if precision == "int8" else (codes.astype(np.int16) + 128).astype(np.uint8)
+    if precision in ("binary", "ubinary"):
+        bits = kernels.binarize(x)
+        return bits if precision == "ubinary" else (bits.astype(np.int16) - 128).astype(np.int8)
+    raise InvalidValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+class Encoder(OnnxModel):
+    """An exported bi-encoder (see :func:`embedrank.export_model`) run with ONNX Runtime.
+
+    Load with :meth:`load`. ``cache`` (a path, True for the user cache directory, or an
+    EmbeddingCache) stores vectors by model fingerprint, settings and text, so repeated
+    texts are encoded once. The session arguments are OnnxModel's.
+    """
+
+    KIND = "bi-encoder"
+    OTHER_KIND_HINT = "use CrossEncoder for cross-encoders"
+
+    def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
+                 cache=None, native_attention: bool | None = None):
+        super().__init__(config, variant=variant, providers=providers, num_threads=num_threads,
+                         native_attention=native_attention)
+        self._owns_cache = cache is not None and cache is not False and not _is_cache_object(cache)
+        self.cache = self._open_cache(cache)
+        self.fingerprint = config.fingerprint or (
+            _files_fingerprint([config.variant_path(variant), config.tokenizer_path]) if self.cache is not None else "")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
+             cache=None, native_attention: bool | None = None) -> Encoder:
+        """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
+        "pooled" (pooling inside the graph), "fp16" or "pooled_fp16" (float16, for the CUDA
+        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device).
+        native_attention: None runs the attention of a CPU session through embedrank's fused
+        kernel where the graph allows (``encoder.native_attention_layers`` says how many
+        layers), False never, True or an error (see embedrank.runtime.attention_fusion)."""
+        return super().load(path, variant=variant, providers=providers, num_threads=num_threads,
+                            native_attention=native_attention, cache=cache)
+
+    @staticmethod
+    def _open_cache(cache):
+        if cache is None or cache is False:
+            return None
+        from embedrank.models.cache import EmbeddingCache
+
+        if isinstance(cache, EmbeddingCache):
+            return cache
+        return EmbeddingCache(None if cache is True else cache)
+
+    def close(self) -> None:
+        """Closes the embedding cache if this encoder opened it."""
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
+        self.cache = None
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.dimension
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode(self, texts, batch_size: int = 32, normalize: bool | None = None, prompt: str | None = None,
+               truncate_dim: int | None = None, precision: str = "float32", show_progress: bool | None = None,
+               max_tokens_per_batch: int | str | None = "auto") -> np.ndarray:
+        """Embeds texts: a list of str (or one str, taken as a list of one).
+
+        Returns [n, dim] float32 (or [n, truncate_dim]); int8/uint8 [n, d] or binary/ubinary
+        [n, ceil(d / 8)] for the other precisions. The empty string is encoded like any text
+        (its special tokens only). normalize=None follows the model (embedrank.json).
+        Texts longer than max_seq_length tokens are truncated, with one TruncationWarning per
+        call giving their count.
+
+        Batches: texts sorted by token length, at most `batch_size` texts and at most
+        `max_tokens_per_batch` tokens once padded (None: no token cap; "auto": 1024 on the
+        CPU provider, no cap on CUDA, see embedrank.runtime.sessions.CPU_MAX_TOKENS_PER_BATCH). Each
+        batch is padded to its longest text, on CUDA rounded up to a multiple of
+        sessions.CUDA_PAD_TO_MULTIPLE_OF (32) tokens. fp32 and opt give a text the same vector
+        in any batch (within 1e-5); int8 does not quite: its dynamic quantization takes one
+        activation scale per batch, so a vector moves with its batch mates (cosine about 0.99
+        on SciFact documents in length-sorted batches; 0.97 for a short text padded beside
+        long ones).
+        """
+        texts = check_texts(texts)
+        max_tokens_per_batch = self._token_budget(max_tokens_per_batch)
+        if precision not in PRECISIONS:
+            raise InvalidValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidTypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
+        normalize = self.config.normalize if normalize is None else bool(normalize)
+        out_dim = self._check_truncate_dim(truncate_dim)
+        if prompt:
+            texts = [prompt + t for t in texts]
+        if not texts:
+            return _empty(out_dim, precision)
+        vectors = self._encode_float(texts, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
+        return quantize_embeddings(vectors, precision)
+
+    def encode_queries(self, texts, **kwargs) -> np.ndarray:
+        """encode() with the model's query prompt (if any)."""
+        kwargs.setdefault("prompt", self.config.prompts.get("query") or None)
+        return self.encode(texts, **kwargs)
+
+    def encode_documents(self, docs, chunking: bool = False, max_tokens: int | None = None,
+                         overlap: int | None = None, **kwargs):
+        """Embeds documents (str, or BEIR dicts {"title", "text"}) with the document prompt.
+
+        chunking=False: [n, dim] as encode(). chunking=True: long documents are split into
+        overlapping token windows (defaults from the model's max_seq_length: 224/32 for 256,
+        400/50 for 512) and a ChunkedEmbeddings is returned.
+        """
+        if isinstance(docs, (str, dict)):
+            docs = [docs]
+        texts = [document_text(d) for d in check_docs(docs)]
+        kwargs.setdefault("prompt", self.config.prompts.get("document") or None)
+        if not chunking:
+            return self.encode(texts, **kwargs)
+        default_tokens, default_overlap = default_chunking(self.max_seq_length)
+        max_tokens = default_tokens if max_tokens is None else max_tokens
+        overlap = default_overlap if overlap is None else overlap
+        chunks: list[Chunk] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            pieces = chunk(text, self.tokenizer, max_tokens, overlap)
+            chunks.extend(pieces)
+            owners.extend([i] * len(pieces))
+        vectors = self.encode([c.text for c in chunks], **kwargs)
+        return ChunkedEmbeddings(vectors, np.asarray(owners, dtype=np.int64), chunks)
+
+    def encode_to_file(self, texts: Iterable[str], path: str | os.PathLike, block_size: int = 4096,
+                       show_progress: bool | None = None, **kwargs) -> np.memmap:
+        """Streams any iterable of texts into a .npy file, holding one block of texts at a time.
+
+        The file appears only when complete (written beside it, then renamed). Returns the
+        result opened as a read-only memory map [n, dim].
+        """
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise InvalidValueError(f"path must end in .npy, got {path}")
+        if isinstance(texts, str):
+            texts = [texts]
+        kwargs["show_progress"] = False
+        total = len(texts) if hasattr(texts, "__len__") else None
+        progress = progress_bar(total, show_progress, "encoding")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, raw_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".raw")
+        n_rows, width, dtype = 0, None, None
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                block: list[str] = []
+                for i, text in enumerate(texts):
+                    if not isinstance(text, str):
+                        raise InvalidTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+                    block.append(text)
+                    if len(block) == block_size:
+                        width, dtype = self._write_block(raw, block, kwargs)
+                        n_rows += len(block)
+                        progress.update(len(block))
+                        block = []
+                if block or n_rows == 0:
+                    width, dtype = self._write_block(raw, block, kwargs)
+                    n_rows += len(block)
+                    progress.update(len(block))
+            _raw_to_npy(Path(raw_name), path, (n_rows, width), dtype)
+        finally:
+            progress.close()
+            if os.path.exists(raw_name):
+                os.unlink(raw_name)
+        return np.load(path, mmap_mode="r")
+
+    def _write_block(self, raw, block: list[str], kwargs: dict) -> tuple[int, np.dtype]:
+        vectors = self.encode(block, **kwargs)
+        raw.write(np.ascontiguousarray(vectors).tobytes())
+        return vectors.shape[1], vectors.dtype
+
+    # -- internals -----------------------------------------------------------------------
+    def _check_truncate_dim(self, truncate_dim) -> int:
+        if truncate_dim is None:
+            return self.dim
+        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer)):
+            raise InvalidTypeError(f"truncate_dim must be an integer or None, got {type(truncate_dim).__name__}")
+        if not 1 <= truncate_dim <= self.dim:
+            raise InvalidValueError(f"truncate_dim must be in [1, {self.dim}], got {truncate_dim}")
+        return int(truncate_dim)
+
+    def _settings(self, normalize: bool, truncate_dim) -> dict:
+        """Everything besides the text that changes a float32 vector (the cache's namespace)."""
+        return {
+            "variant": self.variant,
+            "max_seq_length": self.max_seq_length,
+            "pooling": self.config.pooling,
+            "normalize": normalize,
+            "truncate_dim": truncate_dim,
+        }
+
+    def _encode_float(self, texts: list[str], batch_size, normalize, truncate_dim, show_progress,
+                      max_tokens_per_batch) -> np.ndarray:
+        out_dim = truncate_dim or self.dim
+        result = np.empty((len(texts), out_dim), dtype=np.float32)
+        todo = list(range(len(texts)))
+        namespace = None
+        if self.cache is not None and texts:
+            from embedrank.models.cache import EmbeddingCache
+
+            namespace = EmbeddingCache.namespace(self.fingerprint, self._settings(normalize, truncate_dim))
+            found = self.cache.get_many(namespace, texts)
+            todo = [i for i, v in enumerate(found) if v is None or v.shape != (out_dim,)]
+            for i, v in enumerate(found):
+                if v is not None and v.shape == (out_dim,):
+                    result[i] = v
+        if todo:
+            missing = [texts[i] for i in todo]
+            vectors = self._run_model(missing, batch_size, normalize, truncate_dim, show_progress, max_tokens_per_batch)
+            result[todo] = vectors
+            if namespace is not None:
+                self.cache.put_many(namespace, missing, vectors)
+        return result
+
+    def _run_model(self, texts: list[str], batch_size, normalize, truncate_dim, show_progress,
+                   max_tokens_per_batch) -> np.ndarray:
+        encodings, n_truncated = self.tokenizer.encode(texts)
+        if n_truncated:
+            warnings.warn(
+                f"{n_truncated} of {len(texts)} texts were longer than max_seq_length={self.max_seq_length} "
+                "tokens and were truncated", TruncationWarning, stacklevel=4)
+        out = np.empty((len(texts), truncate_dim or self.dim), dtype=np.float32)
+        return self._run_batches(encodings, out, batch_size, max_tokens_per_batch, show_progress, "encoding",
+                                 lambda output, batch: self._pool(output, batch.attention_mask, normalize, truncate_dim))
+
+    def _pool(self, output: np.ndarray, attention_mask: np.ndarray, normalize: bool, truncate_dim) -> np.ndarray:
+        """The head: token states [b, L, H] (or pooled [b, H]) -> vectors [b, truncate_dim or H]."""
+        threads = self.num_threads
+        if output.ndim == 2:  # pooled inside the graph
+            pooled = kernels.normalize(output, num_threads=threads) if normalize else np.asarray(output, np.float32)
+        elif self.config.pooling == "mean":
+            pooled = kernels.mean_pool_normalize(output, attention_mask, normalize=normalize, num_threads=threads)
+        else:
+            pooled = kernels.cls_pool(output, normalize=normalize, num_threads=threads)
+        if truncate_dim is not None and truncate_dim != pooled.shape[1]:
+            pooled = (kernels.truncate_normalize(pooled, truncate_dim, num_threads=threads) if normalize
+                      else np.ascontiguousarray(pooled[:, :truncate_dim]))
+        return pooled
+
+
+def _empty(dim: int, precision: str) -> np.ndarray:
+    """The [0, width] result of encoding no text, in the dtype of `precision`."""
+    width = (dim + 7) // 8 if precision in ("binary", "ubinary") else dim
+    dtype = {"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(precision, np.uint8)
+    return np.empty((0, width), dtype=dtype)
+
+
+def _is_cache_object(cache) -> bool:
+    from embedrank.models.cache import EmbeddingCache
+
+    return isinstance(cache, EmbeddingCache)
+
+
+def _files_fingerprint(paths) -> str:
+    """sha256 over the bytes of the given files (for models exported without a fingerprint)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _raw_to_npy(raw_path: Path, path: Path, shape: tuple[int, int], dtype) -> None:
+    """Writes a .npy (header + the raw rows, copied in blocks) next to `path`, then renames it in."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as out, open(raw_path, "rb") as raw:
+        np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                   "fortran_order": False, "shape": shape})
+        while True:
+            block = raw.read(1 << 24)
+            if not block:
+                break
+            out.write(block)
+    os.replace(tmp, path)

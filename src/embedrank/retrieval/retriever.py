@@ -1,0 +1,468 @@
+"""Two-stage retrieval: bi-encoder candidates from a vector index, then cross-encoder reranking.
+
+    retriever = Retriever(Encoder.load(model), FlatIndex(384), reranker=CrossEncoder.load(ce))
+    retriever.add(corpus)                      # {doc_id: {"title", "text"}} or a list of texts
+    hits = retriever.search(["what is ..."])   # [[Hit(doc_id, score, text, passage), ...]]
+
+What is indexed: with chunking=True each document (title + " " + text) is split into
+overlapping token windows (the encoder's defaults: 224 tokens, 32 overlap for a 256-token
+model) and every window is one vector; short documents are one window. The index stores the
+window vectors under int ids 0, 1, ... (one per window, in the order added); the retriever
+keeps the window -> document map and each window's character span.
+
+How a query is answered, in batches of `query_batch_size` queries:
+
+1. encode: the queries' vectors (with the model's query prompt);
+2. search: the index's best windows, then their documents: a document's score is the max
+   (aggregate="max") or the mean (aggregate="mean") of its windows' scores among the windows
+   found, and its passage is its best window found. The index is asked for
+   ``candidates * min(4, most windows of any document)`` windows so that about `candidates`
+   distinct documents come back (fewer when the corpus or the windows run out). "max" is
+   the document's true best window score whenever the document is found; "mean" averages
+   only the windows that were found (windows outside the candidate list are not scored);
+3. rerank (when there is a reranker): the cross-encoder scores (query, passage) for the
+   candidates. The passage (the best window) rather than the whole document: it fits the
+   cross-encoder's window, while a long document would be cut to its beginning. With
+   rerank_text="document" the pair is (query, title + " " + text) instead (the cross-encoder
+   then cuts the document). The reranked score is the cross-encoder's raw logit (its order
+   is the sigmoid's order, without the sigmoid's saturation to ties at 1.0), plus
+   ``first_stage_weight`` times the first-stage score when that weight is not 0 (score
+   fusion: a cross-encoder trained on little data ranks better with the bi-encoder's
+   evidence kept; choose the weight on held-out queries, never on the test set);
+4. the best `top_k` documents, ties to the document added first.
+
+``last_timings`` holds the stage times of the latest search (a :class:`SearchTimings`).
+The settings are one frozen :class:`~embedrank.retrieval.settings.RetrieverSettings`
+(``retriever.settings``); ``retriever.top_k = 5`` and the like replace it with a checked copy.
+The corpus and its windows live in a :class:`~embedrank.retrieval.store.DocumentStore`.
+``save(path)`` writes the settings, the corpus, the window map, the index and the model
+references (folder paths, variants, fingerprints) into one folder, atomically;
+``Retriever.load(path)`` reopens it, refusing models whose fingerprint changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
+from embedrank.models.encoder import Encoder
+from embedrank.models.tokenization import check_texts
+from embedrank.retrieval.settings import AGGREGATES, RERANK_TEXTS, RetrieverSettings
+from embedrank.retrieval.store import DocumentStore
+from embedrank.utils.documents import join_title
+from embedrank.utils.files import recover_directory, write_directory
+
+__all__ = ["AGGREGATES", "Hit", "RERANK_TEXTS", "Retriever", "RetrieverFormatError", "RetrieverSettings",
+           "SearchTimings"]
+
+FORMAT = "embedrank-retriever"
+FORMAT_VERSION = 1
+CONFIG_FILE = "retriever.json"
+INDEX_DIR = "index"
+MAX_WINDOW_OVERSAMPLE = 4
+_SETTINGS = frozenset(RetrieverSettings.names())
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the document's id, its score, its text (title + " " + text, as indexed) and
+    the passage that matched (its best window; the whole text when it was not chunked)."""
+
+    doc_id: str
+    score: float
+    text: str
+    passage: str
+
+
+@dataclass(frozen=True)
+class SearchTimings:
+    """Wall-clock milliseconds of one search() call, per stage, summed over its query batches.
+
+    encode_ms: query encoding; search_ms: index search and per-document aggregation;
+    rerank_ms: cross-encoder scoring (0 without reranking); total_ms: the whole call.
+    """
+
+    queries: int
+    encode_ms: float
+    search_ms: float
+    rerank_ms: float
+    total_ms: float
+
+    def per_query_ms(self) -> dict:
+        n = max(self.queries, 1)
+        return {"encode": self.encode_ms / n, "search": self.search_ms / n, "rerank": self.rerank_ms / n,
+                "total": self.total_ms / n}
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Retriever:
+    """Bi-encoder retrieval over a vector index with optional cross-encoder reranking (see the module docstring).
+
+    encoder: an embedrank Encoder; index: an empty FlatIndex or HNSWIndex of the encoder's
+    dimension; reranker: a CrossEncoder or None. The other arguments are the fields of
+    :class:`RetrieverSettings` (candidates, top_k, chunking, aggregate, rerank_text,
+    max_tokens, overlap, query_batch_size, batch_size, first_stage_weight); each is also an
+    attribute, and assigning one replaces ``settings`` with a checked copy.
+    """
+
+    def __init__(self, encoder: Encoder, index, reranker=None, candidates: int = 100, top_k: int = 10,
+                 chunking: bool = True, aggregate: str = "max", *, rerank_text: str = "passage",
+                 max_tokens: int | None = None, overlap: int | None = None, query_batch_size: int = 32,
+                 batch_size: int = 32, first_stage_weight: float = 0.0):
+        if not isinstance(encoder, Encoder):
+            raise InvalidTypeError(f"encoder must be an embedrank Encoder, got {type(encoder).__name__}")
+        for method in ("add", "search", "save", "__len__"):
+            if not hasattr(index, method):
+                raise InvalidTypeError(
+                    f"index must be an embedrank index (FlatIndex or HNSWIndex), got {type(index).__name__}")
+        if index.dim != encoder.dim:
+            raise InvalidValueError(f"the index holds {index.dim}-dimensional vectors but the encoder makes {encoder.dim}")
+        if len(index) != 0:
+            raise InvalidValueError(f"the index already holds {len(index)} vectors; a Retriever starts from an empty "
+                                    "index (use Retriever.load for a saved retriever)")
+        settings = RetrieverSettings(candidates=candidates, top_k=top_k, chunking=chunking, aggregate=aggregate,
+                                     rerank_text=rerank_text, max_tokens=max_tokens, overlap=overlap,
+                                     query_batch_size=query_batch_size, batch_size=batch_size,
+                                     first_stage_weight=first_stage_weight)
+        self._assemble(encoder, index, reranker, settings, DocumentStore())
+
+    def _assemble(self, encoder: Encoder, index, reranker, settings: RetrieverSettings, store: DocumentStore) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.index = index
+        self.reranker = reranker
+        self.store = store
+        self.last_timings: SearchTimings | None = None
+
+    # -- settings: one frozen record, each field readable and assignable by name ------------
+    def __getattr__(self, name: str):
+        # only called when normal lookup fails: the settings' fields
+        if name in _SETTINGS and "settings" in self.__dict__:
+            return getattr(self.__dict__["settings"], name)
+        raise AttributeError(f"'Retriever' object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _SETTINGS:
+            value = self.settings.replace(**{name: value})
+            name = "settings"
+        elif name == "settings" and not isinstance(value, RetrieverSettings):
+            raise InvalidTypeError(f"settings must be a RetrieverSettings, got {type(value).__name__}")
+        object.__setattr__(self, name, value)
+
+    @property
+    def reranker(self):
+        return self._reranker
+
+    @reranker.setter
+    def reranker(self, value) -> None:
+        from embedrank.models.cross_encoder import CrossEncoder
+
+        if value is not None and not isinstance(value, CrossEncoder):
+            raise InvalidTypeError(f"reranker must be an embedrank CrossEncoder or None, got {type(value).__name__}")
+        if value is not None and value.num_labels != 1:
+            raise InvalidValueError(f"the reranker must give one score per pair; it has num_labels={value.num_labels}")
+        self._reranker = value
+
+    # -- the corpus ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Documents added."""
+        return len(self.store)
+
+    @property
+    def n_chunks(self) -> int:
+        """Windows (index vectors) added."""
+        return self.store.n_windows
+
+    def __contains__(self, doc_id) -> bool:
+        return doc_id in self.store
+
+    def document(self, doc_id: str) -> dict:
+        """{"title", "text"} of an added document (UnknownIdError, a KeyError, when absent)."""
+        return self.store.document(doc_id)
+
+    def add(self, corpus, show_progress: bool | None = None) -> list[str]:
+        """Encodes and indexes documents; returns their ids in the order added.
+
+        corpus: a BEIR-style dict {doc_id (str): {"title": str, "text": str}} (a str value is
+        taken as the text, title empty) or a list of texts, whose ids are assigned as the
+        strings "0", "1", ... counting on from the number of documents already added and
+        skipping ids already in use. An empty corpus,
+        a duplicate id (within the call or already added) or a wrongly typed entry raises
+        before anything is added; nothing is added when encoding or indexing fails.
+        """
+        ids, titles, texts = self._check_corpus(corpus)
+        docs = [{"title": t, "text": x} for t, x in zip(titles, texts)]
+        if self.chunking:
+            chunked = self.encoder.encode_documents(docs, chunking=True, max_tokens=self.max_tokens,
+                                                    overlap=self.overlap, batch_size=self.batch_size,
+                                                    show_progress=show_progress)
+            vectors = chunked.embeddings
+            owners = chunked.chunk_to_doc
+            starts = np.array([c.start for c in chunked.chunks], dtype=np.int64)
+            ends = np.array([c.end for c in chunked.chunks], dtype=np.int64)
+        else:
+            vectors = self.encoder.encode_documents(docs, chunking=False, batch_size=self.batch_size,
+                                                    show_progress=show_progress)
+            owners = np.arange(len(docs), dtype=np.int64)
+            starts = np.zeros(len(docs), dtype=np.int64)
+            ends = np.array([len(join_title(t, x)) for t, x in zip(titles, texts)], dtype=np.int64)
+        first_chunk = self.n_chunks
+        self.index.add(vectors, ids=np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64))
+        self.store.append(ids, titles, texts, owners, starts, ends)
+        return ids
+
+    def _check_corpus(self, corpus) -> tuple[list[str], list[str], list[str]]:
+        if isinstance(corpus, dict):
+            if not corpus:
+                raise InvalidValueError("corpus is empty: nothing to add")
+            ids, titles, texts = [], [], []
+            for doc_id, doc in corpus.items():
+                if not isinstance(doc_id, str):
+                    raise InvalidTypeError(f"document ids must be str, got {type(doc_id).__name__} {doc_id!r}")
+                if isinstance(doc, str):
+                    title, text = "", doc
+                elif isinstance(doc, dict):
+                    if "text" not in doc:
+                        raise InvalidValueError(f"document {doc_id!r} has no 'text' field (keys: {sorted(doc)})")
+                    title, text = doc.get("title") or "", doc["text"]
+                    if not isinstance(title, str) or not isinstance(text, str):
+                        bad = "title" if not isinstance(title, str) else "text"
+                        raise InvalidTypeError(f"document {doc_id!r}: {bad} must be a str, got {type(doc[bad]).__name__}")
+                else:
+                    raise InvalidTypeError(f"document {doc_id!r} must be a dict with 'text' (and 'title') or a str, "
+                                    f"got {type(doc).__name__}")
+                ids.append(doc_id)
+                titles.append(title)
+                texts.append(text)
+        elif isinstance(corpus, (list, tuple)):
+            if not corpus:
+                raise InvalidValueError("corpus is empty: nothing to add")
+            texts = check_texts(corpus, "corpus")
+            ids, number = [], len(self.store)
+            while len(ids) < len(texts):
+                if str(number) not in self.store:
+                    ids.append(str(number))
+                number += 1
+            titles = [""] * len(texts)
+        else:
+            raise InvalidTypeError(f"corpus must be a dict {{doc_id: {{'title', 'text'}}}} or a list of texts, "
+                            f"got {type(corpus).__name__}")
+        already = [d for d in ids if d in self.store]
+        if already:
+            raise InvalidValueError(f"{len(already)} document id(s) already added: {already[:5]}")
+        return ids, titles, texts
+
+    # -- search --------------------------------------------------------------------------
+    def search(self, queries, top_k: int | None = None, candidates: int | None = None, rerank: bool | None = None,
+               show_progress: bool | None = None) -> list[list[Hit]]:
+        """The best documents for each query: a list (one per query) of up to top_k Hits, best first.
+
+        queries: a list of str (one str is taken as a list of one). top_k / candidates
+        override the retriever's settings for this call; rerank=False skips the reranker
+        (None: rerank when there is one). An empty retriever gives empty lists. The stage
+        times are in ``last_timings``.
+        """
+        started = time.perf_counter()
+        queries = check_texts(queries, "queries")
+        top_k = self.top_k if top_k is None else _positive_int(top_k, "top_k")
+        candidates = self.candidates if candidates is None else _positive_int(candidates, "candidates")
+        candidates = max(candidates, top_k)
+        if rerank is not None and not isinstance(rerank, (bool, np.bool_)):
+            raise InvalidTypeError(f"rerank must be True, False or None, got {rerank!r}")
+        if rerank and self.reranker is None:
+            raise InvalidValueError("rerank=True but this retriever has no reranker")
+        use_reranker = self.reranker is not None and rerank is not False
+        encode_s = search_s = rerank_s = 0.0
+        results: list[list[Hit]] = []
+        if queries and self.n_chunks:
+            for start in range(0, len(queries), self.query_batch_size):
+                batch = queries[start:start + self.query_batch_size]
+                t0 = time.perf_counter()
+                vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
+                t1 = time.perf_counter()
+                found = self._first_stage(vectors, candidates)
+                t2 = time.perf_counter()
+                if use_reranker:
+                    found = self._rerank(batch, found, show_progress)
+                    rerank_s += time.perf_counter() - t2
+                results.extend(self._hits(docs, scores, windows, top_k) for docs, scores, windows in found)
+                encode_s, search_s = encode_s + t1 - t0, search_s + t2 - t1
+        else:
+            results = [[] for _ in queries]
+        total = time.perf_counter() - started
+        self.last_timings = SearchTimings(len(queries), encode_s * 1e3, search_s * 1e3, rerank_s * 1e3, total * 1e3)
+        return results
+
+    def _first_stage(self, vectors: np.ndarray, candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per query: (document indices, scores, best window of each), best first, at most `candidates`."""
+        k = min(self.n_chunks, candidates * min(MAX_WINDOW_OVERSAMPLE, max(self.store.most_windows, 1)))
+        result = self.index.search(vectors, k)
+        out = []
+        for ids, scores in zip(result.ids, result.scores):
+            live = ids >= 0
+            windows = ids[live].astype(np.int64)
+            scores = scores[live]
+            docs = self.store.chunk_doc[windows]
+            # windows come best first: a document's first window is its best one
+            unique_docs, first, inverse = np.unique(docs, return_index=True, return_inverse=True)
+            if self.aggregate == "max":
+                doc_scores = scores[first]
+            else:
+                sums = np.bincount(inverse, weights=scores.astype(np.float64), minlength=unique_docs.size)
+                doc_scores = (sums / np.bincount(inverse, minlength=unique_docs.size)).astype(np.float32)
+            order = np.lexsort((unique_docs, -doc_scores.astype(np.float64)))[:candidates]
+            out.append((unique_docs[order], doc_scores[order].astype(np.float32), windows[first[order]]))
+        return out
+
+    def _rerank(self, queries: list[str], found: list, show_progress) -> list:
+        """Cross-encoder scores for every (query, candidate) of the batch in one predict call."""
+        pairs = []
+        for query, (docs, _, windows) in zip(queries, found):
+            texts = (self.store.passage(w) for w in windows) if self.rerank_text == "passage" else (
+                self.store.full_text(d) for d in docs)
+            pairs.extend((query, t) for t in texts)
+        if not pairs:
+            return found
+        scores = self.reranker.predict(pairs, batch_size=self.batch_size, activation=None, show_progress=show_progress)
+        out, offset = [], 0
+        for docs, first_scores, windows in found:
+            mine = scores[offset:offset + len(docs)]
+            offset += len(docs)
+            if self.first_stage_weight:
+                mine = (mine + np.float32(self.first_stage_weight) * first_scores).astype(np.float32)
+            order = np.lexsort((docs, -mine.astype(np.float64)))
+            out.append((docs[order], mine[order], windows[order]))
+        return out
+
+    def _hits(self, docs: np.ndarray, scores: np.ndarray, windows: np.ndarray, top_k: int) -> list[Hit]:
+        store = self.store
+        return [Hit(store.doc_ids[d], float(s), store.full_text(d), store.passage(w))
+                for d, s, w in zip(docs[:top_k].tolist(), scores[:top_k].tolist(), windows[:top_k].tolist())]
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the retriever folder at `path` (replacing a retriever saved there); returns it.
+
+        Holds retriever.json (format, settings, counts; encoder and reranker folder paths,
+        variants and fingerprints), documents.jsonl and chunks.npz (the DocumentStore) and
+        index/ (the index's own format), written through embedrank.utils.files.write_directory:
+        a crash leaves the old folder or the new one, never a mix. A non-empty `path` that is
+        not a saved retriever is refused (ExistingPathError).
+        """
+        return write_directory(path, self._write, tag="saving", is_whole=_is_retriever,
+                               check_replaceable=_check_replaceable)
+
+    def _write(self, folder: Path) -> None:
+        self.store.write(folder)
+        self.index.save(folder / INDEX_DIR)
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "documents": len(self.store),
+            "chunks": self.n_chunks,
+            "settings": self.settings.to_dict(),
+            "encoder": _model_reference(self.encoder),
+            "reranker": None if self.reranker is None else _model_reference(self.reranker),
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, encoder: Encoder | None = None, reranker=None,
+             num_threads: int | None = None, mmap: bool = True) -> Retriever:
+        """Reopens a saved retriever: the corpus, the index and the models it references.
+
+        encoder / reranker: already loaded models to use instead of the saved folder paths
+        (e.g. after moving the model folders); their fingerprints must still match.
+        num_threads: for the models opened here. RetrieverFormatError for a folder that is not
+        a saved retriever or is inconsistent; InvalidValueError when a model's fingerprint
+        differs from the one the retriever was built with.
+        """
+        from embedrank.index import load_index
+        from embedrank.models.cross_encoder import CrossEncoder
+
+        path = Path(path)
+        config = _read_config(path)
+        try:
+            settings = RetrieverSettings.from_dict(config["settings"])
+        except (InvalidValueError, InvalidTypeError) as error:
+            raise RetrieverFormatError(f"{path / CONFIG_FILE}: {error}") from None
+        encoder_ref, reranker_ref = config["encoder"], config.get("reranker")
+        if encoder is None:
+            encoder = Encoder.load(encoder_ref["path"], variant=encoder_ref["variant"], num_threads=num_threads)
+        _check_fingerprint("encoder", encoder, encoder_ref)
+        if reranker is None and reranker_ref is not None:
+            reranker = CrossEncoder.load(reranker_ref["path"], variant=reranker_ref["variant"], num_threads=num_threads)
+        if reranker is not None and reranker_ref is not None:
+            _check_fingerprint("reranker", reranker, reranker_ref)
+        store = DocumentStore.read(path)
+        index = load_index(path / INDEX_DIR, mmap=mmap)
+        n_docs, n_chunks = len(store), store.n_windows
+        if (config["documents"], config["chunks"]) != (n_docs, n_chunks) or len(index) != n_chunks:
+            raise RetrieverFormatError(
+                f"{path}: inconsistent files ({n_docs} documents, {n_chunks} windows, {len(index)} index vectors; "
+                f"retriever.json says {config['documents']} and {config['chunks']})")
+        if index.dim != encoder.dim:
+            raise InvalidValueError(f"the saved index holds {index.dim}-dimensional vectors but the encoder makes "
+                                    f"{encoder.dim}")
+        retriever = cls.__new__(cls)
+        retriever._assemble(encoder, index, reranker, settings, store)
+        return retriever
+
+
+def _model_reference(model) -> dict:
+    return {"path": str(Path(model.config.path).absolute()), "variant": model.variant,
+            "fingerprint": model.config.fingerprint, "kind": model.config.kind}
+
+
+def _check_fingerprint(role: str, model, reference: dict) -> None:
+    saved, current = reference.get("fingerprint") or "", model.config.fingerprint or ""
+    if saved and current and saved != current:
+        raise InvalidValueError(f"the {role} at {model.config.path} has fingerprint {current[:19]}..., but this "
+                                f"retriever was built with {saved[:19]}... ({reference.get('path')}): its vectors "
+                                "would not match")
+
+
+def _is_retriever(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file()
+
+
+def _check_replaceable(path: Path) -> None:
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise ExistingPathError(f"{path} exists and is not a folder")
+    if any(path.iterdir()) and not _is_retriever(path):
+        raise ExistingPathError(f"{path} is not empty and is not a saved retriever: not overwriting it")
+
+
+def _read_config(path: Path) -> dict:
+    recover_directory(path.absolute(), _is_retriever)
+    if not path.is_dir():
+        raise RetrieverFormatError(f"retriever folder not found: {path}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise RetrieverFormatError(f"{config_path} is missing: not a saved retriever")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RetrieverFormatError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise RetrieverFormatError(f"{config_path} is not an embedrank retriever file")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise RetrieverFormatError(f"{config_path} has format_version {config.get('format_version')!r}; "
+                                   f"this embedrank reads {FORMAT_VERSION}")
+    for key in ("documents", "chunks", "settings", "encoder"):
+        if key not in config:
+            raise RetrieverFormatError(f"{config_path} lacks the field {key!r}")
+    return config

@@ -1,0 +1,349 @@
+"""Runs an encoder's attention through embedrank's fused kernel inside onnxruntime.
+
+An exported BERT-style graph computes each layer's attention as a dozen separate ops:
+Reshape and Transpose of Q, K and V, QK^T, a scale, the additive padding mask, Softmax, PV,
+Transpose and Reshape back. On a CPU these cost about half of an int8 encoder's time, most of
+it in memory passes over [batch, heads, tokens, tokens] tensors. :func:`fuse_attention`
+rewrites each such core into one ``ai.embedrank::Attention`` node, whose kernel
+(``cpp/attention.cpp``) is in ``libembedrank_ort_ops.so``, a custom-op library that
+onnxruntime loads itself and runs on the session's own thread pool.
+
+The rewrite happens in memory when a CPU session opens (``runtime.make_session``); model
+files on disk stay standard ONNX. A core is rewritten only when its mask provably is a key
+padding mask built from the ``attention_mask`` input: the mask subgraph is run on probe
+masks and must give 0 for attended keys and at most MASKED_BELOW for padded ones, the same
+for every query row, whatever the token ids. Anything else (relative position bias as in MPNet, scale applied
+before the product, other layouts) is left to onnxruntime as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from embedrank.errors import InvalidValueError, MissingFileError
+
+DOMAIN = "ai.embedrank"
+OP_TYPE = "Attention"
+LIBRARY_NAME = "libembedrank_ort_ops.so"
+MASK_INPUT = "attention_mask"
+_FLOAT16 = 10  # onnx.TensorProto.FLOAT16
+# Padded keys must get an additive mask at or below this (transformers uses finfo(float32).min).
+# Then a sequence with no attended key has all scores equal (the products are absorbed) and
+# attends uniformly, which is what the kernel does; with a mild mask such as -10000 it would
+# attend to every key by its score instead, so such graphs are left unfused.
+MASKED_BELOW = -1e30
+
+
+def library_path() -> Path:
+    """The custom-op library, installed next to embedrank's Python extension."""
+    spec = importlib.util.find_spec("embedrank._kernels")
+    if spec is None or spec.origin is None:
+        raise MissingFileError("embedrank._kernels is not installed, so neither is " + LIBRARY_NAME)
+    path = Path(spec.origin).with_name(LIBRARY_NAME)
+    if not path.is_file():
+        raise MissingFileError(f"embedrank's onnxruntime custom-op library is missing: {path}")
+    return path
+
+
+def fuse_attention(model) -> int:
+    """Rewrites every recognised attention core of ``model`` (an onnx.ModelProto, changed in
+    place) into one ai.embedrank::Attention node; returns how many were rewritten."""
+    graph = model.graph
+    if MASK_INPUT not in {i.name for i in graph.input}:
+        return 0
+    if any(i.data_type == _FLOAT16 for i in graph.initializer):
+        return 0  # a float16 graph: the kernel is float32
+    if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
+        return 0  # If/Loop/Scan bodies read outer names that the pruning below does not see
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for output in graph.output:  # a graph output is read from outside: its producer must stay
+        consumers.setdefault(output.name, []).append(_GRAPH_OUTPUT)
+    constants = _Constants(graph, producer)
+    checked_masks: dict[str, bool] = {}
+    replacements, dead = [], set()
+    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
+        core = _match_core(softmax, producer, consumers, constants, default_opset)
+        if core is None:
+            continue
+        mask_name = core.pop("mask")
+        if mask_name not in checked_masks:
+            checked_masks[mask_name] = _is_key_padding_mask(model, producer, mask_name)
+        if not checked_masks[mask_name]:
+            continue
+        replacements.append(_attention_node(core, softmax.name))
+        dead.update(id(n) for n in core["nodes"])
+    if not replacements:
+        return 0
+    nodes = [n for n in graph.node if id(n) not in dead] + replacements
+    nodes = _prune_unused(nodes, {o.name for o in graph.output})
+    del graph.node[:]
+    graph.node.extend(_topological_order(nodes, graph))
+    _drop_unused_initializers(graph)
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        from onnx import helper
+
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return len(replacements)
+
+
+@functools.lru_cache(maxsize=2)
+def fused_model_bytes(path: str, mtime_ns: int, size: int) -> tuple[bytes | None, int]:
+    """(serialized model with fused attention, number of cores fused), or (None, 0) when no
+    core was recognised. The last two file versions (path, mtime, size) are kept, so that
+    opening several sessions of one model rewrites it once; each holds the model's bytes."""
+    import onnx
+
+    model = onnx.load(path)
+    count = fuse_attention(model)
+    return (model.SerializeToString(), count) if count else (None, 0)
+
+
+def load_fused(path: Path) -> tuple[bytes | None, int]:
+    """fused_model_bytes for the file at ``path``, as it is now."""
+    stat = path.stat()
+    return fused_model_bytes(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+# --------------------------------------------------------------------------- #
+# Pattern matching
+# --------------------------------------------------------------------------- #
+
+
+class _GraphOutput:
+    op_type = "<graph output>"
+
+
+_GRAPH_OUTPUT = _GraphOutput()
+
+
+class _Constants:
+    """Values of initializers and Constant nodes."""
+
+    def __init__(self, graph, producer):
+        self._initializers = {i.name: i for i in graph.initializer}
+        self._producer = producer
+
+    def value(self, name: str) -> np.ndarray | None:
+        from onnx import numpy_helper
+
+        if name in self._initializers:
+            return numpy_helper.to_array(self._initializers[name])
+        node = self._producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def scalar(self, name: str) -> float | None:
+        value = self.value(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _perm(node) -> list[int]:
+    for attribute in node.attribute:
+        if attribute.name == "perm":
+            return list(attribute.ints)
+    return []
+
+
+def _reshape_target(reshape, producer, constants) -> list[int | None] | None:
+    """The target shape of a Reshape, one entry per output axis (None where it is computed at
+    run time, e.g. a dimension read by Shape/Gather and Unsqueezed), from a constant or a Concat
+    of constants and such scalars; None when it cannot be read."""
+    shape = constants.value(reshape.input[1])
+    if shape is not None:
+        return [int(x) for x in shape.reshape(-1)]
+    concat = producer.get(reshape.input[1])
+    if concat is None or concat.op_type != "Concat":
+        return None
+    target: list[int | None] = []
+    for part in concat.input:
+        value, node = constants.value(part), producer.get(part)
+        if value is not None:
+            target += [int(x) for x in value.reshape(-1)]
+        elif node is not None and node.op_type == "Unsqueeze":
+            target.append(None)
+        else:
+            return None
+    return target
+
+
+def _head_dim(reshape, producer, constants) -> int | None:
+    """head_dim from the [batch, tokens, heads, head_dim] target of a Q/K/V Reshape."""
+    target = _reshape_target(reshape, producer, constants)
+    return target[3] if target is not None and len(target) == 4 and target[3] and target[3] > 0 else None
+
+
+def _match_core(softmax, producer, consumers, constants, default_opset: int) -> dict | None:
+    """The nodes of one unfused attention core ending in `softmax`, or None."""
+
+    def only_consumer(name, op_type):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    axis = next((a.i for a in softmax.attribute if a.name == "axis"), None)
+    if axis is None:  # the default: the last axis from opset 13, axis 1 (of a flattened input) before
+        axis = -1 if default_opset >= 13 else 1
+    if axis not in (-1, 3):
+        return None
+    add = producer.get(softmax.input[0])
+    if add is None or add.op_type != "Add" or len(consumers.get(add.output[0], [])) != 1:
+        return None
+    scaled = producer.get(add.input[0])
+    if scaled is None or scaled.op_type not in ("Mul", "Div"):
+        return None
+    factor = constants.scalar(scaled.input[1])
+    if factor is None or factor == 0:
+        return None
+    scale = factor if scaled.op_type == "Mul" else 1.0 / factor
+    qk = producer.get(scaled.input[0])
+    if qk is None or qk.op_type != "MatMul":
+        return None
+    pv = only_consumer(softmax.output[0], "MatMul")
+    if pv is None or pv.input[0] != softmax.output[0]:
+        return None
+    tq, tk, tv = producer.get(qk.input[0]), producer.get(qk.input[1]), producer.get(pv.input[1])
+    t_out = only_consumer(pv.output[0], "Transpose")
+    r_out = t_out and only_consumer(t_out.output[0], "Reshape")
+    if r_out is None or any(n is None or n.op_type != "Transpose" for n in (tq, tk, tv)):
+        return None
+    if [_perm(n) for n in (tq, tk, tv, t_out)] != [[0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3], [0, 2, 1, 3]]:
+        return None
+    merged = _reshape_target(r_out, producer, constants)
+    if merged is None or len(merged) != 3:  # the context must come back as [B, T, hidden]
+        return None
+    rq, rk, rv = (producer.get(n.input[0]) for n in (tq, tk, tv))
+    if any(r is None or r.op_type != "Reshape" for r in (rq, rk, rv)):
+        return None
+    head_dims = {_head_dim(r, producer, constants) for r in (rq, rk, rv)}
+    if len(head_dims) != 1 or None in head_dims:
+        return None
+    # the intermediate tensors must have no other readers, or removing the nodes breaks them
+    singles = [(rq, "Transpose"), (rk, "Transpose"), (rv, "Transpose"), (tq, "MatMul"), (tk, "MatMul"),
+               (qk, scaled.op_type), (scaled, "Add"), (tv, "MatMul")]
+    if any(only_consumer(node.output[0], op) is None for node, op in singles):
+        return None
+    return {"q": rq.input[0], "k": rk.input[0], "v": rv.input[0], "out": r_out.output[0], "mask": add.input[1],
+            "head_dim": head_dims.pop(), "scale": scale,
+            "nodes": (rq, rk, rv, tq, tk, tv, qk, scaled, add, softmax, pv, t_out, r_out)}
+
+
+def _attention_node(core: dict, name: str):
+    from onnx import helper
+
+    return helper.make_node(OP_TYPE, [core["q"], core["k"], core["v"], MASK_INPUT], [core["out"]], domain=DOMAIN,
+                            name=f"{name}/embedrank_attention", head_dim=core["head_dim"], scale=core["scale"])
+
+
+def _ancestors(producer, name: str) -> tuple[list, set[str]]:
+    """(nodes computing `name`, in graph order of discovery; graph inputs they read)."""
+    nodes, inputs, seen, stack = [], set(), set(), [name]
+    while stack:
+        tensor = stack.pop()
+        node = producer.get(tensor)
+        if node is None:
+            inputs.add(tensor)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        stack.extend(i for i in node.input if i)
+    return nodes, inputs
+
+
+def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
+    """True when the tensor `mask_name` gives 0 for attended keys and <= MASKED_BELOW for
+    padded keys, equally for every query row, on probe masks; and the other inputs it reads
+    (exporters build the mask from the shape of input_ids or of the embeddings) change
+    nothing in it."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    nodes, inputs = _ancestors(producer, mask_name)
+    graph_inputs = {i.name: i for i in graph.input}
+    initializers = {i.name: i for i in graph.initializer}
+    read = sorted(i for i in inputs if i not in initializers)
+    if MASK_INPUT not in read or any(i not in graph_inputs for i in read):
+        return False
+    if any(graph_inputs[i].type.tensor_type.elem_type != onnx.TensorProto.INT64 for i in read):
+        return False
+    if any(n.op_type in ("If", "Loop", "Scan") or n.domain not in ("", "ai.onnx") for n in nodes):
+        return False
+    order = {id(n): i for i, n in enumerate(graph.node)}
+    nodes.sort(key=lambda n: order[id(n)])
+    sub = helper.make_graph(nodes, "embedrank_mask_probe", [graph_inputs[i] for i in read],
+                            [helper.make_tensor_value_info(mask_name, onnx.TensorProto.FLOAT, None)],
+                            [initializers[i] for i in inputs if i in initializers])
+    probe_model = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    probes = [np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], dtype=np.int64),
+              np.array([[1, 1, 0]], dtype=np.int64)]
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(probe_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for probe in probes:
+            values = []
+            for fill in (0, 1):  # the other inputs (token ids) must not matter
+                feeds = {name: probe if name == MASK_INPUT else np.full(probe.shape, fill, np.int64) for name in read}
+                values.append(np.asarray(session.run(None, feeds)[0], dtype=np.float32))
+            value = values[0]
+            if not np.array_equal(values[0], values[1]):
+                return False
+            batch, tokens = probe.shape
+            if value.ndim != 4 or value.shape[0] != batch or value.shape[1] != 1 or value.shape[3] != tokens:
+                return False
+            attended = np.broadcast_to(probe[:, None, None, :].astype(bool), value.shape)
+            if not np.isfinite(value).all():  # -inf: a fully padded row would give NaN, not a mean
+                return False
+            if np.any(value[attended] != 0) or np.any(value[~attended] > MASKED_BELOW):
+                return False
+    except Exception:  # a subgraph onnxruntime cannot run on its own is not a mask we can vouch for
+        return False
+    return True
+
+
+def _prune_unused(nodes: list, outputs: set[str]) -> list:
+    while True:
+        used = {i for n in nodes for i in n.input} | outputs
+        kept = [n for n in nodes if any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
+
+
+def _drop_unused_initializers(graph) -> None:
+    """Removes the constants only the rewritten nodes read (reshape targets, the scale)."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
+def _topological_order(nodes: list, graph) -> list:
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ordered, pending = [], list(nodes)
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise InvalidValueError("attention rewrite left a graph with unresolved inputs: " +
+                             ", ".join(sorted({i for n in rest for i in n.input if i not in available})[:5]))
+        pending = rest
+    return ordered

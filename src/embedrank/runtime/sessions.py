@@ -1,0 +1,161 @@
+"""ONNX Runtime sessions: provider choice and threading."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from embedrank.errors import AttentionFallbackWarning, InvalidValueError
+from embedrank.utils.threads import resolve_num_threads
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+# The token budget per batch that max_tokens_per_batch="auto" means on the CPU provider: 4
+# texts of 256 tokens (2 pairs of 512), whose activations (MiniLM's FFN [tokens, 1536] float32
+# is 6 MiB) stay near the cores' caches. Measured on SciFact against batches of 32: encoder
+# fp32 and int8 about 1.3x the documents/s, the int8 cross-encoder about 1.3x the pairs/s.
+CPU_MAX_TOKENS_PER_BATCH = 1024
+
+
+def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
+    """The CUDA provider when onnxruntime-gpu offers it (then CPU as fallback), else CPU.
+
+    Naming a provider that this onnxruntime lacks is a ValueError listing the available ones
+    (asking for CUDA needs the `gpu` extra: onnxruntime-gpu).
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if isinstance(providers, str):
+        providers = [providers]
+    wanted = [p if p.endswith("ExecutionProvider") else {"cpu": CPU, "cuda": CUDA}.get(p.lower(), p) for p in providers]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        hint = " (install embedrank[gpu], i.e. onnxruntime-gpu, on a machine with CUDA)" if CUDA in missing else ""
+        raise InvalidValueError(f"providers {missing} are not available in this onnxruntime; available: {available}{hint}")
+    return wanted
+
+
+# Graph fusions that onnxruntime's CPU provider runs slower than the ops they replace, so
+# sessions on the CPU alone leave them out. SkipLayerNormFusion turns Add + LayerNormalization
+# into SkipLayerNormalization, whose CPU kernel (onnxruntime 1.32) took 1.40 ms on [4, 256, 384]
+# against 0.33 ms for the pair on 2 cores; the int8 MiniLM graph has six of them and encodes
+# SciFact about 9% faster without them (`python -m embedrank.bench.session_fusions` measures both).
+CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
+
+
+def disabled_fusions(providers: Sequence[str]) -> list[str]:
+    """The graph fusions to leave out for a session on `providers`: CPU_DISABLED_FUSIONS when
+    the CPU provider is the only one, else none (the CUDA kernels of the fused ops are fast)."""
+    return list(CPU_DISABLED_FUSIONS) if list(providers) == [CPU] else []
+
+
+def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None,
+                 native_attention: bool | None = None):
+    """(InferenceSession, number of attention cores run by embedrank's fused kernel).
+
+    The session has the graph optimizations (less disabled_fusions) and `num_threads`
+    intra-op threads (None: every core this process may use). native_attention: None (default) rewrites the attention cores of a
+    CPU-only session into ai.embedrank::Attention (see embedrank.runtime.attention_fusion) when the
+    graph has recognisable ones, and falls back to the graph as it is, with a AttentionFallbackWarning,
+    if the rewritten one cannot be loaded or run; False never rewrites; True requires it (a
+    ValueError if the provider is not the CPU alone or no core is recognised or it fails).
+    """
+    import onnxruntime as ort
+
+    threads = resolve_num_threads(num_threads)
+    if native_attention is not None and not isinstance(native_attention, bool):
+        raise InvalidValueError(f"native_attention must be True, False or None, got {native_attention!r}")
+    chosen = choose_providers(providers)
+    if native_attention and chosen != [CPU]:
+        raise InvalidValueError(f"native_attention=True needs the CPU provider alone, got {chosen}")
+
+    def options():
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return opts
+
+    def open_session(source, opts):
+        try:
+            return ort.InferenceSession(source, sess_options=opts, providers=chosen,
+                                        disabled_optimizers=disabled_fusions(chosen))
+        except ValueError:
+            raise
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise InvalidValueError(f"{model_path} could not be loaded by onnxruntime: {error}") from None
+
+    if native_attention is not False and chosen == [CPU]:
+        try:
+            return _fused_session(Path(model_path), options(), open_session)
+        except _NotFused as why:
+            if native_attention:
+                raise InvalidValueError(f"{model_path}: {why}") from None
+            if why.warn:
+                warnings.warn(f"{model_path}: {why}; running onnxruntime's own attention", AttentionFallbackWarning, stacklevel=3)
+    return open_session(str(model_path), options()), 0
+
+
+class _NotFused(Exception):
+    """Why a session runs without embedrank's attention; `warn` when something is broken."""
+
+    def __init__(self, message: str, warn: bool = True):
+        super().__init__(message)
+        self.warn = warn
+
+
+def _fused_session(model_path: Path, opts, open_session):
+    """(session on the rewritten graph, cores fused), checked by one tiny run, or _NotFused."""
+    from embedrank.runtime import attention_fusion
+    try:
+        data, fused = attention_fusion.load_fused(model_path)
+    except Exception as error:  # an unreadable or invalid file: the plain load reports it
+        raise _NotFused(f"cannot rewrite its attention: {error}", warn=False) from None
+    if data is None:
+        raise _NotFused("has no attention core that embedrank's kernel can run", warn=False)
+    try:
+        opts.register_custom_ops_library(str(attention_fusion.library_path()))
+        session = open_session(data, opts)
+        _smoke_run(session)
+    except Exception as error:
+        raise _NotFused(f"the graph with embedrank's attention failed: {error}") from None
+    return session, fused
+
+
+def _smoke_run(session) -> None:
+    """Runs `session` once on one 3-token text when its inputs are [batch, tokens] int64 ids
+    and masks (an encoder's), so that a rewritten graph that cannot run fails here."""
+    feeds = {}
+    for value in session.get_inputs():
+        if value.type != "tensor(int64)" or len(value.shape) != 2:
+            return
+        feeds[value.name] = (np.ones if value.name == "attention_mask" else np.zeros)((1, 3), dtype=np.int64)
+    session.run(None, feeds)
+
+
+# Batches on the CUDA provider are padded to a multiple of this many tokens: the fused
+# attention of the fp16 graphs (cuDNN flash attention) builds a plan for every new shape, and
+# a corpus padded to each batch's own longest length has dozens of them.
+CUDA_PAD_TO_MULTIPLE_OF = 32
+
+
+def pad_multiple(provider: str) -> int:
+    """The padded length's granularity on `provider`: CUDA_PAD_TO_MULTIPLE_OF on CUDA, else 1."""
+    return CUDA_PAD_TO_MULTIPLE_OF if provider == CUDA else 1
+
+
+def token_budget(max_tokens_per_batch, provider: str) -> int | None:
+    """max_tokens_per_batch as a batching cap: "auto" is CPU_MAX_TOKENS_PER_BATCH on the CPU
+    provider and no cap (None) on CUDA, where big batches win; an int >= 1 or None as given."""
+    if isinstance(max_tokens_per_batch, str) and max_tokens_per_batch == "auto":
+        return None if provider == CUDA else CPU_MAX_TOKENS_PER_BATCH
+    if max_tokens_per_batch is not None and (isinstance(max_tokens_per_batch, (bool, str))
+                                             or not isinstance(max_tokens_per_batch, int) or max_tokens_per_batch < 1):
+        raise InvalidValueError(f'max_tokens_per_batch must be a positive integer, None or "auto", got {max_tokens_per_batch!r}')
+    return max_tokens_per_batch

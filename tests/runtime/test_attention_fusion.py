@@ -1,0 +1,303 @@
+"""embedrank.runtime.attention_fusion: the attention rewrite, the onnxruntime custom op, and the
+encoder sessions that use them (equal outputs, recognised and refused graphs, bad inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from embedrank.runtime import attention_fusion, sessions  # noqa: E402
+from embedrank.runtime.sessions import CPU  # noqa: E402
+from tests.conftest import REPO
+
+FINFO_MIN = float(np.finfo(np.float32).min)
+
+
+def attention_graph(width: int = 64, head_dim: int = 32, mask_value: float = FINFO_MIN, scale_op: str = "Div",
+                    extra_output: bool = False, scale_on_q: bool = False, softmax_axis: int | None = -1,
+                    merge_shape: tuple = (0, 0, -1), opset: int = 17):
+    """A one-layer encoder attention as exporters write it: x -> Q/K/V projections, Reshape +
+    Transpose, QK^T, scale, additive key mask from attention_mask, Softmax, PV, Transpose,
+    Reshape. Inputs x [B, T, width] float32 and attention_mask [B, T] int64; output y."""
+    rng = np.random.default_rng(width + head_dim)
+    inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), n)
+             for n in ("wq", "wk", "wv")]
+    inits += [numpy_helper.from_array(np.array([0, 0, -1, head_dim], np.int64), "split_shape"),
+              numpy_helper.from_array(np.array(merge_shape, np.int64), "merge_shape"),
+              numpy_helper.from_array(np.array([1, 2], np.int64), "mask_axes"),
+              numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+              numpy_helper.from_array(np.array(mask_value, np.float32), "mask_value"),
+              numpy_helper.from_array(np.array(np.sqrt(head_dim) if scale_op == "Div" else 1 / np.sqrt(head_dim),
+                                               np.float32), "scale")]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wq"], ["q"]), n("MatMul", ["x", "wk"], ["k"]), n("MatMul", ["x", "wv"], ["v"]),
+        n("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        n("Unsqueeze", ["mask_f", "mask_axes"], ["mask_4d"]),
+        n("Sub", ["one", "mask_4d"], ["inverted"]),
+        n("Mul", ["inverted", "mask_value"], ["additive"]),
+        n("Reshape", ["q", "split_shape"], ["q4"]), n("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["k", "split_shape"], ["k4"]), n("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Reshape", ["v", "split_shape"], ["v4"]), n("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+    ]
+    if scale_on_q:  # the scale applied to Q before the product: not the pattern the rewrite knows
+        nodes[8] = n("Transpose", ["q4"], ["qt0"], perm=[0, 2, 1, 3])
+        nodes.append(n(scale_op, ["qt0", "scale"], ["qt"]))
+        nodes += [n("MatMul", ["qt", "kt"], ["scaled"])]
+    else:
+        nodes += [n("MatMul", ["qt", "kt"], ["scores"]), n(scale_op, ["scores", "scale"], ["scaled"])]
+    nodes += [
+        n("Add", ["scaled", "additive"], ["masked"]),
+        n("Softmax", ["masked"], ["probs"]) if softmax_axis is None else n("Softmax", ["masked"], ["probs"], axis=softmax_axis),
+        n("MatMul", ["probs", "vt"], ["context"]), n("Transpose", ["context"], ["context_t"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["context_t", "merge_shape"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "attention", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "tokens", width]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def plain_session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=[CPU])
+
+
+def fused_session(model, threads: int = 2):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.register_custom_ops_library(str(attention_fusion.library_path()))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+
+
+def feeds(batch, tokens, width, seed=0, all_masked_row=False):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((batch, tokens)) < 0.7).astype(np.int64)
+    mask[:, 0] = 1
+    if all_masked_row:
+        mask[-1] = 0
+    return {"x": rng.standard_normal((batch, tokens, width)).astype(np.float32), "attention_mask": mask}
+
+
+def test_the_library_is_installed_next_to_the_extension():
+    path = attention_fusion.library_path()
+    assert path.name == attention_fusion.LIBRARY_NAME and path.is_file()
+
+
+@pytest.mark.parametrize("width,head_dim", [(64, 32), (64, 16), (128, 64), (48, 24), (5, 1)])
+@pytest.mark.parametrize("scale_op", ["Div", "Mul"])
+def test_fused_graph_equals_the_unfused_one_on_every_row(width, head_dim, scale_op):
+    model = attention_graph(width, head_dim, scale_op=scale_op)
+    plain = plain_session(model)
+    fused_model = attention_graph(width, head_dim, scale_op=scale_op)
+    assert attention_fusion.fuse_attention(fused_model) == 1
+    ops = [node.op_type for node in fused_model.graph.node]
+    assert "Softmax" not in ops and "Transpose" not in ops and ops.count("Attention") == 1
+    # the mask's subgraph, the reshape targets and the scale went with the nodes that read them
+    assert {i.name for i in fused_model.graph.initializer} == {"wq", "wk", "wv"}
+    assert {n.op_type for n in fused_model.graph.node} == {"MatMul", "Attention"}
+    fused = fused_session(fused_model)
+    for batch, tokens in ((1, 1), (3, 7), (2, 33), (4, 130)):
+        for threads_seed in range(2):
+            x = feeds(batch, tokens, width, seed=threads_seed, all_masked_row=batch > 1)
+            np.testing.assert_allclose(fused.run(None, x)[0], plain.run(None, x)[0], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"batch {batch}, tokens {tokens}")
+
+
+def test_single_threaded_session_runs_the_op_too():
+    model = attention_graph()
+    expected = plain_session(model).run(None, feeds(2, 9, 64))[0]
+    attention_fusion.fuse_attention(model)
+    np.testing.assert_allclose(fused_session(model, threads=1).run(None, feeds(2, 9, 64))[0], expected, rtol=1e-4,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,why", [
+    ({"mask_value": -10000.0}, "a mild mask (a fully padded row would not attend uniformly)"),
+    ({"mask_value": 10000.0}, "padded keys favoured, not masked"),
+    ({"scale_on_q": True}, "the scale applied to Q before the product"),
+    ({"extra_output": True}, "the probabilities are read elsewhere"),
+    ({"softmax_axis": 1}, "softmax over heads"),
+    ({"softmax_axis": None, "opset": 12}, "before opset 13 Softmax's default axis is 1"),
+    ({"merge_shape": (0, 0, 2, -1)}, "the context is not reshaped back to [B, T, hidden]"),
+])
+def test_graphs_that_are_not_a_plain_padded_attention_are_left_alone(kwargs, why):
+    model = attention_graph(**kwargs)
+    before = model.SerializeToString()
+    assert attention_fusion.fuse_attention(model) == 0, why
+    assert model.SerializeToString() == before
+
+
+def test_a_mask_that_reads_another_input_is_refused():
+    model = attention_graph()
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["batch", 1, 1, "tokens"]))
+    mul = next(node for node in graph.node if node.output[0] == "additive")
+    mul.output[0] = "additive_0"
+    graph.node.insert(list(graph.node).index(mul) + 1, helper.make_node("Add", ["additive_0", "bias"], ["additive"]))
+    assert attention_fusion.fuse_attention(model) == 0
+
+
+def test_a_mask_that_other_ids_change_is_refused():
+    # the mask's subgraph reads a second int64 input (segment ids) that changes it: not a plain
+    # key padding mask, whatever the probe masks give
+    model = attention_graph()
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("segment", TensorProto.INT64, ["batch", "tokens"]))
+    cast = next(node for node in graph.node if node.op_type == "Cast")
+    cast.input[0] = "mask_and_segment"
+    graph.node.insert(0, helper.make_node("Mul", ["attention_mask", "segment"], ["mask_and_segment"]))
+    assert attention_fusion.fuse_attention(model) == 0
+
+
+def test_softmax_with_its_default_axis_is_fused_from_opset_13():
+    assert attention_fusion.fuse_attention(attention_graph(softmax_axis=None)) == 1
+
+
+def test_the_op_gives_the_same_outputs_at_every_isa_level():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from embedrank import _kernels
+    from embedrank.kernels import ISA_LEVELS
+
+    code = (
+        "import numpy as np\n"
+        "from tests.runtime.test_attention_fusion import attention_graph, plain_session, fused_session, feeds\n"
+        "from embedrank.runtime import attention_fusion\n"
+        "for width, head_dim in ((64, 32), (128, 64), (48, 16), (48, 24)):\n"
+        "    model = attention_graph(width, head_dim)\n"
+        "    x = feeds(3, 37, width, all_masked_row=True)\n"
+        "    expected = plain_session(model).run(None, x)[0]\n"
+        "    attention_fusion.fuse_attention(model)\n"
+        "    got = fused_session(model).run(None, x)[0]\n"
+        "    assert np.allclose(got, expected, rtol=1e-4, atol=1e-5), (width, head_dim, abs(got - expected).max())\n"
+        "print('same outputs')\n")
+    levels = ISA_LEVELS[: ISA_LEVELS.index(_kernels.highest_isa()) + 1]
+    root = REPO
+    for level in levels:
+        result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                                env={**__import__("os").environ, "EMBEDRANK_ISA": level})
+        assert result.returncode == 0 and "same outputs" in result.stdout, (level, result.stderr[-2000:])
+
+
+def test_a_missing_library_falls_back_with_a_warning(tmp_path, monkeypatch):
+    path = tmp_path / "attention.onnx"
+    onnx.save(attention_graph(), str(path))
+
+    def missing():
+        raise FileNotFoundError("embedrank's onnxruntime custom-op library is missing: /nowhere")
+
+    monkeypatch.setattr(attention_fusion, "library_path", missing)
+    with pytest.warns(RuntimeWarning, match="custom-op library is missing.*running onnxruntime's own attention"):
+        session, fused = sessions.make_session(path, [CPU], 1)
+    assert fused == 0 and session.run(None, feeds(1, 4, 64))[0].shape == (1, 4, 64)
+    with pytest.raises(ValueError, match="custom-op library is missing"):
+        sessions.make_session(path, [CPU], 1, native_attention=True)
+
+
+def test_a_graph_without_attention_mask_is_left_alone():
+    model = attention_graph()
+    model.graph.input[1].name = "mask"
+    assert attention_fusion.fuse_attention(model) == 0
+
+
+def test_the_op_names_bad_shapes():
+    n = helper.make_node
+    graph = helper.make_graph(
+        [n("Attention", ["q", "k", "v", "attention_mask"], ["y"], domain=attention_fusion.DOMAIN, head_dim=4,
+           scale=0.5)], "bad",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("q", "k", "v")] +
+        [helper.make_tensor_value_info("attention_mask", TensorProto.INT64, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(attention_fusion.DOMAIN, 1)], ir_version=8)
+    session = fused_session(model)
+    q = np.zeros((2, 3, 8), np.float32)
+    mask = np.ones((2, 3), np.int64)
+    assert session.run(None, {"q": q, "k": q, "v": q, "attention_mask": mask})[0].shape == (2, 3, 8)
+    cases = [({"k": q[:, :2]}, r"key has shape \[2, 2, 8\], query has \[2, 3, 8\]"),
+             ({"attention_mask": mask[:, :2]}, r"attention_mask has shape \[2, 2\], expected \[2, 3\]"),
+             ({"q": q[0], "k": q[0], "v": q[0], "attention_mask": mask}, r"query must be \[batch, tokens, hidden\]"),
+             ({"q": q[..., :6], "k": q[..., :6], "v": q[..., :6]}, "hidden size 6 is not a multiple of head_dim=4")]
+    for change, message in cases:
+        inputs = {"q": q, "k": q, "v": q, "attention_mask": mask, **change}
+        with pytest.raises(Exception, match=message):
+            session.run(None, inputs)
+
+
+def test_make_session_reports_the_fused_cores_and_honours_the_switch(tmp_path):
+    path = tmp_path / "attention.onnx"
+    onnx.save(attention_graph(), str(path))
+    session, fused = sessions.make_session(path, [CPU], 2)
+    assert fused == 1
+    assert "y" in [o.name for o in session.get_outputs()]
+    assert sessions.make_session(path, [CPU], 2, native_attention=False)[1] == 0
+    plain = tmp_path / "plain.onnx"
+    onnx.save(attention_graph(scale_on_q=True), str(plain))
+    assert sessions.make_session(plain, [CPU], 2)[1] == 0
+    with pytest.raises(ValueError, match="has no attention core that embedrank's kernel can run"):
+        sessions.make_session(plain, [CPU], 2, native_attention=True)
+    for bad in ("yes", 1, 0):
+        with pytest.raises(ValueError, match="native_attention must be True, False or None"):
+            sessions.make_session(path, [CPU], 2, native_attention=bad)
+
+
+# --------------------------------------------------------------------------- #
+# The real all-MiniLM-L6-v2
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_minilm_sessions_fuse_all_six_layers(minilm_export, variant):
+    from embedrank import Encoder
+
+    assert Encoder.load(minilm_export, variant=variant).native_attention_layers == 6
+    assert Encoder.load(minilm_export, variant=variant, native_attention=False).native_attention_layers == 0
+
+
+def test_minilm_hidden_states_equal_the_unfused_graph_on_every_row(minilm_export):
+    model_path = minilm_export / "model.onnx"
+    plain, _ = sessions.make_session(model_path, [CPU], 2, native_attention=False)
+    fused, layers = sessions.make_session(model_path, [CPU], 2, native_attention=True)
+    assert layers == 6
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 20000, (3, 40)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 25:] = 0
+    mask[2, 3:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    np.testing.assert_allclose(fused.run(None, inputs)[0], plain.run(None, inputs)[0], rtol=1e-4, atol=2e-5)
+
+
+def test_minilm_vectors_with_and_without_the_kernel(minilm_export):
+    from embedrank import Encoder
+
+    texts = ["a short query", "a longer document about protein folding " * 12, "", "x y z", "one more text"]
+    fp32 = Encoder.load(minilm_export, native_attention=False).encode(texts)
+    np.testing.assert_allclose(Encoder.load(minilm_export).encode(texts), fp32, atol=1e-5)
+    # int8 rounds its activations, so a last-bit change in attention can flip a rounding:
+    # both int8 sessions stay as close to fp32 as each other
+    native = Encoder.load(minilm_export, variant="int8").encode(texts)
+    plain = Encoder.load(minilm_export, variant="int8", native_attention=False).encode(texts)
+    assert (native * plain).sum(axis=1).min() > 0.99
+    assert abs((native * fp32).sum(axis=1).mean() - (plain * fp32).sum(axis=1).mean()) < 0.005
+
+
+def test_nan_spreads_as_in_the_unfused_graph():
+    model = attention_graph()
+    x = feeds(2, 20, 64)
+    x["x"][0, 3, 5] = np.nan  # token 3 of text 0: its q, k and v rows are NaN
+    expected = plain_session(model).run(None, x)[0]
+    attention_fusion.fuse_attention(model)
+    got = fused_session(model).run(None, x)[0]
+    assert np.isnan(expected[0]).all() == np.isnan(got[0]).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-5)
