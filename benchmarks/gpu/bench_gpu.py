@@ -133,7 +133,7 @@ def synthetic(model: Path, source: str, device: str, seconds: float, batch: int,
     from sentence_transformers import SentenceTransformer
 
     from embedrank import kernels
-    from embedrank.export.exporter import pool
+    from embedrank.export.verify import pool
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     st32 = SentenceTransformer(source, device=device).float()

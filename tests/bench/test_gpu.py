@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +36,8 @@ def test_synthetic_batch_is_cls_words_sep_without_padding(bench_gpu):
 
 
 def test_numpy_pool_matches_the_kernel_on_padded_rows():
-    # the script's agreement line compares the C++ kernel with export.pool (numpy, float64)
-    from embedrank.export.exporter import pool
+    # the script's agreement line compares the C++ kernel with embedrank.export.verify.pool (numpy, float64)
+    from embedrank.export.verify import pool
 
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((3, 9, 17)).astype(np.float32)

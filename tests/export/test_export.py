@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 import embedrank
-from embedrank.export import exporter as export
-from embedrank.export import ExportVerificationError, export_model
+from embedrank.export import ExportAccuracyWarning, ExportVerificationError, export_model, variants, verify
 from embedrank.export.source import SourceModelError, read_source_model
 
 pytest.importorskip("torch", reason="export tests need torch (pip install 'embedrank[export]')")
@@ -158,7 +157,7 @@ def test_config_fields(config, minilm_dir):
     # fp16: converted from the fused graphs, verified within FP16_RTOL (unit vectors: 5e-3)
     assert config["export"]["fp16"]["from"] == "opt" and config["export"]["fp16"]["keep_io_types"] is True
     for variant in ("fp16", "pooled_fp16"):
-        assert verification[variant]["tolerance"] == export.FP16_RTOL
+        assert verification[variant]["tolerance"] == verify.FP16_RTOL
         assert verification[variant]["max_abs_diff"] <= 1e-3 and verification[variant]["min_cosine"] >= 0.9999
 
 
@@ -273,7 +272,7 @@ def test_cross_encoder(minilm_dir, tmp_path):
     # without optimize the fp16 variant comes from the fp32 graph; logits are judged relative to their size
     assert config["export"]["fp16"]["from"] == "fp32"
     fp16 = config["verification"]["fp16"]
-    assert fp16["tolerance"] >= export.FP16_RTOL and fp16["max_abs_diff"] <= fp16["tolerance"]
+    assert fp16["tolerance"] >= verify.FP16_RTOL and fp16["max_abs_diff"] <= fp16["tolerance"]
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["verification"]["fp32"]["max_abs_diff"] <= 1e-4
     ids = np.array([[101, 2054, 2003, 102, 3000, 2003, 1037, 2103, 102]], dtype=np.int64)
@@ -304,8 +303,8 @@ def test_tiny_random_family(family, minilm_dir, tmp_path, monkeypatch):
     source = tmp_path / family
     model.save_pretrained(str(source))
     shutil.copyfile(minilm_dir / "tokenizer.json", source / "tokenizer.json")
-    monkeypatch.setattr(export, "INT8_WARN_COSINE", 1.01)  # any int8 error now warns
-    with pytest.warns(export.ExportAccuracyWarning, match=r"model_int8\.onnx: cosine to the torch model as low as"):
+    monkeypatch.setattr(variants, "INT8_WARN_COSINE", 1.01)  # any int8 error now warns
+    with pytest.warns(ExportAccuracyWarning, match=r"model_int8\.onnx: cosine to the torch model as low as"):
         out = export_model(source, tmp_path / "out")
     config = json.loads((out / "embedrank.json").read_text())
     assert config["inputs"] == ["input_ids", "attention_mask"] and config["token_type_ids"] is False
@@ -328,7 +327,7 @@ def test_tiny_random_family(family, minilm_dir, tmp_path, monkeypatch):
         assert "fp16" not in config["variants"]
         fp16 = export_model(source, tmp_path / "out16", quantize=False, fp16=True)
         verification = json.loads((fp16 / "embedrank.json").read_text())["verification"]["fp16"]
-        assert verification["max_abs_diff"] <= verification["tolerance"] == export.FP16_RTOL
+        assert verification["max_abs_diff"] <= verification["tolerance"] == verify.FP16_RTOL
 
 
 def _tiny_bert_source(minilm_dir, tmp_path) -> Path:
@@ -358,7 +357,7 @@ def _matmul_inputs(path: Path) -> tuple[int, int]:
 
 def test_int8_falls_back_to_fp32_ffn_down_projections(minilm_dir, tmp_path, monkeypatch):
     source = _tiny_bert_source(minilm_dir, tmp_path)
-    monkeypatch.setattr(export, "INT8_ALL_MATMULS_MIN_COSINE", 1.01)  # no whole-int8 model can pass
+    monkeypatch.setattr(variants, "INT8_ALL_MATMULS_MIN_COSINE", 1.01)  # no whole-int8 model can pass
     out = export_model(source, tmp_path / "out", optimize=False)
     quantization = json.loads((out / "embedrank.json").read_text())["export"]["quantization"]
     assert quantization["n_kept_fp32"] == 2 and quantization["kept_fp32"].endswith("FFN down-projections")
@@ -368,7 +367,7 @@ def test_int8_falls_back_to_fp32_ffn_down_projections(minilm_dir, tmp_path, monk
 
 def test_int8_whole_when_accurate_enough(minilm_dir, tmp_path, monkeypatch):
     source = _tiny_bert_source(minilm_dir, tmp_path)
-    monkeypatch.setattr(export, "INT8_ALL_MATMULS_MIN_COSINE", -1.0)  # any whole-int8 model passes
+    monkeypatch.setattr(variants, "INT8_ALL_MATMULS_MIN_COSINE", -1.0)  # any whole-int8 model passes
     out = export_model(source, tmp_path / "out", optimize=False)
     config = json.loads((out / "embedrank.json").read_text())
     quantization = config["export"]["quantization"]
@@ -379,12 +378,12 @@ def test_int8_whole_when_accurate_enough(minilm_dir, tmp_path, monkeypatch):
 
 # -- verification failure -------------------------------------------------------------------
 def test_verification_failure_leaves_nothing(minilm_dir, tmp_path, monkeypatch):
-    real = export._torch_reference
+    real = verify.torch_reference
 
     def off_by_a_little(*args, **kwargs):
         return real(*args, **kwargs) + 1e-3
 
-    monkeypatch.setattr(export, "_torch_reference", off_by_a_little)
+    monkeypatch.setattr(verify, "torch_reference", off_by_a_little)
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "old.txt").write_text("old")
     # an existing folder given with overwrite=True is left as it was, and no temporary folder stays
@@ -395,7 +394,7 @@ def test_verification_failure_leaves_nothing(minilm_dir, tmp_path, monkeypatch):
 
 
 def test_fp16_verification_failure_names_the_flag(minilm_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "FP16_RTOL", 1e-9)  # no float16 graph can pass
+    monkeypatch.setattr(verify, "FP16_RTOL", 1e-9)  # no float16 graph can pass
     with pytest.raises(ExportVerificationError, match=r"model_fp16\.onnx \(fp16\) differs .*\(pass fp16=False to skip"):
         export_model(minilm_dir, tmp_path / "out", optimize=False, quantize=False, fp16=True)
     assert not (tmp_path / "out").exists()
@@ -522,7 +521,8 @@ def test_import_embedrank_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, embedrank, embedrank.export.exporter, embedrank.export.source; print('torch' in sys.modules)"
+    code = ("import sys, embedrank, embedrank.export.exporter, embedrank.export.source, embedrank.export.trace, "
+            "embedrank.export.verify, embedrank.export.variants; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert embedrank.export_model is export_model

@@ -142,13 +142,13 @@ def test_default_token_budget_on_cpu(cross_encoder, scifact_pairs, monkeypatch):
     from embedrank.runtime.sessions import CPU_MAX_TOKENS_PER_BATCH
 
     shapes = []
-    real = cross_encoder._score_batch
+    real = cross_encoder._run_batch
 
     def spy(encodings):
         shapes.append((len(encodings), max(len(e.ids) for e in encodings)))
         return real(encodings)
 
-    monkeypatch.setattr(cross_encoder, "_score_batch", spy)
+    monkeypatch.setattr(cross_encoder, "_run_batch", spy)
     pairs = scifact_pairs[:40]
     default = cross_encoder.predict(pairs)
     assert cross_encoder.providers[0] == "CPUExecutionProvider"

@@ -157,13 +157,13 @@ def test_default_token_budget_on_cpu(encoder, monkeypatch):
     from embedrank.runtime.sessions import CPU_MAX_TOKENS_PER_BATCH
 
     shapes = []
-    real = encoder._embed_batch
+    real = encoder._run_batch
 
     def spy(encodings, *args):
         shapes.append((len(encodings), max(len(e.ids) for e in encodings)))
         return real(encodings, *args)
 
-    monkeypatch.setattr(encoder, "_embed_batch", spy)
+    monkeypatch.setattr(encoder, "_run_batch", spy)
     texts = [LONG_TEXT] * 9 + TEXTS  # 9 texts cut at 256 tokens, then short ones
     with pytest.warns(TruncationWarning):
         default = encoder.encode(texts)

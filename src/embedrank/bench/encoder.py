@@ -4,8 +4,8 @@
     python -m embedrank.bench.encoder [--data ../shared/data/scifact] [--quick]
 
 Measures documents/s on the SciFact corpus (title + " " + text, max_seq_length 256) and
-texts/s on its queries (short texts), for sentence-transformers (batch 32, the issue's
-baseline) and embedrank's fp32 / opt / int8 variants (their defaults: length-sorted, 1024
+texts/s on its queries (short texts), for sentence-transformers (batch 32, its
+default) and embedrank's fp32 / opt / int8 variants (their defaults: length-sorted, 1024
 tokens a batch on a CPU). The corpus is encoded in DOCUMENT_CHUNKS consecutive chunks, every
 system on each chunk in turn (the order rotating), so that a slower or faster stretch of the
 shared machine hits all systems alike; each system's ratio to sentence-transformers is also
@@ -32,7 +32,7 @@ import numpy as np
 import embedrank
 from embedrank import kernels as K
 from embedrank.utils.documents import document_text
-from embedrank.export import read_export_config
+from embedrank.models.folder import read_config
 
 from embedrank.bench import datasets
 from embedrank.bench.outputs import add_output_arguments, default_data_dir, markdown_table, write_outputs
@@ -57,7 +57,7 @@ def exported_model(cache_dir: Path) -> Path:
     out = cache_dir / "all-MiniLM-L6-v2"
     config = out / "embedrank.json"
     # an export from before the int8 variant recorded its quantization tries is re-exported
-    if not config.exists() or "attempts" not in read_export_config(out)["export"].get("quantization", {}):
+    if not config.exists() or "attempts" not in read_config(out)["export"].get("quantization", {}):
         print(f"exporting all-MiniLM-L6-v2 to {out} ...", flush=True)
         start = time.perf_counter()
         embedrank.export_model(minilm_folder(), out, overwrite=True)

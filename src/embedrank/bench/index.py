@@ -20,7 +20,7 @@ embedrank/index/hnsw_search.py, with hnswlib's own Python ``filter=`` callback b
 and search speed/recall as tombstones accumulate, which sets the rebuild threshold in
 embedrank/index/hnsw_graph.py.
 
-Targets (issue 4): HNSWIndex within 5% of raw hnswlib's QPS at equal recall; filtered search
+Targets: HNSWIndex within 5% of raw hnswlib's QPS at equal recall; filtered search
 at 1% selectivity with recall >= 0.95.
 """
 

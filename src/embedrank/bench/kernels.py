@@ -4,7 +4,7 @@ numpy, faiss and usearch, all in this one process, printed as one table of ratio
     python -m embedrank.bench.kernels            # full sizes (about 5 minutes on 2 cores)
     python -m embedrank.bench.kernels --quick    # 20k rows, 200 queries
 
-Targets (issue "Foundation"), 1000 queries, k=10, on this machine:
+Targets, 1000 queries, k=10:
   float32 exact >= 1.0x faiss IndexFlatIP (right BLAS core) and >= 2.5x numpy;
   single query >= 70% of the measured read bandwidth;
   int8 >= 3x our float32, recall@10 >= 0.99 after rescoring the top 40;

@@ -58,7 +58,7 @@ def _read_text(obj: dict, key: str, path: Path, lineno: int, required: bool) -> 
     return value
 
 
-def _read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """``{_id: (field values)}``; the first field is required, later ones default to ''."""
     if not path.is_file():
         raise MissingFileError(f"BEIR file not found: {path}")
@@ -152,9 +152,9 @@ def load_beir(
         raise InvalidValueError(f"unknown split {split!r} for {root}; available splits: {listed}")
     qrels = read_beir_qrels(root / QRELS_FOLDER / f"{split}.tsv")
 
-    corpus_rows = _read_jsonl(root / CORPUS_FILE, ("text", "title"))
+    corpus_rows = read_jsonl(root / CORPUS_FILE, ("text", "title"))
     corpus = {doc: {"title": title, "text": text} for doc, (text, title) in corpus_rows.items()}
-    all_queries = {qid: text for qid, (text,) in _read_jsonl(root / QUERIES_FILE, ("text",)).items()}
+    all_queries = {qid: text for qid, (text,) in read_jsonl(root / QUERIES_FILE, ("text",)).items()}
 
     missing = [qid for qid in qrels if qid not in all_queries]
     if missing:

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from embedrank.data.beir import CORPUS_FILE, _read_jsonl
+from embedrank.data.beir import CORPUS_FILE, read_jsonl
 from embedrank.errors import InvalidValueError, MissingFileError
 
 
@@ -24,7 +24,7 @@ def read_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     if path.is_dir():
         if not (path / CORPUS_FILE).is_file():
             raise MissingFileError(f"{path} is a folder without {CORPUS_FILE}: not a BEIR dataset")
-        rows = _read_jsonl(path / CORPUS_FILE, ("text", "title"))
+        rows = read_jsonl(path / CORPUS_FILE, ("text", "title"))
         return {doc: {"title": title, "text": text} for doc, (text, title) in rows.items()}
     if not path.is_file():
         raise MissingFileError(f"corpus not found: {path}")

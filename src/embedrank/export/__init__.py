@@ -1,8 +1,9 @@
-"""Hugging Face folder -> embedrank model folder: trace to ONNX, verify against torch, and
-write the variants (fp32, opt, int8, pooled, fp16). Needs the ``export`` extra (torch,
+"""Hugging Face folder -> embedrank model folder: read the source folder (source), trace it to
+ONNX (trace), verify every graph against torch (verify) and write the variants (variants:
+opt, int8, fp16; exporter: the whole export). Needs the ``export`` extra (torch,
 transformers) only when a model is exported."""
 
-from embedrank.export.exporter import (ExportAccuracyWarning, ExportError, ExportVerificationError, export_model,
-                                       read_export_config)
+from embedrank.errors import ExportAccuracyWarning, ExportError, ExportVerificationError
+from embedrank.export.exporter import export_model
 
-__all__ = ["ExportAccuracyWarning", "ExportError", "ExportVerificationError", "export_model", "read_export_config"]
+__all__ = ["ExportAccuracyWarning", "ExportError", "ExportVerificationError", "export_model"]

@@ -37,16 +37,7 @@ class ModelConfig:
         if not folder.is_dir():
             raise ModelFolderError(f"model folder not found: {folder}")
         config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise ModelFolderError(
-                f"{config_path} is missing: not an embedrank model folder (create one with embedrank.export_model)"
-            )
-        try:
-            raw = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelFolderError(f"{config_path} is not valid JSON: {error}") from None
-        if not isinstance(raw, dict):
-            raise ModelFolderError(f"{config_path} must hold a JSON object")
+        raw = read_config(folder)
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelFolderError(f"{config_path} has format_version {version!r}; this embedrank reads {FORMAT_VERSION}")
@@ -84,3 +75,26 @@ class ModelConfig:
     @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    """The JSON object in a model folder's embedrank.json, unvalidated (ModelConfig.load
+    validates it); ModelFolderError when the file is missing or not a JSON object."""
+    config_path = Path(folder) / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelFolderError(f"{config_path} is missing: not an embedrank model folder "
+                               "(create one with embedrank.export_model)")
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFolderError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ModelFolderError(f"{config_path} must hold a JSON object")
+    return raw
+
+
+def write_config(folder: str | os.PathLike, document: dict) -> Path:
+    """Writes `document` (with format_version) as the folder's embedrank.json; returns its path."""
+    path = Path(folder) / CONFIG_FILE
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **document}, indent=2) + "\n", encoding="utf-8")
+    return path

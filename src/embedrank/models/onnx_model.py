@@ -98,12 +98,17 @@ class OnnxModel:
         progress = progress_bar(len(encodings), show_progress, desc)
         try:
             for rows in batches:
-                batch = self.tokenizer.pad([encodings[i] for i in rows], self._pad_multiple)
-                feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                         "token_type_ids": batch.token_type_ids}
-                output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]
+                output, batch = self._run_batch([encodings[i] for i in rows])
                 out[rows] = head(output, batch)
                 progress.update(len(rows))
         finally:
             progress.close()
         return out
+
+    def _run_batch(self, encodings: Sequence):
+        """(the graph's first output, the padded TokenizedBatch) for one batch of encodings."""
+        batch = self.tokenizer.pad(encodings, self._pad_multiple)
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "token_type_ids": batch.token_type_ids}
+        output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]
+        return output, batch

@@ -98,7 +98,7 @@ class TrainingResult:
 
 
 # -- batches -----------------------------------------------------------------------------------
-def _check_examples(examples: Sequence[TrainingExample], num_negatives: int, random_pool: Mapping | None) -> None:
+def check_examples(examples: Sequence[TrainingExample], num_negatives: int, random_pool: Mapping | None) -> None:
     if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
         raise InvalidTypeError("examples must be a list of TrainingExample (see examples_from_pairs)")
     if not examples:
@@ -114,7 +114,7 @@ def _check_examples(examples: Sequence[TrainingExample], num_negatives: int, ran
                              "draw random negatives from")
 
 
-def _pick_negatives(example: TrainingExample, k: int, rng: np.random.Generator,
+def pick_negatives(example: TrainingExample, k: int, rng: np.random.Generator,
                     random_pool: Mapping[str, str] | None, pool_ids: list[str]) -> tuple[list[str], list[str]]:
     """k (text, key) negatives: a seeded sample of the example's own, topped up at random from the pool."""
     texts, keys = list(example.negatives), example.negative_keys()
@@ -241,9 +241,9 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
     evaluations = dict(evaluations or {})
     if select_on is not None and select_on not in evaluations:
         raise InvalidValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
-    _check_examples(examples, config.num_negatives, random_negatives)
+    check_examples(examples, config.num_negatives, random_negatives)
     if out_dir is not None:
-        _check_out_dir(Path(out_dir), overwrite)
+        check_out_dir(Path(out_dir), overwrite)
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     seed_everything(config.seed)
@@ -263,7 +263,7 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     rng = np.random.default_rng(config.seed)
     pool_ids = list(random_negatives) if random_negatives is not None else []
-    result = TrainingResult(config=_config_dict(config))
+    result = TrainingResult(config=config_dict(config))
     best_state = None
     started = time.perf_counter()
     model.train()
@@ -325,7 +325,7 @@ def _step(model, batch, config, loss_fn, rng, random_negatives, pool_ids, device
     k = config.num_negatives
     negative_texts, negative_keys = [], []
     for example in batch:
-        texts, keys = _pick_negatives(example, k, rng, random_negatives, pool_ids)
+        texts, keys = pick_negatives(example, k, rng, random_negatives, pool_ids)
         negative_texts.extend(texts)
         negative_keys.append(keys)
     query_mask, document_mask = false_negative_masks(batch, k, negative_keys)
@@ -352,7 +352,7 @@ def _epoch_line(entry: dict) -> str:
     return " | ".join(parts)
 
 
-def _config_dict(config) -> dict:
+def config_dict(config) -> dict:
     out = asdict(config)
     for key, value in out.items():
         if isinstance(value, tuple):
@@ -361,7 +361,7 @@ def _config_dict(config) -> dict:
 
 
 # -- saving ------------------------------------------------------------------------------------
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExistingPathError(f"out_dir is not empty: {out} (pass overwrite=True to replace it)")
 
@@ -372,7 +372,7 @@ def save_and_export(model, out_dir: str | os.PathLike, kind: str = "bi-encoder",
     torch) to out_dir, with the HF folder moved into out_dir/hf. export=False: out_dir is the
     HF folder."""
     out = Path(out_dir)
-    _check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     if not export:
         if out.exists():
             shutil.rmtree(out)

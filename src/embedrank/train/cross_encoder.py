@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedrank.train.bi_encoder import (TrainingResult, _check_examples, _check_out_dir, _config_dict,
-                                        _pick_negatives, save_and_export)
+from embedrank.train.bi_encoder import (TrainingResult, check_examples, check_out_dir, config_dict,
+                                        pick_negatives, save_and_export)
 from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.models import CrossEncoderModel
 from embedrank.train.optim import check_number, check_positive_int, make_optimizer
@@ -139,9 +139,9 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
     evaluations = dict(evaluations or {})
     if select_on is not None and select_on not in evaluations:
         raise InvalidValueError(f"select_on={select_on!r} is not one of the evaluations {sorted(evaluations)}")
-    _check_examples(examples, config.num_negatives, random_negatives)
+    check_examples(examples, config.num_negatives, random_negatives)
     if out_dir is not None:
-        _check_out_dir(Path(out_dir), overwrite)
+        check_out_dir(Path(out_dir), overwrite)
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     seed_everything(config.seed)
@@ -157,7 +157,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     rng = np.random.default_rng(config.seed)
     pool_ids = list(random_negatives) if random_negatives is not None else []
-    result = TrainingResult(config=_config_dict(config))
+    result = TrainingResult(config=config_dict(config))
     best_state = None
     started = time.perf_counter()
     model.train()
@@ -172,7 +172,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
             batch = [examples[i] for i in order[start:start + config.batch_size]]
             queries, documents = [], []
             for example in batch:
-                negatives, _ = _pick_negatives(example, k, rng, random_negatives, pool_ids)
+                negatives, _ = pick_negatives(example, k, rng, random_negatives, pool_ids)
                 queries.extend([example.query] * (1 + k))
                 documents.extend([example.positive, *negatives])
             features = model.features(queries, documents, device)
