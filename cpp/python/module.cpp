@@ -10,12 +10,12 @@
 #include <stdexcept>
 #include <string>
 
-#include "attention.h"
-#include "dispatch.h"
-#include "pooling.h"
-#include "quantize.h"
-#include "search.h"
-#include "thread_pool.h"
+#include "core/attention.h"
+#include "core/dispatch.h"
+#include "core/pooling.h"
+#include "core/quantize.h"
+#include "core/search.h"
+#include "core/thread_pool.h"
 
 namespace py = pybind11;
 using namespace embedrank;

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "attention.h"
-#include "dispatch.h"
-#include "ort_api.h"
+#include "core/attention.h"
+#include "core/dispatch.h"
+#include "ort/ort_api.h"
 
 namespace {
 
