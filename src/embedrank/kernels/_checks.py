@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from embedrank.utils import threads
+
 
 def describe(a: np.ndarray) -> str:
     return f"{a.dtype} array of shape {a.shape}"
@@ -74,17 +76,11 @@ def check_k(k, n: int, what: str = "base rows") -> int:
     return k
 
 
-MAX_THREADS = 1024
-
-
 def check_num_threads(num_threads) -> int:
-    """0 means the library default (all cores)."""
-    if num_threads is None:
-        return 0
-    if (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
-            or not 1 <= num_threads <= MAX_THREADS):
-        raise ValueError(f"num_threads must be a positive integer (at most {MAX_THREADS}) or None, got {num_threads!r}")
-    return int(num_threads)
+    """`num_threads` for the native kernels: 0 means the library default (all available cores,
+    as embedrank.utils.threads.available_cores() counts them). Validated by utils.threads."""
+    checked = threads.check_num_threads(num_threads)
+    return 0 if checked is None else checked
 
 
 def check_same_dim(queries: np.ndarray, base: np.ndarray, q_name: str, b_name: str) -> None:

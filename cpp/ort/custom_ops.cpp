@@ -11,7 +11,6 @@
 // Work is split into (sequence, head) tasks and run on the session's own intra-op thread pool
 // (KernelContext_ParallelFor), so the op adds no threads of its own to the process.
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -19,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "attention.h"
-#include "dispatch.h"
-#include "ort_api.h"
+#include "core/attention.h"
+#include "core/dispatch.h"
+#include "ort/ort_api.h"
 
 namespace {
 
@@ -212,13 +211,11 @@ ort::Status* register_ops(ort::SessionOptions* options, ort::ApiTable table) {
   if (!g_api) {
     g_api = &api;
     // EMBEDRANK_ISA lowers the kernel's ISA level here too, as it does for embedrank._kernels.
-    if (const char* level = std::getenv("EMBEDRANK_ISA"); level && *level) {
-      try {
-        set_active_isa(isa_from_name(level));
-      } catch (const std::exception& error) {
-        g_api = nullptr;
-        return api.create_status(ort::kInvalidArgument, (std::string("EMBEDRANK_ISA: ") + error.what()).c_str());
-      }
+    try {
+      apply_environment();
+    } catch (const std::exception& error) {
+      g_api = nullptr;
+      return api.create_status(ort::kInvalidArgument, error.what());
     }
   }
   if (!domain) {

@@ -1,12 +1,11 @@
 #include "quantize.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 
 #include "dispatch.h"
+#include "simd.h"
 #include "thread_pool.h"
 
 namespace embedrank {
@@ -15,8 +14,10 @@ namespace {
 constexpr size_t kRowsPerTask = 512;
 
 // Each row function returns false when the row holds NaN/Inf.
-using EncodeRowFn = bool (*)(const float*, size_t, const float*, const float*, int8_t*);
-using BinarizeRowFn = bool (*)(const float*, size_t, uint8_t*);
+struct QuantizeOps {
+  bool (*encode_row)(const float* x, size_t d, const float* offset, const float* inv_scale, int8_t* out);
+  bool (*binarize_row)(const float* x, size_t d, uint8_t* out);
+};
 
 bool encode_row_scalar(const float* x, size_t d, const float* offset, const float* inv_scale, int8_t* out) {
   bool finite = true;
@@ -47,18 +48,14 @@ bool binarize_row_scalar(const float* x, size_t d, uint8_t* out) {
   return finite;
 }
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-AVX2_TARGET bool encode_row_avx2(const float* x, size_t d, const float* offset, const float* inv_scale,
+EMBEDRANK_TARGET_AVX2 bool encode_row_avx2(const float* x, size_t d, const float* offset, const float* inv_scale,
                                  int8_t* out) {
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 max_finite = _mm256_set1_ps(3.402823466e38f);
   __m256 bad = _mm256_setzero_ps();
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (size_t j = 0; j < d; j += 8) {
-    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(d - j)), lanes);
+    __m256i m = tail_mask8(d - j);
     __m256 v = _mm256_maskload_ps(x + j, m);
     bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), max_finite, _CMP_NLE_UQ));
     __m256 q = _mm256_mul_ps(_mm256_sub_ps(v, _mm256_maskload_ps(offset + j, m)), _mm256_maskload_ps(inv_scale + j, m));
@@ -73,14 +70,13 @@ AVX2_TARGET bool encode_row_avx2(const float* x, size_t d, const float* offset, 
   return _mm256_movemask_ps(bad) == 0;
 }
 
-AVX2_TARGET bool binarize_row_avx2(const float* x, size_t d, uint8_t* out) {
+EMBEDRANK_TARGET_AVX2 bool binarize_row_avx2(const float* x, size_t d, uint8_t* out) {
   const __m256 zero = _mm256_setzero_ps();
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 max_finite = _mm256_set1_ps(3.402823466e38f);
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 bad = _mm256_setzero_ps();
   for (size_t j = 0; j < d; j += 8) {
-    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(d - j)), lanes);
+    __m256i m = tail_mask8(d - j);
     __m256 v = _mm256_maskload_ps(x + j, m);
     bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), max_finite, _CMP_NLE_UQ));
     unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
@@ -93,12 +89,12 @@ AVX2_TARGET bool binarize_row_avx2(const float* x, size_t d, uint8_t* out) {
   return _mm256_movemask_ps(bad) == 0;
 }
 
-AVX512_TARGET bool encode_row_avx512(const float* x, size_t d, const float* offset, const float* inv_scale,
+EMBEDRANK_TARGET_AVX512 bool encode_row_avx512(const float* x, size_t d, const float* offset, const float* inv_scale,
                                      int8_t* out) {
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   __mmask16 bad = 0;
   for (size_t j = 0; j < d; j += 16) {
-    __mmask16 m = d - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (d - j)) - 1u);
+    __mmask16 m = tail_mask16(d - j);
     __m512 v = _mm512_maskz_loadu_ps(m, x + j);
     bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN | +Inf | -Inf | SNaN
     __m512 q = _mm512_mul_ps(_mm512_sub_ps(v, _mm512_maskz_loadu_ps(m, offset + j)),
@@ -110,11 +106,11 @@ AVX512_TARGET bool encode_row_avx512(const float* x, size_t d, const float* offs
   return bad == 0;
 }
 
-AVX512_TARGET bool binarize_row_avx512(const float* x, size_t d, uint8_t* out) {
+EMBEDRANK_TARGET_AVX512 bool binarize_row_avx512(const float* x, size_t d, uint8_t* out) {
   const __m512 zero = _mm512_setzero_ps();
   __mmask16 bad = 0;
   for (size_t j = 0; j < d; j += 16) {
-    __mmask16 m = d - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (d - j)) - 1u);
+    __mmask16 m = tail_mask16(d - j);
     __m512 v = _mm512_maskz_loadu_ps(m, x + j);
     bad |= _mm512_fpclass_ps_mask(v, 0x99);
     unsigned bits = _mm512_mask_cmp_ps_mask(m, v, zero, _CMP_GT_OQ);
@@ -146,16 +142,23 @@ int64_t run_rows(size_t n, int num_threads, RowFn row) {
   return first_bad.load();
 }
 
+const QuantizeOps& quantize_ops() {
+  static const IsaTables<QuantizeOps> tables({encode_row_scalar, binarize_row_scalar},
+                                             {encode_row_avx2, binarize_row_avx2},
+                                             {encode_row_avx512, binarize_row_avx512});
+  return tables.active();
+}
+
 }  // namespace
 
 int64_t int8_encode(const float* x, size_t n, size_t d, const float* offset, const float* inv_scale,
                     int8_t* codes, int num_threads) {
-  EncodeRowFn fn = use_avx512() ? encode_row_avx512 : use_avx2() ? encode_row_avx2 : encode_row_scalar;
+  const auto fn = quantize_ops().encode_row;
   return run_rows(n, num_threads, [&](size_t i) { return fn(x + i * d, d, offset, inv_scale, codes + i * d); });
 }
 
 int64_t binarize(const float* x, size_t n, size_t d, uint8_t* bits, int num_threads) {
-  BinarizeRowFn fn = use_avx512() ? binarize_row_avx512 : use_avx2() ? binarize_row_avx2 : binarize_row_scalar;
+  const auto fn = quantize_ops().binarize_row;
   size_t n_bytes = (d + 7) / 8;
   return run_rows(n, num_threads, [&](size_t i) { return fn(x + i * d, d, bits + i * n_bytes); });
 }

@@ -3,8 +3,6 @@
 // A panel holds 32 codes as 64-bit words transposed ([words][32] uint64), so AVX-512
 // VPOPCNTDQ scores 4 queries x 32 codes per word with xor + popcount + add, and distances
 // below each query's bound go to its CountingTopK.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -12,13 +10,11 @@
 #include "dispatch.h"
 #include "panel_search.h"
 #include "search.h"
+#include "simd.h"
 #include "topk.h"
 
 namespace embedrank {
 namespace {
-
-#define POPCNT_TARGET __attribute__((target("popcnt")))
-#define AVX512POPCNT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,popcnt")))
 
 inline size_t words_of(size_t n_bytes) { return (n_bytes + 7) / 8; }
 
@@ -62,7 +58,7 @@ void tiles_scalar(const uint64_t* q, size_t count, size_t words, const uint64_t*
   }
 }
 
-POPCNT_TARGET void tiles_popcnt(const uint64_t* q, size_t count, size_t words, const uint64_t* panel, int64_t first,
+EMBEDRANK_TARGET_AVX2 void tiles_popcnt(const uint64_t* q, size_t count, size_t words, const uint64_t* panel, int64_t first,
                                 uint32_t lanes, CountingTopK* selectors) {
   for (size_t i = 0; i < count; ++i) {
     int32_t dist[kPanelRows] = {};
@@ -76,7 +72,7 @@ POPCNT_TARGET void tiles_popcnt(const uint64_t* q, size_t count, size_t words, c
 }
 
 template <int MR>
-AVX512POPCNT_TARGET void tile_vpopcnt(const uint64_t* q, size_t words, const uint64_t* panel, int64_t first,
+EMBEDRANK_TARGET_AVX512_VPOPCNTDQ void tile_vpopcnt(const uint64_t* q, size_t words, const uint64_t* panel, int64_t first,
                                       uint32_t lanes, CountingTopK* selectors) {
   __m512i acc[MR][4];
   for (int i = 0; i < MR; ++i)
@@ -108,24 +104,18 @@ AVX512POPCNT_TARGET void tile_vpopcnt(const uint64_t* q, size_t words, const uin
   }
 }
 
-AVX512POPCNT_TARGET void tiles_vpopcnt(const uint64_t* q, size_t count, size_t words, const uint64_t* panel,
+EMBEDRANK_TARGET_AVX512_VPOPCNTDQ void tiles_vpopcnt(const uint64_t* q, size_t count, size_t words, const uint64_t* panel,
                                        int64_t first, uint32_t lanes, CountingTopK* selectors) {
-  size_t i = 0;
-  for (; i + 6 <= count; i += 6) tile_vpopcnt<6>(q + i * words, words, panel, first, lanes, selectors + i);
-  switch (count - i) {
-    case 5: tile_vpopcnt<5>(q + i * words, words, panel, first, lanes, selectors + i); break;
-    case 4: tile_vpopcnt<4>(q + i * words, words, panel, first, lanes, selectors + i); break;
-    case 3: tile_vpopcnt<3>(q + i * words, words, panel, first, lanes, selectors + i); break;
-    case 2: tile_vpopcnt<2>(q + i * words, words, panel, first, lanes, selectors + i); break;
-    case 1: tile_vpopcnt<1>(q + i * words, words, panel, first, lanes, selectors + i); break;
-    default: break;
-  }
+  for_each_query_tile<6>(count, [&](auto mr, size_t i) {
+    tile_vpopcnt<decltype(mr)::value>(q + i * words, words, panel, first, lanes, selectors + i);
+  });
 }
 
-HammingTileFn active_tiles() {
-  if (use_avx512() && cpu_features().avx512_vpopcntdq) return tiles_vpopcnt;
-  if (use_avx2()) return tiles_popcnt;
-  return tiles_scalar;
+// Within avx512: VPOPCNTDQ where present, else scalar POPCNT.
+HammingTileFn hamming_tiles() {
+  static const IsaTables<HammingTileFn> tables(tiles_scalar, tiles_popcnt,
+                                               cpu_features().avx512_vpopcntdq ? tiles_vpopcnt : tiles_popcnt);
+  return tables.active();
 }
 
 }  // namespace
@@ -138,7 +128,7 @@ void topk_hamming(const uint8_t* queries, size_t nq, const uint8_t* base, size_t
   size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
   int32_t max_distance = static_cast<int32_t>(n_bytes * 8);
   std::vector<CountingTopK> selectors(threads * nq, CountingTopK(o.k, max_distance));
-  HammingTileFn tiles = active_tiles();
+  HammingTileFn tiles = hamming_tiles();
   run_panel_search(
       nq, n, words * kPanelRows * sizeof(uint64_t), 24, o.num_threads, o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) { pack_bit_panels(base, first, count, n_bytes, dst); },

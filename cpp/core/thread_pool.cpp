@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -124,6 +126,15 @@ class ThreadPool {
 }  // namespace
 
 int default_num_threads() {
+  // The CPUs this process may run on (taskset, cgroup cpusets), as Python's
+  // embedrank.utils.threads.available_cores() counts them.
+#if defined(__linux__)
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) {
+    int n = CPU_COUNT(&mask);
+    if (n > 0) return n;
+  }
+#endif
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }

@@ -1,7 +1,5 @@
 #include "attention.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,12 +8,11 @@
 #include <string>
 
 #include "dispatch.h"
+#include "simd.h"
 #include "thread_pool.h"
 
 namespace embedrank {
 namespace {
-
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 
 struct HeadView {
   const float* q;
@@ -112,7 +109,7 @@ void load_query_block(const AttentionProblem& p, const HeadView& view, size_t i0
 
 // exp(x) for x <= 0 (softmax after subtracting the row max): 2^n * 2^f with f in [-0.5, 0.5],
 // 2^f by a degree-6 polynomial (relative error < 2e-7); below -87 the result flushes to ~0.
-AVX512_TARGET inline __m512 exp_nonpositive(__m512 x) {
+EMBEDRANK_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // operands in this order keep a NaN a NaN
   __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
   __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -131,7 +128,7 @@ AVX512_TARGET inline __m512 exp_nonpositive(__m512 x) {
 // all keys (K^T packed and pre-scaled once per head), softmax per row, then P V with the
 // block's output rows held in registers.
 template <int kVectors>
-AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+EMBEDRANK_TARGET_AVX512 void head_avx512(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
                                AttentionScratch& scratch) {
   constexpr int kDim = 16 * kVectors;
   constexpr int kRows = kVectors <= 2 ? 8 : 4;
@@ -200,24 +197,15 @@ AVX512_TARGET void head_avx512(const AttentionProblem& p, const HeadView& view, 
   }
 }
 
-#define AVX2_TARGET __attribute__((target("avx2,fma")))
-
-AVX2_TARGET inline float reduce_max8(__m256 v) {
+EMBEDRANK_TARGET_AVX2 inline float reduce_max8(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
   return _mm_cvtss_f32(m);
 }
 
-AVX2_TARGET inline float reduce_add8(__m256 v) {
-  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-
 // exp_nonpositive with 8 lanes: the same polynomial, 2^n built in the exponent bits.
-AVX2_TARGET inline __m256 exp_nonpositive8(__m256 x) {
+EMBEDRANK_TARGET_AVX2 inline __m256 exp_nonpositive8(__m256 x) {
   x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // operands in this order keep a NaN a NaN
   __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
   __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -236,7 +224,7 @@ AVX2_TARGET inline __m256 exp_nonpositive8(__m256 x) {
 // head_dim = 8 * kVectors, the AVX-512 scheme with 8 lanes; rows per block so that the
 // block's outputs fit in 8 registers.
 template <int kVectors>
-AVX2_TARGET void head_avx2(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+EMBEDRANK_TARGET_AVX2 void head_avx2(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
                            AttentionScratch& scratch) {
   constexpr int kDim = 8 * kVectors;
   constexpr int kRows = kVectors >= 8 ? 1 : 8 / kVectors;
@@ -304,24 +292,26 @@ AVX2_TARGET void head_avx2(const AttentionProblem& p, const HeadView& view, cons
   }
 }
 
+using HeadFn = void (*)(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
+                       AttentionScratch& scratch);
+
+// The kernels for head_dim 16, 32 and 64; other head sizes take the portable loop.
+struct AttentionOps {
+  HeadFn head16, head32, head64;
+};
+
 void run_head(const AttentionProblem& p, const HeadView& view, const std::vector<uint32_t>& keys,
               AttentionScratch& scratch) {
-  if (use_avx512()) {
-    switch (p.head_dim) {
-      case 16: return head_avx512<1>(p, view, keys, scratch);
-      case 32: return head_avx512<2>(p, view, keys, scratch);
-      case 64: return head_avx512<4>(p, view, keys, scratch);
-      default: break;  // other head sizes take the portable loop
-    }
-  } else if (use_avx2()) {
-    switch (p.head_dim) {
-      case 16: return head_avx2<2>(p, view, keys, scratch);
-      case 32: return head_avx2<4>(p, view, keys, scratch);
-      case 64: return head_avx2<8>(p, view, keys, scratch);
-      default: break;
-    }
+  static const IsaTables<AttentionOps> tables({head_scalar, head_scalar, head_scalar},
+                                              {head_avx2<2>, head_avx2<4>, head_avx2<8>},
+                                              {head_avx512<1>, head_avx512<2>, head_avx512<4>});
+  const AttentionOps& ops = tables.active();
+  switch (p.head_dim) {
+    case 16: return ops.head16(p, view, keys, scratch);
+    case 32: return ops.head32(p, view, keys, scratch);
+    case 64: return ops.head64(p, view, keys, scratch);
+    default: return head_scalar(p, view, keys, scratch);
   }
-  head_scalar(p, view, keys, scratch);
 }
 
 void require(bool ok, const std::string& message) {

@@ -16,7 +16,7 @@ struct Interrupted : std::runtime_error {
   Interrupted() : std::runtime_error("interrupted") {}
 };
 
-// Number of hardware threads (at least 1).
+// Number of CPUs in the process's affinity mask, else of hardware threads (at least 1).
 int default_num_threads();
 
 // A resolved thread count: `requested` <= 0 means default_num_threads().

@@ -1,10 +1,9 @@
 #include "vector_ops.h"
 
-#include <immintrin.h>
-
 #include <cstring>
 
 #include "dispatch.h"
+#include "simd.h"
 
 namespace embedrank {
 
@@ -65,34 +64,18 @@ float dot_i8_scalar(const float* a, const int8_t* b, size_t n) {
 }
 
 // ---- AVX2 + FMA + F16C --------------------------------------------------------------------
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-
-AVX2_TARGET inline __m256i tail_mask_avx2(size_t remaining) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(remaining)), lanes);
-}
-
-AVX2_TARGET inline float hsum_avx2(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
-AVX2_TARGET void add_f32_avx2(float* acc, const float* x, size_t n) {
+EMBEDRANK_TARGET_AVX2 void add_f32_avx2(float* acc, const float* x, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(x + i)));
   if (i < n) {
-    __m256i m = tail_mask_avx2(n - i);
+    __m256i m = tail_mask8(n - i);
     __m256 s = _mm256_add_ps(_mm256_maskload_ps(acc + i, m), _mm256_maskload_ps(x + i, m));
     _mm256_maskstore_ps(acc + i, m, s);
   }
 }
 
-AVX2_TARGET void add_f16_avx2(float* acc, const uint16_t* x, size_t n) {
+EMBEDRANK_TARGET_AVX2 void add_f16_avx2(float* acc, const uint16_t* x, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
@@ -101,13 +84,13 @@ AVX2_TARGET void add_f16_avx2(float* acc, const uint16_t* x, size_t n) {
   if (i < n) {
     alignas(16) uint16_t tail[8] = {0};
     std::memcpy(tail, x + i, (n - i) * sizeof(uint16_t));
-    __m256i m = tail_mask_avx2(n - i);
+    __m256i m = tail_mask8(n - i);
     __m256 v = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tail)));
     _mm256_maskstore_ps(acc + i, m, _mm256_add_ps(_mm256_maskload_ps(acc + i, m), v));
   }
 }
 
-AVX2_TARGET float sum_squares_avx2(const float* x, size_t n) {
+EMBEDRANK_TARGET_AVX2 float sum_squares_avx2(const float* x, size_t n) {
   __m256 s = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -115,23 +98,23 @@ AVX2_TARGET float sum_squares_avx2(const float* x, size_t n) {
     s = _mm256_fmadd_ps(v, v, s);
   }
   if (i < n) {
-    __m256 v = _mm256_maskload_ps(x + i, tail_mask_avx2(n - i));
+    __m256 v = _mm256_maskload_ps(x + i, tail_mask8(n - i));
     s = _mm256_fmadd_ps(v, v, s);
   }
-  return hsum_avx2(s);
+  return reduce_add8(s);
 }
 
-AVX2_TARGET void scale_avx2(float* out, const float* x, float factor, size_t n) {
+EMBEDRANK_TARGET_AVX2 void scale_avx2(float* out, const float* x, float factor, size_t n) {
   __m256 f = _mm256_set1_ps(factor);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), f));
   if (i < n) {
-    __m256i m = tail_mask_avx2(n - i);
+    __m256i m = tail_mask8(n - i);
     _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_maskload_ps(x + i, m), f));
   }
 }
 
-AVX2_TARGET float dot_avx2(const float* a, const float* b, size_t n) {
+EMBEDRANK_TARGET_AVX2 float dot_avx2(const float* a, const float* b, size_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -140,13 +123,13 @@ AVX2_TARGET float dot_avx2(const float* a, const float* b, size_t n) {
   }
   for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
   if (i < n) {
-    __m256i m = tail_mask_avx2(n - i);
+    __m256i m = tail_mask8(n - i);
     s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), s1);
   }
-  return hsum_avx2(_mm256_add_ps(s0, s1));
+  return reduce_add8(_mm256_add_ps(s0, s1));
 }
 
-AVX2_TARGET float dot_i8_avx2(const float* a, const int8_t* b, size_t n) {
+EMBEDRANK_TARGET_AVX2 float dot_i8_avx2(const float* a, const int8_t* b, size_t n) {
   __m256 s0 = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -157,19 +140,13 @@ AVX2_TARGET float dot_i8_avx2(const float* a, const int8_t* b, size_t n) {
     alignas(16) int8_t tail[16] = {0};
     std::memcpy(tail, b + i, n - i);
     __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(tail))));
-    s0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, tail_mask_avx2(n - i)), v, s0);
+    s0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, tail_mask8(n - i)), v, s0);
   }
-  return hsum_avx2(s0);
+  return reduce_add8(s0);
 }
 
 // ---- AVX-512 ------------------------------------------------------------------------------
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-AVX512_TARGET inline __mmask16 tail_mask16(size_t remaining) {
-  return static_cast<__mmask16>((1u << remaining) - 1u);
-}
-
-AVX512_TARGET void add_f32_avx512(float* acc, const float* x, size_t n) {
+EMBEDRANK_TARGET_AVX512 void add_f32_avx512(float* acc, const float* x, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_loadu_ps(x + i)));
@@ -180,7 +157,7 @@ AVX512_TARGET void add_f32_avx512(float* acc, const float* x, size_t n) {
   }
 }
 
-AVX512_TARGET void add_f16_avx512(float* acc, const uint16_t* x, size_t n) {
+EMBEDRANK_TARGET_AVX512 void add_f16_avx512(float* acc, const uint16_t* x, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
@@ -193,7 +170,7 @@ AVX512_TARGET void add_f16_avx512(float* acc, const uint16_t* x, size_t n) {
   }
 }
 
-AVX512_TARGET float sum_squares_avx512(const float* x, size_t n) {
+EMBEDRANK_TARGET_AVX512 float sum_squares_avx512(const float* x, size_t n) {
   __m512 s = _mm512_setzero_ps();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -207,7 +184,7 @@ AVX512_TARGET float sum_squares_avx512(const float* x, size_t n) {
   return _mm512_reduce_add_ps(s);
 }
 
-AVX512_TARGET void scale_avx512(float* out, const float* x, float factor, size_t n) {
+EMBEDRANK_TARGET_AVX512 void scale_avx512(float* out, const float* x, float factor, size_t n) {
   __m512 f = _mm512_set1_ps(factor);
   size_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), f));
@@ -217,7 +194,7 @@ AVX512_TARGET void scale_avx512(float* out, const float* x, float factor, size_t
   }
 }
 
-AVX512_TARGET float dot_avx512(const float* a, const float* b, size_t n) {
+EMBEDRANK_TARGET_AVX512 float dot_avx512(const float* a, const float* b, size_t n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -232,28 +209,24 @@ AVX512_TARGET float dot_avx512(const float* a, const float* b, size_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-AVX512_TARGET float dot_i8_avx512(const float* a, const int8_t* b, size_t n) {
+EMBEDRANK_TARGET_AVX512 float dot_i8_avx512(const float* a, const int8_t* b, size_t n) {
   __m512 s0 = _mm512_setzero_ps();
   for (size_t i = 0; i < n; i += 16) {
-    __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask16(n - i);
+    __mmask16 m = tail_mask16(n - i);
     __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i)));
     s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), v, s0);
   }
   return _mm512_reduce_add_ps(s0);
 }
 
-const VectorOps kScalar{add_f32_scalar, add_f16_scalar, sum_squares_scalar, scale_scalar, dot_scalar, dot_i8_scalar};
-const VectorOps kAvx2{add_f32_avx2, add_f16_avx2, sum_squares_avx2, scale_avx2, dot_avx2, dot_i8_avx2};
-const VectorOps kAvx512{add_f32_avx512, add_f16_avx512, sum_squares_avx512, scale_avx512, dot_avx512, dot_i8_avx512};
-
 }  // namespace
 
 const VectorOps& vector_ops() {
-  switch (active_isa()) {
-    case Isa::avx512: return kAvx512;
-    case Isa::avx2: return kAvx2;
-    default: return kScalar;
-  }
+  static const IsaTables<VectorOps> tables(
+      {add_f32_scalar, add_f16_scalar, sum_squares_scalar, scale_scalar, dot_scalar, dot_i8_scalar},
+      {add_f32_avx2, add_f16_avx2, sum_squares_avx2, scale_avx2, dot_avx2, dot_i8_avx2},
+      {add_f32_avx512, add_f16_avx512, sum_squares_avx512, scale_avx512, dot_avx512, dot_i8_avx512});
+  return tables.active();
 }
 
 }  // namespace embedrank

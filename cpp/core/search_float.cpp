@@ -2,8 +2,6 @@
 // codes taken as integers (the exact asymmetric path). Both share the panel micro-kernels:
 // a panel holds 32 rows transposed ([d][32] floats), so a tile of queries x 32 rows is a
 // sequence of broadcast-FMAs with no horizontal sums.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -14,14 +12,12 @@
 #include "dispatch.h"
 #include "panel_search.h"
 #include "search.h"
+#include "simd.h"
 #include "topk.h"
 #include "vector_ops.h"
 
 namespace embedrank {
 namespace {
-
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 // Tile signature: `count` queries (rows of `queries`, stride d) x one panel starting at row
 // `first`; `lanes` marks the rows that may enter; sets *nonfinite on a NaN/Inf score.
@@ -44,17 +40,15 @@ void pack_panels(const T* rows, size_t first, size_t count, size_t d, float* dst
 }
 
 // AVX-512: each panel column c (32 rows) is gathered with two 16-lane gathers.
-AVX512_TARGET void pack_float_panels_avx512(const float* rows, size_t first, size_t count, size_t d, float* dst) {
+EMBEDRANK_TARGET_AVX512 void pack_float_panels_avx512(const float* rows, size_t first, size_t count, size_t d, float* dst) {
   size_t panels = (count + kPanelRows - 1) / kPanelRows;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i index = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(d)));
   for (size_t p = 0; p < panels; ++p) {
     float* panel = dst + p * d * kPanelRows;
     size_t valid = std::min(kPanelRows, count - p * kPanelRows);
-    __mmask16 m0 = valid >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
-    __mmask16 m1 = valid >= 32 ? static_cast<__mmask16>(0xFFFF)
-                               : valid <= 16 ? static_cast<__mmask16>(0)
-                                             : static_cast<__mmask16>((1u << (valid - 16)) - 1u);
+    __mmask16 m0 = tail_mask16(valid);
+    __mmask16 m1 = valid <= 16 ? static_cast<__mmask16>(0) : tail_mask16(valid - 16);
     const float* r0 = rows + (first + p * kPanelRows) * d;
     const float* r1 = r0 + 16 * d;
     for (size_t c = 0; c < d; ++c) {
@@ -75,6 +69,15 @@ inline void fold_scalar(const float* scores, int64_t first, uint32_t lanes, Scor
       continue;
     }
     if (s > heap.threshold()) heap.push(s, first + static_cast<int64_t>(j));
+  }
+}
+
+// Pushes the scores at the set bits of `hits` (already above the threshold and finite).
+inline void push_hits(const float* scores, uint32_t hits, int64_t first, ScoreHeap& heap) {
+  while (hits) {
+    int j = __builtin_ctz(hits);
+    hits &= hits - 1;
+    heap.push(scores[j], first + j);
   }
 }
 
@@ -101,7 +104,7 @@ void tiles_scalar(const float* q, size_t count, size_t d, const float* panel, in
 
 // ---- AVX2: 3 queries x 32 rows in 12 ymm accumulators ------------------------------------
 template <int MR>
-AVX2_TARGET void tile_avx2(const float* q, size_t d, const float* panel, int64_t first, uint32_t lanes,
+EMBEDRANK_TARGET_AVX2 void tile_avx2(const float* q, size_t d, const float* panel, int64_t first, uint32_t lanes,
                            ScoreHeap* heaps, bool* nonfinite) {
   __m256 acc[MR][4];
   for (int i = 0; i < MR; ++i)
@@ -135,25 +138,20 @@ AVX2_TARGET void tile_avx2(const float* q, size_t d, const float* panel, int64_t
     if (!hits) continue;
     alignas(32) float s[kPanelRows];
     for (int v = 0; v < 4; ++v) _mm256_store_ps(s + 8 * v, acc[i][v]);
-    while (hits) {
-      int j = __builtin_ctz(hits);
-      hits &= hits - 1;
-      heaps[i].push(s[j], first + j);
-    }
+    push_hits(s, hits, first, heaps[i]);
   }
 }
 
-AVX2_TARGET void tiles_avx2(const float* q, size_t count, size_t d, const float* panel, int64_t first,
+EMBEDRANK_TARGET_AVX2 void tiles_avx2(const float* q, size_t count, size_t d, const float* panel, int64_t first,
                             uint32_t lanes, ScoreHeap* heaps, bool* nonfinite) {
-  size_t i = 0;
-  for (; i + 3 <= count; i += 3) tile_avx2<3>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
-  if (count - i == 2) tile_avx2<2>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
-  if (count - i == 1) tile_avx2<1>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
+  for_each_query_tile<3>(count, [&](auto mr, size_t i) {
+    tile_avx2<decltype(mr)::value>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
+  });
 }
 
 // ---- AVX-512: 6 queries x 32 rows in 12 zmm accumulators ---------------------------------
 template <int MR>
-AVX512_TARGET void tile_avx512(const float* q, size_t d, const float* panel, int64_t first, uint32_t lanes,
+EMBEDRANK_TARGET_AVX512 void tile_avx512(const float* q, size_t d, const float* panel, int64_t first, uint32_t lanes,
                                ScoreHeap* heaps, bool* nonfinite) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -179,30 +177,31 @@ AVX512_TARGET void tile_avx512(const float* q, size_t d, const float* panel, int
     alignas(64) float s[kPanelRows];
     _mm512_store_ps(s, acc[i][0]);
     _mm512_store_ps(s + 16, acc[i][1]);
-    while (hits) {
-      int j = __builtin_ctz(hits);
-      hits &= hits - 1;
-      heaps[i].push(s[j], first + j);
-    }
+    push_hits(s, hits, first, heaps[i]);
   }
 }
 
-AVX512_TARGET void tiles_avx512(const float* q, size_t count, size_t d, const float* panel, int64_t first,
+EMBEDRANK_TARGET_AVX512 void tiles_avx512(const float* q, size_t count, size_t d, const float* panel, int64_t first,
                                 uint32_t lanes, ScoreHeap* heaps, bool* nonfinite) {
-  size_t i = 0;
-  for (; i + 6 <= count; i += 6) tile_avx512<6>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
-  switch (count - i) {
-    case 5: tile_avx512<5>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite); break;
-    case 4: tile_avx512<4>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite); break;
-    case 3: tile_avx512<3>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite); break;
-    case 2: tile_avx512<2>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite); break;
-    case 1: tile_avx512<1>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite); break;
-    default: break;
-  }
+  for_each_query_tile<6>(count, [&](auto mr, size_t i) {
+    tile_avx512<decltype(mr)::value>(q + i * d, d, panel, first, lanes, heaps + i, nonfinite);
+  });
 }
 
-FloatTileFn active_tiles() {
-  return use_avx512() ? tiles_avx512 : use_avx2() ? tiles_avx2 : tiles_scalar;
+void pack_float_panels(const float* rows, size_t first, size_t count, size_t d, float* dst) {
+  pack_panels(rows, first, count, d, dst);
+}
+
+struct FloatSearchOps {
+  FloatTileFn tiles;
+  // Packs float32 rows; gather-based where the row offsets fit the gathers' int32 indices.
+  void (*pack_float)(const float* rows, size_t first, size_t count, size_t d, float* dst);
+};
+
+const FloatSearchOps& float_search_ops() {
+  static const IsaTables<FloatSearchOps> tables({tiles_scalar, pack_float_panels}, {tiles_avx2, pack_float_panels},
+                                                {tiles_avx512, pack_float_panels_avx512});
+  return tables.active();
 }
 
 // Few queries: stream the rows once (memory-bound), no packing.
@@ -248,14 +247,14 @@ bool panel_float_search(const float* queries, size_t nq, const T* rows, size_t n
   size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
   HeapSet heaps(threads, nq, o.k);
   std::vector<char> nonfinite(threads, 0);
-  FloatTileFn tiles = active_tiles();
+  const FloatSearchOps& ops = float_search_ops();
   size_t panel_bytes = d * kPanelRows * sizeof(float);
   run_panel_search(
       nq, n, panel_bytes, 24, o.num_threads, o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) {
         if constexpr (std::is_same_v<T, float>) {
-          if (use_avx512() && n * d < (size_t{1} << 31)) {
-            pack_float_panels_avx512(rows, first, count, d, reinterpret_cast<float*>(dst));
+          if (n * d < (size_t{1} << 31)) {
+            ops.pack_float(rows, first, count, d, reinterpret_cast<float*>(dst));
             return;
           }
         }
@@ -263,7 +262,7 @@ bool panel_float_search(const float* queries, size_t nq, const T* rows, size_t n
       },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
         bool bad = false;
-        tiles(queries + q * d, count, d, reinterpret_cast<const float*>(panel), static_cast<int64_t>(first), lanes,
+        ops.tiles(queries + q * d, count, d, reinterpret_cast<const float*>(panel), static_cast<int64_t>(first), lanes,
               heaps.worker(static_cast<size_t>(worker)) + q, &bad);
         if (bad) nonfinite[worker] = 1;
       });

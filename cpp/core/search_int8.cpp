@@ -6,8 +6,6 @@
 //   sum (q + 128) c = sum q c + 128 sum c.
 // Without VNNI (AVX2, or AVX-512 without VNNI) the same layout feeds the sign trick:
 //   maddubs(|q|, sign(c, q)), safe from saturation since |q| <= 127.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -15,25 +13,19 @@
 #include "dispatch.h"
 #include "panel_search.h"
 #include "search.h"
+#include "simd.h"
 #include "topk.h"
 
 namespace embedrank {
 namespace {
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-
-#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
 // AMX consumes 16 groups (64 bytes) of K per tile step, so its layout pads the groups.
 constexpr size_t kAmxGroups = 16;
 constexpr size_t kAmxQueries = 32;
 
-inline bool use_amx() { return use_avx512() && cpu_features().amx_int8; }
-
-inline size_t groups_of(size_t d) {
+inline size_t groups_of(size_t d, bool amx) {
   size_t groups = (d + 3) / 4;
-  return use_amx() ? (groups + kAmxGroups - 1) / kAmxGroups * kAmxGroups : groups;
+  return amx ? (groups + kAmxGroups - 1) / kAmxGroups * kAmxGroups : groups;
 }
 inline size_t int8_panel_bytes(size_t groups) { return groups * kPanelRows * 4 + kPanelRows * sizeof(int32_t); }
 
@@ -115,7 +107,7 @@ void tiles_scalar(const PreparedQueries& q, size_t q0, size_t count, const uint8
 
 // ---- AVX2 sign trick: 3 queries x 32 rows ---------------------------------------------------
 template <int MR>
-AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
+EMBEDRANK_TARGET_AVX2 void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
                            uint32_t lanes, ScoreHeap* heaps) {
   size_t groups = q.groups;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -151,17 +143,16 @@ AVX2_TARGET void tile_avx2(const PreparedQueries& q, size_t q0, const uint8_t* p
   }
 }
 
-AVX2_TARGET void tiles_avx2(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
+EMBEDRANK_TARGET_AVX2 void tiles_avx2(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
                             int64_t first, uint32_t lanes, ScoreHeap* heaps) {
-  size_t i = 0;
-  for (; i + 3 <= count; i += 3) tile_avx2<3>(q, q0 + i, panel, first, lanes, heaps + i);
-  if (count - i == 2) tile_avx2<2>(q, q0 + i, panel, first, lanes, heaps + i);
-  if (count - i == 1) tile_avx2<1>(q, q0 + i, panel, first, lanes, heaps + i);
+  for_each_query_tile<3>(count, [&](auto mr, size_t i) {
+    tile_avx2<decltype(mr)::value>(q, q0 + i, panel, first, lanes, heaps + i);
+  });
 }
 
 // ---- AVX-512 VNNI: 6 queries x 32 rows -----------------------------------------------------
 template <int MR>
-AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
+EMBEDRANK_TARGET_AVX512_VNNI void tile_vnni(const PreparedQueries& q, size_t q0, const uint8_t* panel, int64_t first,
                                  uint32_t lanes, ScoreHeap* heaps) {
   size_t groups = q.groups;
   __m512i acc[MR][2];
@@ -196,18 +187,11 @@ AVX512VNNI_TARGET void tile_vnni(const PreparedQueries& q, size_t q0, const uint
   }
 }
 
-AVX512VNNI_TARGET void tiles_vnni(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
+EMBEDRANK_TARGET_AVX512_VNNI void tiles_vnni(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel,
                                   int64_t first, uint32_t lanes, ScoreHeap* heaps) {
-  size_t i = 0;
-  for (; i + 6 <= count; i += 6) tile_vnni<6>(q, q0 + i, panel, first, lanes, heaps + i);
-  switch (count - i) {
-    case 5: tile_vnni<5>(q, q0 + i, panel, first, lanes, heaps + i); break;
-    case 4: tile_vnni<4>(q, q0 + i, panel, first, lanes, heaps + i); break;
-    case 3: tile_vnni<3>(q, q0 + i, panel, first, lanes, heaps + i); break;
-    case 2: tile_vnni<2>(q, q0 + i, panel, first, lanes, heaps + i); break;
-    case 1: tile_vnni<1>(q, q0 + i, panel, first, lanes, heaps + i); break;
-    default: break;
-  }
+  for_each_query_tile<6>(count, [&](auto mr, size_t i) {
+    tile_vnni<decltype(mr)::value>(q, q0 + i, panel, first, lanes, heaps + i);
+  });
 }
 
 // ---- AMX: 32 queries x 32 rows in four 16x16 int32 tiles -----------------------------------
@@ -222,7 +206,7 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-AMX_TARGET void configure_tiles() {
+EMBEDRANK_TARGET_AMX_INT8 void configure_tiles() {
   thread_local bool configured = false;
   if (configured) return;
   TileConfig config{};
@@ -235,7 +219,7 @@ AMX_TARGET void configure_tiles() {
   configured = true;
 }
 
-AMX_TARGET void tiles_amx(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, int64_t first,
+EMBEDRANK_TARGET_AMX_INT8 void tiles_amx(const PreparedQueries& q, size_t q0, size_t count, const uint8_t* panel, int64_t first,
                           uint32_t lanes, ScoreHeap* heaps) {
   configure_tiles();
   const size_t groups = q.groups;
@@ -276,11 +260,23 @@ AMX_TARGET void tiles_amx(const PreparedQueries& q, size_t q0, size_t count, con
   }
 }
 
-Int8TileFn active_tiles() {
-  if (use_amx()) return tiles_amx;
-  if (use_avx512() && cpu_features().avx512_vnni) return tiles_vnni;
-  if (use_avx2()) return tiles_avx2;
-  return tiles_scalar;
+struct Int8SearchOps {
+  Int8TileFn tiles;
+  size_t tile_queries;  // queries per tile call
+  bool amx;             // AMX layout: groups padded to kAmxGroups
+};
+
+// Within avx512: AMX where usable, else VNNI, else the AVX2 sign trick.
+const Int8SearchOps& int8_search_ops() {
+  static const IsaTables<Int8SearchOps> tables = [] {
+    const CpuFeatures& f = cpu_features();
+    Int8SearchOps avx2{tiles_avx2, 24, false};
+    Int8SearchOps avx512 = f.amx_int8 ? Int8SearchOps{tiles_amx, kAmxQueries, true}
+                           : f.avx512_vnni ? Int8SearchOps{tiles_vnni, 24, false}
+                                           : avx2;
+    return IsaTables<Int8SearchOps>({tiles_scalar, 24, false}, avx2, avx512);
+  }();
+  return tables.active();
 }
 
 }  // namespace
@@ -289,15 +285,14 @@ void topk_int8_int8(const int8_t* queries, size_t nq, const int8_t* codes, size_
                     const SearchOptions& o, float* out_scores, int64_t* out_ids) {
   size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
   HeapSet heaps(threads, nq, o.k);
-  size_t groups = groups_of(d);
+  const Int8SearchOps& ops = int8_search_ops();
+  size_t groups = groups_of(d, ops.amx);
   PreparedQueries prepared = prepare_queries(queries, nq, d, groups);
-  Int8TileFn tiles = active_tiles();
-  size_t tile_queries = use_amx() ? kAmxQueries : 24;
   run_panel_search(
-      nq, n, int8_panel_bytes(groups), tile_queries, o.num_threads, o.interrupted, o.allow,
+      nq, n, int8_panel_bytes(groups), ops.tile_queries, o.num_threads, o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) { pack_int8_panels(codes, first, count, d, groups, dst); },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
-        tiles(prepared, q, count, panel, static_cast<int64_t>(first), lanes,
+        ops.tiles(prepared, q, count, panel, static_cast<int64_t>(first), lanes,
               heaps.worker(static_cast<size_t>(worker)) + q);
       });
   heaps.merge_into(out_scores, out_ids);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "thread_pool.h"
@@ -48,6 +49,23 @@ inline uint32_t panel_lanes(size_t first, size_t n, const uint8_t* allow) {
       if (!allow[first + j]) lanes &= ~(1u << j);
   }
   return lanes;
+}
+
+// Calls tile(std::integral_constant<int, MR>, first_query) over `count` queries: tiles of
+// kMaxQueries queries, then one tile of the remainder (MR is a compile-time tile height).
+template <int MR, class Tile>
+inline void remainder_tile(size_t rest, size_t offset, Tile& tile) {
+  if constexpr (MR > 0) {
+    if (rest == MR) return tile(std::integral_constant<int, MR>{}, offset);
+    remainder_tile<MR - 1>(rest, offset, tile);
+  }
+}
+
+template <int kMaxQueries, class Tile>
+inline void for_each_query_tile(size_t count, Tile tile) {
+  size_t i = 0;
+  for (; i + kMaxQueries <= count; i += kMaxQueries) tile(std::integral_constant<int, kMaxQueries>{}, i);
+  remainder_tile<kMaxQueries - 1>(count - i, i, tile);
 }
 
 // pack(first_row, row_count, dst): packs rows into ceil(row_count / 32) panels at dst.
