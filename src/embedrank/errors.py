@@ -14,6 +14,7 @@ __all__ = [
     "AttentionFallbackWarning",
     "EmbedrankError",
     "EmbedrankWarning",
+    "EnvironmentSettingError",
     "ExistingPathError",
     "ExportAccuracyWarning",
     "ExportError",
@@ -56,6 +57,11 @@ class UnknownIdError(EmbedrankError, KeyError):
 
 class NotFittedError(EmbedrankError, ValueError, RuntimeError):
     """An object used before it was fitted (an Int8Quantizer without ranges)."""
+
+
+class EnvironmentSettingError(EmbedrankError, ImportError):
+    """An environment variable embedrank reads (EMBEDRANK_ISA...) holds a value it cannot use;
+    raised while importing the kernels."""
 
 
 class UsageError(EmbedrankError):

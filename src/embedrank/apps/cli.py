@@ -26,10 +26,10 @@ import numpy as np
 
 from embedrank.models.folder import DEFAULT_VARIANT_FILES
 from embedrank.errors import EmbedrankError, UsageError
+from embedrank.apps import arguments
 
 ENCODER_VARIANTS = tuple(DEFAULT_VARIANT_FILES)
 RERANKER_VARIANTS = tuple(v for v in DEFAULT_VARIANT_FILES if not v.startswith("pooled"))  # logits: nothing to pool
-
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -218,36 +218,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 # -- the parser ------------------------------------------------------------------------------
 
-def _token_budget(text: str) -> int | str | None:
-    """--max-tokens-per-batch: a positive integer, "auto" or "none"."""
-    lowered = text.strip().lower()
-    if lowered in ("auto", "none"):
-        return None if lowered == "none" else "auto"
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, "auto" or "none", got {text!r}') from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
 
 def _add_train_commands(commands, common: argparse.ArgumentParser) -> None:
     try:
@@ -265,7 +235,7 @@ def _add_train_commands(commands, common: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument("--threads", type=_positive_int, default=None, help="threads for inference (default: all)")
+    common.add_argument("--threads", type=arguments.positive_int, default=None, help="threads for inference (default: all)")
 
     parser = argparse.ArgumentParser(prog="embedrank", description="Fast, correct embedding retrieval.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -295,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="apply the model's document or query prompt (default: documents)")
     encode.add_argument("--variant", choices=ENCODER_VARIANTS, default="fp32")
     encode.add_argument("--precision", choices=("float32", "int8", "uint8", "binary", "ubinary"), default="float32")
-    encode.add_argument("--batch-size", type=_positive_int, default=32)
-    encode.add_argument("--max-tokens-per-batch", type=_token_budget, default="auto",
+    encode.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    encode.add_argument("--max-tokens-per-batch", type=arguments.token_budget, default="auto",
                         help='padded tokens per batch: "auto" (1024 on a CPU, no cap on CUDA), "none" or a number')
-    encode.add_argument("--truncate-dim", type=_positive_int, default=None, help="Matryoshka truncation")
+    encode.add_argument("--truncate-dim", type=arguments.positive_int, default=None, help="Matryoshka truncation")
     encode.set_defaults(handler=_encode)
 
     index = commands.add_parser("index", parents=[common], help="build a retriever from a corpus",
@@ -313,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--variant", choices=ENCODER_VARIANTS, default="fp32")
     index.add_argument("--reranker", default=None, help="embedrank cross-encoder folder (two-stage search)")
     index.add_argument("--reranker-variant", choices=RERANKER_VARIANTS, default="fp32")
-    index.add_argument("--candidates", type=_positive_int, default=100, help="first-stage candidates to rerank")
-    index.add_argument("--top-k", type=_positive_int, default=10)
-    index.add_argument("--first-stage-weight", type=_non_negative_float, default=0.0,
+    index.add_argument("--candidates", type=arguments.positive_int, default=100, help="first-stage candidates to rerank")
+    index.add_argument("--top-k", type=arguments.positive_int, default=10)
+    index.add_argument("--first-stage-weight", type=arguments.non_negative_float, default=0.0,
                        help="rerank score = cross-encoder logit + this x bi-encoder score (choose it on held-out queries)")
     index.add_argument("--no-chunking", action="store_true", help="embed documents whole (truncated)")
     index.add_argument("--overwrite", action="store_true")
@@ -325,10 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Answer queries with a retriever folder written by `embedrank index`.")
     search.add_argument("retriever", help="retriever folder")
     search.add_argument("queries", nargs="+", help="one or more queries")
-    search.add_argument("-k", type=_positive_int, default=None, help="results per query (default: the retriever's)")
+    search.add_argument("-k", type=arguments.positive_int, default=None, help="results per query (default: the retriever's)")
     search.add_argument("--no-rerank", action="store_true", help="first stage only")
     search.add_argument("--json", action="store_true", help="print JSON")
-    search.add_argument("--width", type=_positive_int, default=120, help="passage characters shown")
+    search.add_argument("--width", type=arguments.positive_int, default=120, help="passage characters shown")
     search.set_defaults(handler=_search)
 
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate a run or a retriever",
@@ -342,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metrics", default=None,
                           help="comma-separated, e.g. ndcg@10,recall@100 (default: ndcg@10,recall@100,map@100,"
                                "mrr@10,precision@10)")
-    evaluate.add_argument("--depth", type=_positive_int, default=100, help="documents retrieved per query")
+    evaluate.add_argument("--depth", type=arguments.positive_int, default=100, help="documents retrieved per query")
     evaluate.add_argument("--no-rerank", action="store_true")
     evaluate.add_argument("--save-run", default=None, help="also write the run as a TREC file")
     evaluate.add_argument("--per-query", action="store_true")
@@ -365,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "questions with two-stage retrieval and print the evaluation table.")
     demo.add_argument("--data", default=None, help="BEIR folder (default: ../shared/data/scifact if present)")
     demo.add_argument("--cache-dir", default=None, help="where models and embeddings are cached")
-    demo.add_argument("--questions", type=_positive_int, default=3, help="example questions to show")
+    demo.add_argument("--questions", type=arguments.positive_int, default=3, help="example questions to show")
     demo.add_argument("--quick", action="store_true", help="a smaller corpus sample")
     demo.set_defaults(handler=_demo)
     return parser

@@ -34,8 +34,9 @@ from embedrank.utils.threads import available_cores
 DEFAULT_CACHE = Path.home() / ".cache" / "embedrank" / "demo"
 RERANK_CANDIDATES = 100  # first-stage candidates reranked for the example questions
 # The evaluation reranks each test query's best EVAL_RERANK_DEPTH candidates (documents below
-# keep their first-stage order, so Recall@100 stays comparable): a cross-encoder scores about
-# 50-80 pairs/s on 2 cores, and 300 queries x 100 pairs would take most of the demo's time.
+# keep their first-stage order, so Recall@100 stays comparable): a cross-encoder on a small
+# CPU scores tens of pairs a second, and 300 queries x 100 pairs would take most of the demo's
+# time (benchmarks/results/reranker.md).
 EVAL_RERANK_DEPTH = 20
 # The demo's reranker: a short run of the full recipe (benchmarks/bench_train.py), sized to
 # train in a few minutes on 2 cores.

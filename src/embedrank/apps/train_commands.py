@@ -18,48 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 from embedrank.errors import ExistingPathError, InvalidValueError
+from embedrank.apps import arguments
 
 __all__ = ["register"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
-    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,32 +28,32 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     parser.add_argument("--split", default="train", help="qrels split to train on (default: train)")
     parser.add_argument("--eval-split", default=None, help="another split scored every epoch (reported only)")
-    parser.add_argument("--dev-fraction", type=_fraction, default=0.1,
+    parser.add_argument("--dev-fraction", type=arguments.fraction, default=0.1,
                         help="training queries held out to pick the best epoch (0: keep the last epoch)")
     parser.add_argument("--out", required=True, help="the embedrank model folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    parser.add_argument("--epochs", type=_positive_int, default=1)
-    parser.add_argument("--batch-size", type=_positive_int, default=None)
-    parser.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
-    parser.add_argument("--warmup-ratio", type=_fraction, default=0.1)
-    parser.add_argument("--num-negatives", type=_non_negative_int, default=None, help="negatives per example")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=1)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=None)
+    parser.add_argument("--lr", type=arguments.positive_float, default=None, help="peak learning rate")
+    parser.add_argument("--warmup-ratio", type=arguments.fraction, default=0.1)
+    parser.add_argument("--num-negatives", type=arguments.non_negative_int, default=None, help="negatives per example")
     parser.add_argument("--negatives", choices=("mined", "random"), default="mined",
                         help="mined hard negatives (default) or random documents")
     parser.add_argument("--mining-model", default=None,
                         help="embedrank bi-encoder folder to mine with (default: --model exported to a temp folder)")
-    parser.add_argument("--range-min", type=_non_negative_int, default=3, help="mining: skip the top ranks")
-    parser.add_argument("--range-max", type=_positive_int, default=50, help="mining: deepest rank considered")
-    parser.add_argument("--relative-margin", type=_fraction, default=0.05,
+    parser.add_argument("--range-min", type=arguments.non_negative_int, default=3, help="mining: skip the top ranks")
+    parser.add_argument("--range-max", type=arguments.positive_int, default=50, help="mining: deepest rank considered")
+    parser.add_argument("--relative-margin", type=arguments.fraction, default=0.05,
                         help="mining: keep candidates scoring below positive * (1 - margin)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--seed", type=arguments.non_negative_int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp32 on CPU, bf16 (else fp16) autocast on GPU")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
+    parser.add_argument("--max-steps", type=arguments.positive_int, default=None, help="stop after this many steps")
     parser.add_argument("--no-optimize", action="store_true", help="export without the ORT-optimized variant")
     parser.add_argument("--no-quantize", action="store_true", help="export without the int8 variant")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=arguments.positive_int, default=None, help="torch threads")
 
 
 def register(subparsers) -> None:
@@ -101,12 +62,12 @@ def register(subparsers) -> None:
         "finetune", help="fine-tune a bi-encoder (MNRL, hard negatives) -> embedrank model folder",
         description="Fine-tune a bi-encoder on a BEIR split with MNRL (in-batch + hard negatives) and export it.")
     _common(finetune)
-    finetune.add_argument("--scale", type=_positive_float, default=20.0, help="MNRL scale (1 / temperature)")
+    finetune.add_argument("--scale", type=arguments.positive_float, default=20.0, help="MNRL scale (1 / temperature)")
     finetune.add_argument("--symmetric", action="store_true", help="add the document->query term")
-    finetune.add_argument("--query-max-length", type=_positive_int, default=64)
-    finetune.add_argument("--document-max-length", type=_positive_int, default=None,
+    finetune.add_argument("--query-max-length", type=arguments.positive_int, default=64)
+    finetune.add_argument("--document-max-length", type=arguments.positive_int, default=None,
                           help="training truncation of documents (default: the model's max_seq_length)")
-    finetune.add_argument("--mini-batch-size", type=_positive_int, default=None, help="GradCache chunk size")
+    finetune.add_argument("--mini-batch-size", type=arguments.positive_int, default=None, help="GradCache chunk size")
     finetune.add_argument("--matryoshka-dims", default=None, help="e.g. 384,256,128,64")
     finetune.set_defaults(run=run_finetune)
 
@@ -115,8 +76,8 @@ def register(subparsers) -> None:
         description="Train a cross-encoder (new one-logit head on --model) on mined hard negatives and export it.")
     _common(reranker)
     reranker.add_argument("--loss", choices=("listwise", "bce"), default="listwise")
-    reranker.add_argument("--max-seq-length", type=_positive_int, default=None)
-    reranker.add_argument("--eval-candidates", type=_positive_int, default=20,
+    reranker.add_argument("--max-seq-length", type=arguments.positive_int, default=None)
+    reranker.add_argument("--eval-candidates", type=arguments.positive_int, default=20,
                           help="first-stage candidates reranked per evaluation query")
     reranker.set_defaults(run=run_train_reranker)
 

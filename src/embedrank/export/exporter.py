@@ -49,8 +49,8 @@ writes ``models/minilm/`` with
   in float16 (``onnxruntime.transformers.float16.convert_float_to_float16``, inputs and
   outputs kept as they are), for the CUDA provider. The fused graph is the one to convert:
   its Attention takes the mask as sequence lengths (right padding, which embedrank uses),
-  and on an H200 the CUDA provider ran it (through cuDNN's flash attention) at 2.3x the
-  speed of the unfused fp16 graph at 256 tokens. It also runs on a CPU, slower than fp32,
+  and the CUDA provider runs it through cuDNN's flash attention, well ahead of the unfused
+  fp16 graph (benchmarks/results/gpu_graphs.md). It also runs on a CPU, slower than fp32,
   which is where it is verified.
 * ``tokenizer.json`` (copied unchanged) and ``embedrank.json`` (see :func:`export_model`).
 
@@ -303,7 +303,7 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
         variant_files["pooled"] = pooled_path.name
     if fp16:
         # the fused graph when there is one: its Attention (mask as sequence lengths) is what
-        # the CUDA provider runs fastest (cuDNN flash attention on an H200: 2.3x the unfused graph)
+        # the CUDA provider runs fastest (cuDNN flash attention; benchmarks/results/gpu_graphs.md)
         base = "opt" if "opt" in variant_files else "fp32"
         tolerance = verify.FP16_RTOL * max(1.0, float(np.abs(reference).max()))
         for name, half_name in [(base, "fp16")] + ([("pooled", "pooled_fp16")] if "pooled" in variant_files else []):

@@ -43,12 +43,10 @@ from embedrank.kernels import topk_float32
 from embedrank.errors import InvalidValueError
 
 METRICS = ("ip", "cosine", "l2")
-# Rebuild when tombstones are more than this share of the graph's nodes. Measured with
-# python -m embedrank.bench.index (tombstones section; clustered 100k x 384, ef=64): recall at
-# a fixed ef does not drop as nodes die (it rises slightly: fewer live candidates), but the
-# dead nodes are still walked: QPS was 0.92x of the fresh graph at 20% tombstones, 0.83x at
-# 30%, 0.69x at 50% and 0.42x at 70%. 30% bounds that slowdown; a rebuild costs one build of
-# the live vectors.
+# Rebuild when tombstones are more than this share of the graph's nodes: recall at a fixed ef
+# does not drop as nodes die, but dead nodes are still walked, so QPS falls with their share
+# (the tombstones section of benchmarks/results/index.md); 30% bounds that slowdown, and a
+# rebuild costs one build of the live vectors.
 REBUILD_TOMBSTONE_FRACTION = 0.30
 # Below this many nodes a rebuild is not worth its bookkeeping.
 REBUILD_MIN_NODES = 256

@@ -11,9 +11,8 @@ allowed vectors). With the batched scan of one allowed vector for one query as t
 graph candidate costs ``EXACT_COST_RATIO`` and the per-call pass over one allowed vector
 ``FETCH_COST`` (amortized over the queries of the call).
 
-hnswlib's own ``filter=`` callback is never used: it calls into Python once per visited node
-(at 1% selectivity on clustered 100k x 384 it ran 64 queries/s; this module 115000 in a batch).
-The constants were measured with ``python -m embedrank.bench.index`` (figures below).
+hnswlib's own ``filter=`` callback is never used: it calls into Python once per visited node,
+which is orders of magnitude slower (benchmarks/results/index.md).
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ import numpy as np
 
 from embedrank.index.hnsw_graph import HnswGraph
 
-# Measured with python -m embedrank.bench.index (filters section: clustered 100k x 384, random
-# allowed subsets, 2 threads, k=10, ef=64). Per query, a graph candidate cost ~1.3 us in a
-# 1000-query batch (~3 us alone); an allowed vector ~5 ns in a batch (the kernel's blocked
-# scan; ~130 ns alone). Batch QPS exact / graph: 1% 152977 / 421, 10% 26031 / 3527,
-# 20% 12076 / 7334, 50% 2853 / 8055; one query per call: 5% 1062 / 662, 10% 973 / 1761.
-# The model below picks the faster side at each of these points.
+# A cost model for exact-over-the-subset versus graph search: a graph candidate costs a few
+# hundred times an allowed vector in the exact kernel's blocked scan. The constants make it
+# pick the faster side at every selectivity of the filters section of
+# benchmarks/results/index.md (python -m embedrank.bench.index).
 EXACT_COST_RATIO = 300.0
 FETCH_COST = 9.0
 EXACT_MAX_COUNT = 256

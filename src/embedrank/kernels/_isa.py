@@ -7,6 +7,7 @@ same code the onnxruntime op library uses; here its error becomes an ImportError
 from __future__ import annotations
 
 from embedrank import _kernels
+from embedrank.errors import EnvironmentSettingError
 
 ISA_LEVELS = ("scalar", "avx2", "avx512")
 ISA_ENV_VAR = "EMBEDRANK_ISA"
@@ -16,7 +17,7 @@ def _apply_isa_from_environment() -> None:
     try:
         _kernels.apply_environment()
     except ValueError as error:
-        raise ImportError(str(error)) from None
+        raise EnvironmentSettingError(str(error)) from None
 
 
 def capabilities() -> dict:

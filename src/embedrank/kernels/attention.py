@@ -6,6 +6,7 @@ import numpy as np
 
 from embedrank import _kernels
 from embedrank.kernels._checks import as_array, check_num_threads, describe, require_finite
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 
 def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_threads: int | None = None) -> np.ndarray:
@@ -20,25 +21,25 @@ def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_thre
     for name, x in (("q", q), ("k", k), ("v", v)):
         a = as_array(x, name)
         if a.dtype.kind != "f":
-            raise TypeError(f"{name} must be a float array, got {describe(a)}")
+            raise InvalidTypeError(f"{name} must be a float array, got {describe(a)}")
         if a.ndim != 3:
-            raise ValueError(f"{name} must be a 3-D array [batch, tokens, heads * head_dim], got {describe(a)}")
+            raise InvalidValueError(f"{name} must be a 3-D array [batch, tokens, heads * head_dim], got {describe(a)}")
         arrays.append(np.ascontiguousarray(a, dtype=np.float32))
     qa, ka, va = arrays
     if ka.shape != qa.shape or va.shape != qa.shape:
-        raise ValueError(f"q, k and v must have one shape, got {qa.shape}, {ka.shape} and {va.shape}")
+        raise InvalidValueError(f"q, k and v must have one shape, got {qa.shape}, {ka.shape} and {va.shape}")
     if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 1:
-        raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
+        raise InvalidValueError(f"head_dim must be a positive integer, got {head_dim!r}")
     if qa.shape[2] == 0 or qa.shape[2] % head_dim:
-        raise ValueError(f"the last dimension of q ({qa.shape[2]}) must be a positive multiple of head_dim={head_dim}")
+        raise InvalidValueError(f"the last dimension of q ({qa.shape[2]}) must be a positive multiple of head_dim={head_dim}")
     m = as_array(mask, "mask")
     if m.dtype.kind not in "biu":
-        raise TypeError(f"mask must be an integer or bool array, got {describe(m)}")
+        raise InvalidTypeError(f"mask must be an integer or bool array, got {describe(m)}")
     if m.shape != qa.shape[:2]:
-        raise ValueError(f"mask must have shape {qa.shape[:2]} (q's [batch, tokens]), got {describe(m)}")
+        raise InvalidValueError(f"mask must have shape {qa.shape[:2]} (q's [batch, tokens]), got {describe(m)}")
     scale = 1.0 / float(np.sqrt(head_dim)) if scale is None else float(scale)
     if not np.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale}")
+        raise InvalidValueError(f"scale must be finite, got {scale}")
     for name, a in (("q", qa), ("k", ka), ("v", va)):
         require_finite(a, name)
     out = np.empty_like(qa)

@@ -6,6 +6,7 @@ import numpy as np
 
 from embedrank import _kernels
 from embedrank.kernels._checks import as_array, as_float_matrix, check_num_threads, describe, require_finite
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 _MASK_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.bool_), np.dtype(np.uint8))
 
@@ -13,11 +14,11 @@ _MASK_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.bool_), np.d
 def _as_hidden(hidden) -> np.ndarray:
     h = as_array(hidden, "hidden")
     if h.dtype.kind != "f":
-        raise TypeError(f"hidden must be float32 or float16, got {describe(h)}")
+        raise InvalidTypeError(f"hidden must be float32 or float16, got {describe(h)}")
     if h.ndim != 3:
-        raise ValueError(f"hidden must be a 3-D array [batch, tokens, dim], got {describe(h)}")
+        raise InvalidValueError(f"hidden must be a 3-D array [batch, tokens, dim], got {describe(h)}")
     if h.shape[2] == 0:
-        raise ValueError(f"hidden has dimension 0, got {describe(h)}")
+        raise InvalidValueError(f"hidden has dimension 0, got {describe(h)}")
     if h.dtype not in (np.float32, np.float16):
         h = h.astype(np.float32)
     return np.ascontiguousarray(h)
@@ -26,17 +27,17 @@ def _as_hidden(hidden) -> np.ndarray:
 def _as_mask(mask, shape: tuple[int, int]) -> np.ndarray:
     m = as_array(mask, "mask")
     if m.dtype.kind not in "biu":
-        raise TypeError(f"mask must be int64, int32 or bool, got {describe(m)}")
+        raise InvalidTypeError(f"mask must be int64, int32 or bool, got {describe(m)}")
     if m.shape != shape:
-        raise ValueError(f"mask must have shape {shape} (hidden's [batch, tokens]), got {describe(m)}")
+        raise InvalidValueError(f"mask must have shape {shape} (hidden's [batch, tokens]), got {describe(m)}")
     if m.dtype not in _MASK_DTYPES:
         m = m.astype(np.int64)
     if m.dtype != np.bool_ and m.size and ((m != 0) & (m != 1)).any():
-        raise ValueError(f"mask values must be 0 or 1, found {sorted(set(np.unique(m).tolist()) - {0, 1})[:5]}")
+        raise InvalidValueError(f"mask values must be 0 or 1, found {sorted(set(np.unique(m).tolist()) - {0, 1})[:5]}")
     empty = ~m.any(axis=1) if m.size else np.ones(shape[0], dtype=bool)
     if empty.any():
         rows = np.flatnonzero(empty)[:10].tolist()
-        raise ValueError(f"mask rows {rows} are all zero: cannot mean-pool a text with no tokens")
+        raise InvalidValueError(f"mask rows {rows} are all zero: cannot mean-pool a text with no tokens")
     return np.ascontiguousarray(m)
 
 
@@ -59,7 +60,7 @@ def cls_pool(hidden, normalize: bool = True, num_threads: int | None = None) -> 
     """The first token's vector of each row: hidden [B, T, H] -> [B, H] float32."""
     h = _as_hidden(hidden)
     if h.shape[1] == 0:
-        raise ValueError(f"hidden has no tokens, got {describe(h)}")
+        raise InvalidValueError(f"hidden has no tokens, got {describe(h)}")
     first = np.ascontiguousarray(h[:, 0, :], dtype=np.float32)
     require_finite(first, "hidden")
     return _normalize_prefix(first, first.shape[1], num_threads) if normalize else first
@@ -93,8 +94,8 @@ def truncate_normalize(x, dim: int, num_threads: int | None = None) -> np.ndarra
     one_d = a.ndim == 1
     m = as_float_matrix(a, "x", allow_1d=True)
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an integer, got {type(dim).__name__}")
+        raise InvalidTypeError(f"dim must be an integer, got {type(dim).__name__}")
     if not 1 <= dim <= m.shape[1]:
-        raise ValueError(f"dim must be in [1, {m.shape[1]}], got {dim}")
+        raise InvalidValueError(f"dim must be in [1, {m.shape[1]}], got {dim}")
     out = _normalize_prefix(m, int(dim), num_threads)
     return out[0] if one_d else out

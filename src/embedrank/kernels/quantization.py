@@ -6,12 +6,10 @@ import numpy as np
 
 from embedrank import _kernels
 from embedrank.kernels._checks import as_code_matrix, as_float_matrix, check_num_threads
+from embedrank.errors import InvalidValueError, NotFittedError
 
 _FORMAT_VERSION = 1
 
-
-class NotFittedError(ValueError, RuntimeError):
-    """The quantizer was used before fit() or from_dict()."""
 
 
 class Int8Quantizer:
@@ -35,13 +33,13 @@ class Int8Quantizer:
     # -- state ---------------------------------------------------------------------------
     def _set(self, offset, scale) -> None:
         if offset is None or scale is None:
-            raise ValueError("offset and scale must be given together")
+            raise InvalidValueError("offset and scale must be given together")
         off = np.ascontiguousarray(offset, dtype=np.float32).reshape(-1)
         sc = np.ascontiguousarray(scale, dtype=np.float32).reshape(-1)
         if off.shape != sc.shape or off.size == 0:
-            raise ValueError(f"offset and scale must be non-empty and of equal length, got {off.size} and {sc.size}")
+            raise InvalidValueError(f"offset and scale must be non-empty and of equal length, got {off.size} and {sc.size}")
         if not (np.isfinite(off).all() and np.isfinite(sc).all()) or (sc <= 0).any():
-            raise ValueError("offset must be finite and scale finite and > 0")
+            raise InvalidValueError("offset must be finite and scale finite and > 0")
         self._offset, self._scale = off, sc
         self._inv_scale = (np.float32(1.0) / sc).astype(np.float32)
 
@@ -84,15 +82,15 @@ class Int8Quantizer:
         """
         x = as_float_matrix(sample, "sample")
         if x.shape[0] == 0:
-            raise ValueError("sample is empty (0 rows): nothing to fit")
+            raise InvalidValueError("sample is empty (0 rows): nothing to fit")
         if method == "minmax":
             lo, hi = x.min(axis=0), x.max(axis=0)
         elif method == "percentile":
             if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 50 < percentile <= 100:
-                raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+                raise InvalidValueError(f"percentile must be in (50, 100], got {percentile!r}")
             lo, hi = np.percentile(x, [100.0 - percentile, percentile], axis=0)
         else:
-            raise ValueError(f"method must be 'minmax' or 'percentile', got {method!r}")
+            raise InvalidValueError(f"method must be 'minmax' or 'percentile', got {method!r}")
         lo, hi = lo.astype(np.float64), hi.astype(np.float64)
         span = hi - lo
         scale = np.where(span > 0, span / 254.0, 1.0 / 127.0)
@@ -107,11 +105,11 @@ class Int8Quantizer:
         self._require_fitted()
         a = as_float_matrix(x, "x", allow_1d=False, check_finite=False)
         if a.shape[1] != self.dim:
-            raise ValueError(f"x has dimension {a.shape[1]} but the quantizer was fitted for {self.dim}")
+            raise InvalidValueError(f"x has dimension {a.shape[1]} but the quantizer was fitted for {self.dim}")
         codes = np.empty(a.shape, dtype=np.int8)
         bad = _kernels.int8_encode(a, self._offset, self._inv_scale, codes, check_num_threads(num_threads))
         if bad >= 0:
-            raise ValueError(f"x contains NaN or Inf (row {bad})")
+            raise InvalidValueError(f"x contains NaN or Inf (row {bad})")
         return codes
 
     def decode(self, codes) -> np.ndarray:
@@ -119,7 +117,7 @@ class Int8Quantizer:
         self._require_fitted()
         c = as_code_matrix(codes, "codes", np.int8)
         if c.shape[1] != self.dim:
-            raise ValueError(f"codes have dimension {c.shape[1]} but the quantizer was fitted for {self.dim}")
+            raise InvalidValueError(f"codes have dimension {c.shape[1]} but the quantizer was fitted for {self.dim}")
         return (c.astype(np.float32) * self._scale + self._offset).astype(np.float32)
 
     # -- persistence ---------------------------------------------------------------------
@@ -138,9 +136,9 @@ class Int8Quantizer:
     @classmethod
     def from_dict(cls, state: dict) -> Int8Quantizer:
         if not isinstance(state, dict) or state.get("type") != "Int8Quantizer":
-            raise ValueError("not an Int8Quantizer state (expected a dict with type='Int8Quantizer')")
+            raise InvalidValueError("not an Int8Quantizer state (expected a dict with type='Int8Quantizer')")
         if state.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported Int8Quantizer state version {state.get('version')!r}")
+            raise InvalidValueError(f"unsupported Int8Quantizer state version {state.get('version')!r}")
         q = cls(state.get("offset"), state.get("scale"))
         q.method = state.get("method")
         q.percentile = state.get("percentile")
@@ -158,7 +156,7 @@ def binarize(x, num_threads: int | None = None) -> np.ndarray:
     out = np.empty((a.shape[0], (a.shape[1] + 7) // 8), dtype=np.uint8)
     bad = _kernels.binarize(a, out, check_num_threads(num_threads))
     if bad >= 0:
-        raise ValueError(f"x contains NaN or Inf (row {bad})")
+        raise InvalidValueError(f"x contains NaN or Inf (row {bad})")
     return out
 
 

@@ -27,6 +27,7 @@ from embedrank.kernels._checks import (
     describe,
 )
 from embedrank.kernels.quantization import Int8Quantizer
+from embedrank.errors import InvalidTypeError, InvalidValueError
 
 HAMMING_PAD = np.iinfo(np.int32).max
 
@@ -67,8 +68,8 @@ def _search(kernel: Callable, queries: np.ndarray, base: np.ndarray, k: int, all
 def _raise_nonfinite(base: np.ndarray, name: str) -> None:
     bad_rows = np.flatnonzero(~np.isfinite(base).all(axis=1))
     if bad_rows.size:
-        raise ValueError(f"{name} contains NaN or Inf (row {int(bad_rows[0])})")
-    raise ValueError(f"scores overflowed float32: {name} values are too large")
+        raise InvalidValueError(f"{name} contains NaN or Inf (row {int(bad_rows[0])})")
+    raise InvalidValueError(f"scores overflowed float32: {name} values are too large")
 
 
 def _as_queries(queries, name: str = "queries") -> np.ndarray:
@@ -95,13 +96,13 @@ def topk_float32(queries, base, k: int, allow=None, num_threads: int | None = No
 
 def _int8_codes(codes, quantizer) -> np.ndarray:
     if not isinstance(quantizer, Int8Quantizer):
-        raise TypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
+        raise InvalidTypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
     c = as_code_matrix(codes, "codes", np.int8)
     if c.shape[1] != quantizer.dim:
-        raise ValueError(f"codes have dimension {c.shape[1]} but the quantizer has {quantizer.dim}")
+        raise InvalidValueError(f"codes have dimension {c.shape[1]} but the quantizer has {quantizer.dim}")
     check_nonempty(c, "codes")
     if c.min() < -127:
-        raise ValueError("codes hold -128, which Int8Quantizer never produces (codes are in [-127, 127])")
+        raise InvalidValueError("codes hold -128, which Int8Quantizer never produces (codes are in [-127, 127])")
     return c
 
 
@@ -144,7 +145,7 @@ def topk_int8(queries, codes, quantizer: Int8Quantizer, k: int, allow=None, quer
         scores *= step[:, None]
         scores += bias[:, None]
     else:
-        raise ValueError(f"query_precision must be 'int8' or 'float32', got {query_precision!r}")
+        raise InvalidValueError(f"query_precision must be 'int8' or 'float32', got {query_precision!r}")
     return scores, ids
 
 
@@ -157,7 +158,7 @@ def topk_hamming(query_bits, base_bits, k: int, allow=None, num_threads: int | N
     q = as_code_matrix(query_bits, "query_bits", np.uint8, allow_1d=True)
     b = as_code_matrix(base_bits, "base_bits", np.uint8)
     if q.shape[1] != b.shape[1]:
-        raise ValueError(f"query_bits have {q.shape[1]} bytes per code but base_bits have {b.shape[1]}")
+        raise InvalidValueError(f"query_bits have {q.shape[1]} bytes per code but base_bits have {b.shape[1]}")
     check_nonempty(b, "base_bits")
     k = check_k(k, b.shape[0])
     distances, ids, _ = _search(_kernels.topk_hamming, q, b, k, allow, num_threads, np.int32, HAMMING_PAD)
@@ -175,17 +176,17 @@ def rescore(queries, base, candidates, k: int, num_threads: int | None = None) -
     q = _as_queries(queries)
     cand = as_array(candidates, "candidates")
     if cand.dtype.kind not in "iu":
-        raise TypeError(f"candidates must be integer row ids, got {describe(cand)}")
+        raise InvalidTypeError(f"candidates must be integer row ids, got {describe(cand)}")
     if cand.ndim == 1:
         cand = cand.reshape(1, -1)
     if cand.ndim != 2 or cand.shape[0] != q.shape[0]:
-        raise ValueError(f"candidates must be [Q={q.shape[0]}, c], got {describe(cand)}")
+        raise InvalidValueError(f"candidates must be [Q={q.shape[0]}, c], got {describe(cand)}")
     cand = np.ascontiguousarray(cand, dtype=np.int64)
     k = check_k(k, cand.shape[1], "candidates per query")
     threads = check_num_threads(num_threads)
     if isinstance(base, tuple):
         if len(base) != 2:
-            raise TypeError("base must be a float32 array or a tuple (codes, quantizer)")
+            raise InvalidTypeError("base must be a float32 array or a tuple (codes, quantizer)")
         codes = _int8_codes(base[0], base[1])
         check_same_dim(q, codes, "queries", "codes")
         n = codes.shape[0]
@@ -196,7 +197,7 @@ def rescore(queries, base, candidates, k: int, num_threads: int | None = None) -
         n = rows.shape[0]
     if cand.size and (cand.min() < -1 or cand.max() >= n):
         bad = cand[(cand < -1) | (cand >= n)][:5].tolist()
-        raise ValueError(f"candidates hold ids outside [0, {n}) (or -1 for none): {bad}")
+        raise InvalidValueError(f"candidates hold ids outside [0, {n}) (or -1 for none): {bad}")
     scores = np.empty((q.shape[0], k), dtype=np.float32)
     ids = np.empty((q.shape[0], k), dtype=np.int64)
     if isinstance(base, tuple):

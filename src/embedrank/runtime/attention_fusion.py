@@ -5,7 +5,7 @@ Reshape and Transpose of Q, K and V, QK^T, a scale, the additive padding mask, S
 Transpose and Reshape back. On a CPU these cost about half of an int8 encoder's time, most of
 it in memory passes over [batch, heads, tokens, tokens] tensors. :func:`fuse_attention`
 rewrites each such core into one ``ai.embedrank::Attention`` node, whose kernel
-(``cpp/attention.cpp``) is in ``libembedrank_ort_ops.so``, a custom-op library that
+(``cpp/core/attention.cpp``) is in ``libembedrank_ort_ops.so``, a custom-op library that
 onnxruntime loads itself and runs on the session's own thread pool.
 
 The rewrite happens in memory when a CPU session opens (``runtime.make_session``); model

@@ -13,9 +13,9 @@ from embedrank.utils.threads import resolve_num_threads
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # The token budget per batch that max_tokens_per_batch="auto" means on the CPU provider: 4
-# texts of 256 tokens (2 pairs of 512), whose activations (MiniLM's FFN [tokens, 1536] float32
-# is 6 MiB) stay near the cores' caches. Measured on SciFact against batches of 32: encoder
-# fp32 and int8 about 1.3x the documents/s, the int8 cross-encoder about 1.3x the pairs/s.
+# texts of 256 tokens (2 pairs of 512), small enough that a batch's activations stay near the
+# cores' caches and large enough to keep the matrix products efficient; the batching sweep in
+# benchmarks/results/encoder.md is where it was chosen.
 CPU_MAX_TOKENS_PER_BATCH = 1024
 
 
@@ -41,10 +41,9 @@ def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
 
 
 # Graph fusions that onnxruntime's CPU provider runs slower than the ops they replace, so
-# sessions on the CPU alone leave them out. SkipLayerNormFusion turns Add + LayerNormalization
-# into SkipLayerNormalization, whose CPU kernel (onnxruntime 1.32) took 1.40 ms on [4, 256, 384]
-# against 0.33 ms for the pair on 2 cores; the int8 MiniLM graph has six of them and encodes
-# SciFact about 9% faster without them (`python -m embedrank.bench.session_fusions` measures both).
+# sessions on the CPU alone leave them out: SkipLayerNormFusion turns Add + LayerNormalization
+# into SkipLayerNormalization, whose CPU kernel is slower than the pair it replaces
+# (`python -m embedrank.bench.session_fusions` measures both; benchmarks/results/session_fusions.md).
 CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 
 

@@ -24,7 +24,7 @@ import torch
 from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.losses import MatryoshkaLoss, MNRLoss, false_negative_masks
 from embedrank.train.models import BiEncoderModel
-from embedrank.train.optim import check_number, check_positive_int, make_optimizer
+from embedrank.train.optim import check_number, check_positive_int, make_optimizer, optimizer_step, training_steps
 from embedrank.train.runtime import RandomState, autocast, autocast_dtype, progress, resolve_device, seed_everything
 from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError
 
@@ -254,10 +254,7 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
     if config.matryoshka_dims is not None:
         loss_fn = MatryoshkaLoss(loss_fn, config.matryoshka_dims, config.matryoshka_weights)
         loss_fn.check_dimension(model.dimension)
-    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    total = training_steps(len(examples), config.batch_size, config.epochs, config.max_steps)
     optimizer, scheduler = make_optimizer(model, config.learning_rate, config.weight_decay, total,
                                           int(config.warmup_ratio * total))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -276,17 +273,7 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
                 break
             batch = [examples[i] for i in order[start:start + config.batch_size]]
             loss = _step(model, batch, config, loss_fn, rng, random_negatives, pool_ids, device, dtype, scaler)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, scaler, config.max_grad_norm)
             losses.append(float(loss))
             result.steps += 1
             bar.update(1)

@@ -26,7 +26,7 @@ from embedrank.train.bi_encoder import (TrainingResult, check_examples, check_ou
                                         pick_negatives, save_and_export)
 from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.models import CrossEncoderModel
-from embedrank.train.optim import check_number, check_positive_int, make_optimizer
+from embedrank.train.optim import check_number, check_positive_int, make_optimizer, optimizer_step, training_steps
 from embedrank.train.runtime import autocast, autocast_dtype, progress, resolve_device, seed_everything
 from embedrank.errors import InvalidValueError
 
@@ -148,10 +148,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
     if model is None:
         model = CrossEncoderModel.load(model_dir, config.max_seq_length)
     model.to(device)
-    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    total = training_steps(len(examples), config.batch_size, config.epochs, config.max_steps)
     optimizer, scheduler = make_optimizer(model, config.learning_rate, config.weight_decay, total,
                                           int(config.warmup_ratio * total))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -185,17 +182,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
                     labels[:, 0] = 1.0
                     loss = F.binary_cross_entropy_with_logits(logits, labels)
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, scaler, config.max_grad_norm)
             losses.append(float(loss.detach()))
             result.steps += 1
             bar.update(1)

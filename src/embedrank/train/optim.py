@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+
 from embedrank.errors import InvalidValueError
 
-__all__ = ["make_optimizer", "check_positive_int", "check_number"]
+__all__ = ["check_number", "check_positive_int", "make_optimizer", "optimizer_step", "training_steps"]
 
 
 def check_positive_int(value, name: str, allow_none: bool = False) -> int | None:
@@ -47,3 +48,24 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def training_steps(n_examples: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps of a run: ceil(n_examples / batch_size) per epoch, capped by max_steps."""
+    total = -(-n_examples // batch_size) * epochs
+    return total if max_steps is None else min(total, max_steps)
+
+
+def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float | None) -> None:
+    """One step after backward(): unscale (float16 autocast), clip, step, schedule, zero the grads."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
