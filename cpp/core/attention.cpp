@@ -339,8 +339,10 @@ void attention(const AttentionProblem& p, int num_threads) {
   check_attention_problem(p);
   const size_t n_tasks = attention_task_count(p);
   if (n_tasks == 0 || p.tokens == 0) return;
-  std::vector<AttentionScratch> scratch(static_cast<size_t>(resolve_num_threads(num_threads)));
-  parallel_for(n_tasks, num_threads, [&](size_t task, int worker) { attention_task(p, task, scratch[worker]); });
+  // one resolved count sizes the scratch and the workers (the affinity mask may change between reads)
+  const int threads = resolve_num_threads(num_threads);
+  std::vector<AttentionScratch> scratch(static_cast<size_t>(threads));
+  parallel_for(n_tasks, threads, [&](size_t task, int worker) { attention_task(p, task, scratch[worker]); });
 }
 
 }  // namespace embedrank

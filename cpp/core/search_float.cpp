@@ -250,7 +250,7 @@ bool panel_float_search(const float* queries, size_t nq, const T* rows, size_t n
   const FloatSearchOps& ops = float_search_ops();
   size_t panel_bytes = d * kPanelRows * sizeof(float);
   run_panel_search(
-      nq, n, panel_bytes, 24, o.num_threads, o.interrupted, o.allow,
+      nq, n, panel_bytes, 24, static_cast<int>(threads), o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) {
         if constexpr (std::is_same_v<T, float>) {
           if (n * d < (size_t{1} << 31)) {

@@ -130,7 +130,7 @@ void topk_hamming(const uint8_t* queries, size_t nq, const uint8_t* base, size_t
   std::vector<CountingTopK> selectors(threads * nq, CountingTopK(o.k, max_distance));
   HammingTileFn tiles = hamming_tiles();
   run_panel_search(
-      nq, n, words * kPanelRows * sizeof(uint64_t), 24, o.num_threads, o.interrupted, o.allow,
+      nq, n, words * kPanelRows * sizeof(uint64_t), 24, static_cast<int>(threads), o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) { pack_bit_panels(base, first, count, n_bytes, dst); },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
         tiles(&prepared[q * words], count, words, reinterpret_cast<const uint64_t*>(panel),

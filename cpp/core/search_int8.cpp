@@ -289,7 +289,7 @@ void topk_int8_int8(const int8_t* queries, size_t nq, const int8_t* codes, size_
   size_t groups = groups_of(d, ops.amx);
   PreparedQueries prepared = prepare_queries(queries, nq, d, groups);
   run_panel_search(
-      nq, n, int8_panel_bytes(groups), ops.tile_queries, o.num_threads, o.interrupted, o.allow,
+      nq, n, int8_panel_bytes(groups), ops.tile_queries, static_cast<int>(threads), o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) { pack_int8_panels(codes, first, count, d, groups, dst); },
       [&](int worker, size_t q, size_t count, const uint8_t* panel, size_t first, uint32_t lanes) {
         ops.tiles(prepared, q, count, panel, static_cast<int64_t>(first), lanes,

@@ -40,7 +40,7 @@ import hnswlib
 import numpy as np
 
 from embedrank.kernels import topk_float32
-from embedrank.errors import InvalidValueError
+from embedrank.errors import InvalidValueError, UnknownIdError
 
 METRICS = ("ip", "cosine", "l2")
 # Rebuild when tombstones are more than this share of the graph's nodes: recall at a fixed ef
@@ -152,7 +152,7 @@ class HnswGraph:
             return
         if not self._is_live(labels).all():
             dead = labels[~self._is_live(labels)][:5].tolist()
-            raise KeyError(f"labels not live: {dead}")
+            raise UnknownIdError(f"labels not live: {dead}")
         for label in labels.tolist():
             self._index.mark_deleted(label)
             self._removed_labels.add(label)
