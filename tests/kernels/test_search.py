@@ -443,6 +443,7 @@ def test_non_contiguous_and_float64_inputs_are_converted(nq):
 NASTY_SCRIPT = r"""
 import json, sys
 import numpy as np
+import embedrank
 import embedrank.kernels as K
 
 b = np.ones((5, 4), np.float32)
@@ -489,7 +490,9 @@ for name, call in cases.items():
         shapes = [list(a.shape) for a in (out if isinstance(out, tuple) else (out,)) if hasattr(a, "shape")]
         result = {"ok": shapes}
     except Exception as error:  # noqa: BLE001 - any clean Python exception is fine here
-        result = {"error": type(error).__name__, "message": str(error)}
+        # the built-in the error is (embedrank's errors derive from one), and that it is embedrank's
+        builtin = next(c.__name__ for c in type(error).__mro__ if c.__module__ == "builtins")
+        result = {"error": builtin, "message": str(error), "embedrank": isinstance(error, embedrank.EmbedrankError)}
     print(json.dumps({"case": name, **result}), flush=True)
 print("DONE", flush=True)
 """
@@ -523,7 +526,8 @@ def test_nasty_inputs_do_not_crash_the_interpreter():
     for name, expected in NASTY_EXPECTED.items():
         got = results[name]
         if isinstance(expected, (str, tuple)):
-            ok = got.get("error") in ((expected,) if isinstance(expected, str) else expected) and got.get("message")
+            ok = (got.get("error") in ((expected,) if isinstance(expected, str) else expected) and got.get("message")
+                  and got.get("embedrank"))
         else:
             ok = got.get("ok") == expected
         if not ok:
