@@ -232,6 +232,12 @@ def _add_train_commands(commands, common: argparse.ArgumentParser) -> None:
     register(commands)
 
 
+def _add_serve_command(commands, common: argparse.ArgumentParser) -> None:
+    from embedrank.serve.cli import register
+
+    register(commands, common)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     _add_train_commands(commands, common)
+    _add_serve_command(commands, common)
 
     bench = commands.add_parser("bench", parents=[common], help="run the benchmark suite and write a report",
                                 description="Kernels, encoder, index, reranker, end-to-end and compression "
