@@ -2,9 +2,10 @@
 
     python benchmarks/bench_serve.py --model MODEL_DIR --hf HF_DIR [--infinity-venv VENV] [--quick]
 
-Starts three servers on loopback ports, one after another idle beside the others: embedrank
-(cross-request batching on), embedrank with batching off (--max-batch-requests 1: one model
-call per request) and, when --infinity-venv is given, infinity (`infinity_emb v2 --model-id
+Starts the servers on loopback ports, each idle while another takes the load: embedrank per
+variant (cross-request batching on; fp32 is infinity's precision), the first variant with
+batching off (--max-batch-requests 1: one model call per request) and, when --infinity-venv is
+given, infinity (`infinity_emb v2 --model-id
 HF_DIR --device cpu`, its own venv since it needs numpy<2). For each load — 1, 8, 64 and 256
 concurrent clients sending one short SciFact query per request, then clients sending batches
 of 32 SciFact documents — every system takes the load in turn (order rotating) for
@@ -109,11 +110,11 @@ async def load(server: Server, client, clients: int, payloads: list[list[str]], 
             "cpu_s_per_1000_texts": 1000 * cpu / texts if texts else None}
 
 
-def sequential_overhead(model_dir: str, server: Server, client_sync, queries: list[str], n: int) -> dict:
+def sequential_overhead(model_dir: str, variant: str, server: Server, client_sync, queries: list[str], n: int) -> dict:
     """Median latency of one query per call: Encoder.encode in process vs one HTTP client."""
     import embedrank
 
-    encoder = embedrank.Encoder.load(model_dir, num_threads=1)
+    encoder = embedrank.Encoder.load(model_dir, variant=variant)
     local, remote = [], []
     for q in queries[:n]:
         started = time.perf_counter()
@@ -127,18 +128,30 @@ def sequential_overhead(model_dir: str, server: Server, client_sync, queries: li
 
 
 def table(results: dict) -> str:
-    lines = ["| load | system | texts/s | x infinity | p50 ms | p99 ms | CPU s / 1k texts |", "|---|---|---|---|---|---|---|"]
+    lines = [f"CPU: {results['cpu']}; {results['seconds']:.0f} s per setting, systems in rotating order.", "",
+             "| load | system | texts/s | x infinity | x no batching | p50 ms | p99 ms | CPU s / 1k texts |",
+             "|---|---|---|---|---|---|---|---|"]
     for load_name, systems in results["loads"].items():
         base = systems.get("infinity", {}).get("texts_per_s")
+        unbatched = next((r["texts_per_s"] for n, r in systems.items() if n.endswith("no batching")), None)
         for name, r in systems.items():
             ratio = f"{r['texts_per_s'] / base:.2f}" if base else ""
-            lines.append(f"| {load_name} | {name} | {r['texts_per_s']:.1f} | {ratio} | {r['p50_ms']:.1f} | "
+            own = f"{r['texts_per_s'] / unbatched:.2f}" if unbatched and name.startswith("embedrank") else ""
+            lines.append(f"| {load_name} | {name} | {r['texts_per_s']:.1f} | {ratio} | {own} | {r['p50_ms']:.1f} | "
                          f"{r['p99_ms']:.1f} | {r['cpu_s_per_1000_texts']:.2f} |")
     seq = results["sequential"]
     lines.append("")
     lines.append(f"One sequential client, one query per request: Encoder.encode in process {seq['encode_ms']:.2f} ms, "
                  f"over HTTP {seq['http_ms']:.2f} ms (+{seq['overhead_ms']:.2f} ms).")
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{name}, {os.cpu_count()} cores, {' '.join(isa)}"
 
 
 async def main_async(args) -> dict:
@@ -152,15 +165,17 @@ async def main_async(args) -> dict:
     queries = list(queries.values())
     docs = [document_text(d) for d in corpus.values()]
     servers = []
-    port = free_port()
-    servers.append(Server("embedrank", [sys.executable, "-m", "embedrank.apps.cli", "serve", "--model", args.model,
-                                        "--variant", args.variant, "--port", str(port),
-                                        "--max-concurrent-requests", "4096"], port, "/v1/embeddings"))
-    port = free_port()
-    servers.append(Server("embedrank, no batching", [sys.executable, "-m", "embedrank.apps.cli", "serve", "--model",
-                                                     args.model, "--variant", args.variant, "--port", str(port),
-                                                     "--max-batch-requests", "1", "--max-concurrent-requests", "4096"],
-                          port, "/v1/embeddings"))
+
+    def embedrank_server(name: str, variant: str, *extra: str) -> Server:
+        port = free_port()
+        return Server(name, [sys.executable, "-m", "embedrank.apps.cli", "serve", "--model", args.model, "--variant",
+                             variant, "--port", str(port), "--max-concurrent-requests", "4096", *extra],
+                      port, "/v1/embeddings")
+
+    for variant in args.variants:
+        servers.append(embedrank_server(f"embedrank {variant}", variant))
+    servers.append(embedrank_server(f"embedrank {args.variants[0]}, no batching", args.variants[0],
+                                    "--max-batch-requests", "1"))
     if args.infinity_venv:
         port = free_port()
         servers.append(Server("infinity", [str(Path(args.infinity_venv) / "bin" / "infinity_emb"), "v2", "--model-id",
@@ -168,7 +183,7 @@ async def main_async(args) -> dict:
                               port, "/embeddings", env={**os.environ, "HF_HUB_OFFLINE": "1",
                                                         "INFINITY_ANONYMOUS_USAGE_STATS": "0"}))
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    results: dict = {"loads": {}, "cpu": os.uname().machine, "seconds": args.seconds}
+    results: dict = {"loads": {}, "cpu": cpu_name(), "seconds": args.seconds}
     try:
         async with httpx.AsyncClient(limits=limits) as client:
             for server in servers:
@@ -185,7 +200,7 @@ async def main_async(args) -> dict:
                     print(name, server.name, json.dumps(results["loads"][name][server.name]), flush=True)
                 results["loads"][name] = {s.name: results["loads"][name][s.name] for s in servers}
         with httpx.Client() as sync_client:
-            results["sequential"] = sequential_overhead(args.model, servers[0], sync_client, queries, 100)
+            results["sequential"] = sequential_overhead(args.model, args.variants[0], servers[0], sync_client, queries, 100)
     finally:
         for server in servers:
             server.stop()
@@ -195,7 +210,8 @@ async def main_async(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="embedrank model folder")
-    parser.add_argument("--variant", default="int8")
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=["fp32", "int8"],
+                        help="embedrank variants to serve (the first also runs without batching)")
     parser.add_argument("--hf", help="the same model's Hugging Face folder (for infinity)")
     parser.add_argument("--infinity-venv", help="a venv with infinity-emb[server,torch] installed")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "scifact"))

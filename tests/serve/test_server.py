@@ -194,8 +194,8 @@ def test_burst_beyond_the_limit_gets_429_with_retry_after(serve_models, tmp_path
 
 
 def test_sigterm_answers_every_request_in_flight(serve_models, tmp_path):
-    server = Server(["--model", str(serve_models[0])], tmp_path / "log")
-    texts = [" ".join(["a document to embed before the server stops"] * 30)] * 32
+    server = Server(["--model", str(serve_models[0]), "--graceful-timeout", "300"], tmp_path / "log")
+    texts = [" ".join(["a document to embed before the server stops"] * 10)] * 8
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(request, server.url + "/v1/embeddings", {"input": texts}) for _ in range(8)]
         time.sleep(0.5)  # the requests are in

@@ -22,7 +22,8 @@ def serve(settings: ServeSettings | None = None, **options) -> None:
 
     settings = settings if settings is not None else ServeSettings(**options)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                          log_level="warning", timeout_graceful_shutdown=60, lifespan="on"))
+                                          log_level="warning",
+                                          timeout_graceful_shutdown=settings.graceful_timeout, lifespan="on"))
     if threading.current_thread() is not threading.main_thread():
         server.run()
         return

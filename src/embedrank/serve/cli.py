@@ -26,6 +26,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-requests", type=arguments.positive_int, default=512)
     parser.add_argument("--max-client-batch-size", type=arguments.positive_int, default=256)
     parser.add_argument("--payload-limit", type=arguments.positive_int, default=2_000_000, help="bytes per request")
+    parser.add_argument("--graceful-timeout", type=arguments.positive_int, default=60,
+                        help="seconds SIGTERM waits for the requests in flight")
     parser.set_defaults(handler=run)
 
 
@@ -37,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
                         max_batch_requests=args.max_batch_requests,
                         max_concurrent_requests=args.max_concurrent_requests,
                         max_client_batch_size=args.max_client_batch_size, payload_limit=args.payload_limit,
-                        num_threads=args.threads))
+                        num_threads=args.threads, graceful_timeout=args.graceful_timeout))
     return 0

@@ -23,7 +23,8 @@ class ServeSettings:
     max_concurrent_requests: requests in flight before new ones get 429; max_client_batch_size:
     texts (or documents) one request may carry; payload_limit: bytes of one request body;
     num_threads: onnxruntime threads per model (None: all cores); model_name: the name the
-    API reports (default: the model folder's name)."""
+    API reports (default: the model folder's name); graceful_timeout: seconds a SIGTERM waits
+    for the requests in flight before cancelling them."""
 
     model: str | None = None
     variant: str = "fp32"
@@ -39,6 +40,7 @@ class ServeSettings:
     payload_limit: int = 2_000_000
     num_threads: int | None = None
     model_name: str | None = None
+    graceful_timeout: int = 60
 
     def __post_init__(self) -> None:
         if self.model is None and self.retriever is None:
@@ -46,7 +48,7 @@ class ServeSettings:
         if self.variant not in VARIANTS:
             raise InvalidValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_client_batch_size",
-                     "payload_limit"):
+                     "payload_limit", "graceful_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
