@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sqlite3
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,9 +92,11 @@ def load_index(path, mmap: bool = True, *, verify: bool = True, timeout: float |
         return _load_locked(path, mmap, verify)
 
 
-# What a damaged file can raise from numpy, json, sqlite3 or hnswlib's reader on its way in.
+# What a damaged file can raise from numpy, json, sqlite3 or hnswlib's reader on its way in
+# (np.load parses a .npy header with tokenize and ast: TokenError, SyntaxError).
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, OverflowError, UnicodeError,
-                RuntimeError, MemoryError, sqlite3.Error, zipfile.BadZipFile)
+                RuntimeError, MemoryError, RecursionError, SyntaxError, tokenize.TokenError, sqlite3.Error,
+                zipfile.BadZipFile)
 
 
 def _load_locked(path, mmap: bool, verify: bool) -> BaseIndex:
