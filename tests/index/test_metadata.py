@@ -80,7 +80,7 @@ def test_load_rejects_other_databases(tmp_path):
     connection.execute("CREATE TABLE t (x)")
     connection.commit()
     connection.close()
-    with pytest.raises(IndexFormatError, match="other.sqlite: not an embedrank metadata database"):
+    with pytest.raises(IndexFormatError, match="other.sqlite: unexpected table 't'"):
         MetadataStore.load(path, IndexFormatError)
     (tmp_path / "junk.sqlite").write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(IndexFormatError, match="junk.sqlite: not a readable metadata database"):

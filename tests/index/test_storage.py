@@ -11,6 +11,7 @@ import pytest
 
 from embedrank.index import FlatIndex, IndexFormatError, load_index
 from embedrank.index import storage
+from embedrank.index.storage import CHECKSUM_FIELD, manifest_checksum
 from embedrank.utils import files
 
 
@@ -26,7 +27,7 @@ def saved(tmp_path):
 def test_manifest_lists_every_file_with_size_and_checksum(saved):
     index, path = saved
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format"] == "embedrank-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "embedrank-index" and manifest["format_version"] == 2
     assert manifest["type"] == "FlatIndex" and manifest["dim"] == 8 and manifest["count"] == 300
     assert manifest["id_kind"] == "str" and manifest["config"]["precision"] == "binary"
     assert set(manifest["files"]) == {"ids.json", "metadata.sqlite", "vectors.npy", "bits.npy"}
@@ -34,7 +35,7 @@ def test_manifest_lists_every_file_with_size_and_checksum(saved):
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == (path / name).stat().st_size
         assert entry["sha256"] == storage.sha256_of(path / name)
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".") and p.name != ".ix.lock"]  # no leftovers
 
 
 def test_saving_again_replaces_the_index(saved):
@@ -42,7 +43,7 @@ def test_saving_again_replaces_the_index(saved):
     index.remove(["d0", "d1"])
     index.save(path)
     assert len(load_index(path)) == 298
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".") and p.name != ".ix.lock"]
 
 
 def test_saving_again_without_renameat2_replaces_the_index(saved, monkeypatch):
@@ -51,7 +52,7 @@ def test_saving_again_without_renameat2_replaces_the_index(saved, monkeypatch):
     index.remove(["d5"])
     index.save(path)
     assert len(load_index(path)) == 299
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".") and p.name != ".ix.lock"]
 
 
 @pytest.mark.parametrize("name", ["vectors.npy", "bits.npy", "ids.json", "metadata.sqlite"])
@@ -106,12 +107,12 @@ def test_without_verification_a_consistent_but_wrong_payload_is_still_caught(sav
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(format_version=2), "unsupported format_version 2"),
+    (lambda m: m.update(format_version=3), "unsupported format_version 3"),
     (lambda m: m.update(format="something-else"), "not an embedrank index manifest"),
     (lambda m: m.update(type="IVFIndex"), "unknown index type 'IVFIndex'"),
-    (lambda m: m.pop("dim"), "field 'dim' is missing"),
+    (lambda m: m.pop("dim"), "field 'dim' must be an integer"),
     (lambda m: m.update(files=[]), "'files' table is missing or malformed"),
-    (lambda m: m["files"].update({"../escape": {"bytes": 1, "sha256": "0"}}), "bad file name"),
+    (lambda m: m["files"].update({"../escape": {"bytes": 1, "sha256": "0" * 64}}), "bad file name"),
     (lambda m: m.update(count=7), "count=7"),
     (lambda m: m["config"].update(precision="fp4"), "bad FlatIndex config"),
 ])
@@ -119,6 +120,10 @@ def test_bad_manifest_fields(saved, edit, match):
     _, path = saved
     manifest = json.loads((path / "manifest.json").read_text())
     edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="checksum mismatch|not an embedrank index manifest|unsupported format_version"):
+        load_index(path)  # the manifest's own checksum catches any edit
+    manifest[CHECKSUM_FIELD] = manifest_checksum(manifest)  # crafted with the checksum fixed up
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match=match):
         load_index(path)
@@ -149,7 +154,7 @@ def test_interrupted_save_between_renames_is_recovered(saved):
     loaded = load_index(path)
     assert len(loaded) == 300 and not aside.exists()
     index.save(path)  # the next save removes the leftover temporary directory
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".") and p.name != ".ix.lock"]
 
 
 def test_a_damaged_aside_copy_is_not_restored(saved):
@@ -189,4 +194,4 @@ def test_concurrent_saves_of_one_instance_to_one_path(saved):
     for t in threads:
         t.join(timeout=60)
     assert not errors and len(load_index(path)) == 300
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".") and p.name != ".ix.lock"]

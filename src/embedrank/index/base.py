@@ -56,12 +56,20 @@ from embedrank.index.io import load_index, register_index_type, save_index
 from embedrank.index.metadata import MetadataStore, prepare_metadata
 from embedrank.index.result import SearchResult
 from embedrank.index.rwlock import ReadWriteLock
+from embedrank.index.storage import MAX_DIM
 
-__all__ = ["BaseIndex", "check_dim", "check_k", "as_vectors", "as_queries"]
+__all__ = ["BaseIndex", "MAX_PADDED_K", "check_dim", "check_k", "as_vectors", "as_queries"]
+
+# search() pads results to k columns only up to this many: a k far above the index size must
+# not allocate k-sized outputs (see BaseIndex.search).
+MAX_PADDED_K = 1024
+
 
 def check_dim(dim) -> int:
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
         raise InvalidValueError(f"dim must be a positive integer, got {dim!r}")
+    if dim > MAX_DIM:
+        raise InvalidValueError(f"dim must be at most {MAX_DIM}, got {int(dim)}")
     return int(dim)
 
 
@@ -266,7 +274,12 @@ class BaseIndex(ABC):
         except BaseException:
             self._idmap.undo_allocate(slots, next_auto)
             raise
-        self._metadata.put(slots, prepared)
+        try:
+            self._metadata.put(slots, prepared)  # checked by prepare_metadata: fails only on a bug or no memory
+        except BaseException:
+            self._remove_slots(slots)
+            self._idmap.release(slots)
+            raise
 
     def _replace(self, old_slots: np.ndarray, vectors: np.ndarray, prepared) -> None:
         replace = getattr(self, "_replace_slots", None)
@@ -300,11 +313,13 @@ class BaseIndex(ABC):
 
         filter: None, a sequence/array of allowed ids (ids not in the index simply never match;
         ids of the other kind are a TypeError), or a dict of metadata conditions
-        ``{"field": value, "field2": [v1, v2]}`` (equality / in-set, AND; a field no stored
-        vector has is a ValueError naming it and the known fields). When fewer than k vectors
-        exist or pass the filter, rows are padded with id -1 (None for str ids) and score
-        -inf; searching an empty index returns only padding. params: per-call overrides of
-        the index's search settings (see the class); unknown names are a TypeError.
+        ``{"field": value, "field2": [v1, v2]}`` (equality / in-set, AND; a field no live
+        vector has matches nothing). When fewer than k vectors exist or pass the filter, rows
+        are padded with id -1 (None for str ids) and score -inf; searching an empty index
+        returns only padding. Columns: ``min(k, max(len(index), MAX_PADDED_K))``, so padding
+        stops at MAX_PADDED_K (1024) columns when k is above both that and the number of
+        vectors (k = 10**7 on 4 vectors gives 1024 columns, not 10**7). params: per-call
+        overrides of the index's search settings (see the class); unknown names are a TypeError.
         """
         unknown = sorted(set(params) - self._search_params())
         if unknown:
@@ -316,6 +331,7 @@ class BaseIndex(ABC):
             raise InvalidTypeError("filter must be None, a sequence of allowed ids or a dict of metadata conditions, "
                             f"got {type(filter).__name__}")
         with self._lock.read():
+            k = min(k, max(len(self._idmap), MAX_PADDED_K))
             allowed = self._allowed(filter)
             nq = q.shape[0]
             nothing = len(self._idmap) == 0 or (allowed is not None and not allowed.any())
@@ -353,21 +369,24 @@ class BaseIndex(ABC):
         return mask
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path, *, timeout: float | None = None) -> Path:
         """Saves the index as a directory at `path` (atomically replacing an index there).
 
         A crash at any moment of the save leaves the previous index (or the new one) loadable.
         Anything at `path` that is not an embedrank index is never overwritten (IndexFormatError).
-        Saves of one instance run one at a time; two processes (or two instances) must not save
-        to the same path at the same time. Returns the absolute path.
+        Saves to one path run one at a time, across threads and processes (an OS lock on the
+        hidden file ``.NAME.lock`` beside it): a second save waits, and a load of the path
+        waits for the save to finish. timeout: seconds to wait for another save or load of
+        `path` (None: no limit), then LockTimeoutError with nothing written. Returns the
+        absolute path.
         """
         with self._save_mutex:
-            return save_index(self, path)
+            return save_index(self, path, timeout=timeout)
 
     @classmethod
-    def load(cls, path, mmap: bool = True, *, verify: bool = True) -> BaseIndex:
+    def load(cls, path, mmap: bool = True, *, verify: bool = True, timeout: float | None = None) -> BaseIndex:
         """Loads an index saved by this class (see :func:`embedrank.load_index`)."""
-        index = load_index(path, mmap=mmap, verify=verify)
+        index = load_index(path, mmap=mmap, verify=verify, timeout=timeout)
         if not isinstance(index, cls):
             raise IndexFormatError(f"{Path(path).absolute()} holds a {type(index).__name__}, not a {cls.__name__}")
         return index

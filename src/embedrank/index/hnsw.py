@@ -124,7 +124,7 @@ class HNSWIndex(BaseIndex):
         index = cls(dim=manifest["dim"], **config)
         try:
             index._graph = HnswGraph.load(directory / GRAPH_FILE, directory / LABELS_FILE, index._dim, index.metric,
-                                          index.M, index.ef_construction)
+                                          index.M, index.ef_construction, max_label=manifest["slot_count"])
         except RuntimeError as exc:  # hnswlib's own checks of the graph file
             raise IndexFormatError(f"{directory / GRAPH_FILE}: hnswlib cannot read it ({exc})") from None
         return index

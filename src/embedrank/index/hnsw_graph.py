@@ -34,6 +34,8 @@ else (HNSWIndex does it with its reader-writer lock). Concurrent searches are sa
 
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import hnswlib
@@ -256,8 +258,11 @@ class HnswGraph:
 
     def _to_scores(self, distances: np.ndarray) -> np.ndarray:
         if self.metric == "l2":
-            return np.negative(distances, dtype=np.float32)
-        return np.subtract(np.float32(1.0), distances, dtype=np.float32)
+            scores = np.negative(distances, dtype=np.float32)
+        else:
+            scores = np.subtract(np.float32(1.0), distances, dtype=np.float32)
+        _check_finite(scores)
+        return scores
 
     def exact(self, queries: np.ndarray, labels: np.ndarray, k: int, num_threads: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the given live labels -> (scores float32 [Q, k], labels int64 [Q, k]),
@@ -279,10 +284,15 @@ class HnswGraph:
             return scores, out
         # -|q - x|^2 = 2 (q . x - |x|^2 / 2) - |q|^2: an inner product on one extra column.
         base = self.vectors(labels)
-        base = np.hstack([base, -0.5 * np.einsum("ij,ij->i", base, base)[:, None]]).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            base = np.hstack([base, -0.5 * np.einsum("ij,ij->i", base, base)[:, None]]).astype(np.float32)
+        if not np.isfinite(base).all():
+            raise InvalidValueError("scores overflowed float32: base values are too large")
         q = np.hstack([queries, np.ones((nq, 1), dtype=np.float32)])
         top_scores, rows = topk_float32(q, base, k_run, num_threads=num_threads)
-        top_scores = 2 * top_scores - np.einsum("ij,ij->i", queries, queries)[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            top_scores = 2 * top_scores - np.einsum("ij,ij->i", queries, queries)[:, None]
+        _check_finite(np.where(rows >= 0, top_scores, 0))
         scores[:, :k_run] = top_scores
         out[:, :k_run] = labels[rows]
         return scores, out
@@ -297,8 +307,10 @@ class HnswGraph:
 
     @classmethod
     def load(cls, graph_path: Path, labels_path: Path, dim: int, metric: str, M: int,
-             ef_construction: int) -> HnswGraph:
-        """Inverse of :meth:`save`. ValueError when the two files disagree."""
+             ef_construction: int, max_label: int) -> HnswGraph:
+        """Inverse of :meth:`save`. ValueError when the two files disagree or the graph file is
+        not one :meth:`save` could have written (checked before hnswlib reads it: hnswlib trusts
+        its file and a crafted one would crash the process). Labels must be < max_label."""
         graph = cls.__new__(cls)
         graph.dim, graph.metric, graph.M, graph.ef_construction = int(dim), metric, int(M), int(ef_construction)
         if metric not in METRICS:
@@ -306,6 +318,7 @@ class HnswGraph:
         live = np.load(labels_path, allow_pickle=False)
         if live.dtype != np.int64 or live.ndim != 1:
             raise InvalidValueError(f"{labels_path.name}: expected int64 [n] labels, got {live.dtype} {live.shape}")
+        check_graph_file(graph_path, graph.dim, graph.M, live, max_label, metric)
         index = hnswlib.Index(space=metric, dim=int(dim))
         index.load_index(str(graph_path), max_elements=0, allow_replace_deleted=True)
         index.set_ef(1)
@@ -336,6 +349,113 @@ def _stored_vectors(index: hnswlib.Index, dim: int) -> tuple[np.ndarray, np.ndar
     vectors = np.ascontiguousarray(block[:, at:at + 4 * dim]).view(np.float32)
     labels = np.ascontiguousarray(block[:, label_at:label_at + 8]).view(np.uint64).ravel().astype(np.int64)
     return labels, vectors
+
+
+def _check_finite(scores: np.ndarray) -> None:
+    """Raises like FlatIndex when a score overflowed float32 (inf) or is NaN."""
+    if not np.isfinite(scores).all():
+        raise InvalidValueError("scores overflowed float32: vectors or queries values are too large")
+
+
+# hnswlib 0.8's file (HierarchicalNSW::saveIndex): a header of size_t fields (and one int, one
+# uint32, one double), the level-0 block [cur_element_count, size_data_per_element], then per
+# element a uint32 byte count and that many bytes of upper-level link lists.
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_DELETE_MARK = 0x01  # bit of the third byte of a level-0 link header
+_NO_NODE = 0xFFFFFFFF  # the entry point of an empty graph
+_MAX_LEVEL = 64  # levels are -log(U) / log(M) with U from a 32-bit generator: far below this
+
+
+def check_graph_file(path: Path, dim: int, M: int, live: np.ndarray, max_label: int, metric: str) -> None:
+    """Checks an hnswlib graph file's structure before hnswlib reads it: header fields against
+    (dim, M), every neighbour id, link count, level and the entry point, labels (unique,
+    < max_label), the tombstone marks against `live` (int64 [n] live labels) and finite
+    vectors. InvalidValueError naming the first problem."""
+    data = np.fromfile(path, dtype=np.uint8)
+    name = path.name
+
+    def bad(what: str) -> InvalidValueError:
+        return InvalidValueError(f"{name}: {what} (not a graph embedrank wrote, or damaged)")
+
+    if data.size < _HEADER.size:
+        raise bad(f"{data.size} bytes, shorter than the header")
+    (offset_level0, max_elements, count, size_per_element, label_offset, offset_data, max_level, entry,
+     max_m, max_m0, m, mult, ef_construction) = _HEADER.unpack_from(data, 0)
+    links0 = 4 + 4 * max_m0
+    expected = {"offsetLevel0": (offset_level0, 0), "M": (m, M), "maxM": (max_m, M), "maxM0": (max_m0, 2 * M),
+                "offsetData": (offset_data, links0), "label_offset": (label_offset, links0 + 4 * dim),
+                "size_data_per_element": (size_per_element, links0 + 4 * dim + 8)}
+    for field, (found, want) in expected.items():
+        if found != want:
+            raise bad(f"header field {field} is {found}, expected {want}")
+    if not (math.isfinite(mult) and abs(mult - 1 / math.log(M)) <= 1e-9 * (1 / math.log(M))):
+        raise bad(f"header field mult is {mult}, expected 1/ln(M)")
+    if not 1 <= ef_construction <= 1 << 31:
+        raise bad(f"header field ef_construction is {ef_construction}")
+    level0_end = _HEADER.size + count * size_per_element
+    if count > (data.size - _HEADER.size) // (size_per_element + 4) or level0_end > data.size:
+        raise bad(f"{count} elements do not fit in {data.size} bytes")
+    if max_elements < count or max_elements > max(1024, 4 * count):
+        raise bad(f"capacity {max_elements} for {count} elements")
+    block = data[_HEADER.size:level0_end].reshape(count, size_per_element)
+    header = np.ascontiguousarray(block[:, :4])
+    n_links = header[:, :2].copy().view(np.uint16).ravel()
+    if count and int(n_links.max()) > max_m0:
+        raise bad(f"element {int(np.argmax(n_links))} has {int(n_links.max())} level-0 links, above maxM0={max_m0}")
+    neighbours = np.ascontiguousarray(block[:, 4:links0]).view(np.uint32).reshape(count, max_m0)
+    used = np.arange(max_m0)[None, :] < n_links[:, None]
+    if used.any() and int(neighbours[used].max()) >= count:
+        raise bad(f"a level-0 neighbour id {int(neighbours[used].max())} is out of range (elements: {count})")
+    labels = np.ascontiguousarray(block[:, label_offset:label_offset + 8]).view(np.uint64).ravel()
+    if count and int(labels.max()) >= max_label:
+        raise bad(f"label {int(labels.max())} is out of range (at most {max_label - 1})")
+    if np.unique(labels).size != count:
+        raise bad("two elements share a label")
+    deleted = (header[:, 2] & _DELETE_MARK).astype(bool)
+    live_set = np.zeros(max(max_label, 1), dtype=bool)
+    if live.size:
+        if int(live.min()) < 0 or int(live.max()) >= max_label:
+            raise bad("the live labels are out of range")
+        live_set[live] = True
+    if not np.array_equal(~deleted, live_set[labels.astype(np.int64)]) or int((~deleted).sum()) != live.size:
+        raise bad("the tombstone marks do not match the live labels")
+    if metric != "cosine":
+        vectors = np.ascontiguousarray(block[:, offset_data:label_offset]).view(np.float32)
+        if not np.isfinite(vectors).all():
+            raise bad("a stored vector holds NaN or Inf")
+    # Upper levels: a variable-length record per element, so a walk.
+    links = 4 + 4 * max_m
+    levels = np.zeros(count, dtype=np.int64)
+    at = level0_end
+    raw = data.tobytes() if count else b""
+    for element in range(count):
+        if at + 4 > data.size:
+            raise bad("truncated upper-level link lists")
+        (size,) = struct.unpack_from("<I", raw, at)
+        at += 4
+        if size:
+            if size % links or size // links > _MAX_LEVEL or at + size > data.size:
+                raise bad(f"element {element} has an upper-level block of {size} bytes")
+            level_block = np.frombuffer(raw, dtype=np.uint32, count=size // 4, offset=at).reshape(-1, max_m + 1)
+            counts = level_block[:, 0] & 0xFFFF
+            if int(counts.max()) > max_m:
+                raise bad(f"element {element} has {int(counts.max())} upper-level links, above maxM={max_m}")
+            ids = level_block[:, 1:][np.arange(max_m)[None, :] < counts[:, None]]
+            if ids.size and int(ids.max()) >= count:
+                raise bad(f"element {element} has an upper-level neighbour id {int(ids.max())} out of range")
+            levels[element] = size // links
+            at += size
+    if at != data.size:
+        raise bad(f"{data.size - at} bytes after the last element")
+    if count == 0:
+        if entry != _NO_NODE or max_level != -1:
+            raise bad(f"an empty graph with entry point {entry} and max level {max_level}")
+        return
+    if entry >= count:
+        raise bad(f"entry point {entry} is out of range (elements: {count})")
+    if max_level != int(levels.max()) or levels[entry] != max_level:
+        raise bad(f"max level {max_level} and entry point {entry} (level {int(levels[entry])}) do not match the "
+                  f"elements' levels (highest: {int(levels.max())})")
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

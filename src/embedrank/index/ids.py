@@ -62,7 +62,9 @@ def normalize_ids(ids, *, single_ok: bool = False) -> tuple[np.ndarray, str | No
             arr = ids.astype(np.int64, copy=True)
             return _check_ints(arr), ("int" if arr.size else None)
         if ids.dtype.kind == "U":
-            return np.array(ids.tolist(), dtype=object), ("str" if ids.size else None)
+            values = ids.tolist()
+            _check_strs(values)
+            return np.array(values, dtype=object), ("str" if ids.size else None)
         if ids.dtype.kind != "O":
             raise InvalidTypeError(f"ids must be int or str, got an array of dtype {ids.dtype}")
         values = ids.tolist()
@@ -85,9 +87,28 @@ def normalize_ids(ids, *, single_ok: bool = False) -> tuple[np.ndarray, str | No
             arr = np.array([i for i in ints if i < 0][:_SHOWN], dtype=object)
             raise InvalidValueError(f"int ids must be >= 0 (-1 is the padding of results), got {show_ids(arr)}")
         return np.array(ints, dtype=np.int64), "int"
+    _check_strs(values)
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     return arr, "str"
+
+
+def _check_strs(values: list) -> None:
+    """Str ids must be valid Unicode: a lone surrogate cannot be written to ids.json (UTF-8)."""
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        bad = [v for v in values if not _encodable(v)]
+        raise InvalidValueError(f"str ids must be valid Unicode, got {show_ids(bad)} (a lone surrogate "
+                                "cannot be saved)") from None
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_ints(arr: np.ndarray) -> np.ndarray:
@@ -285,7 +306,8 @@ class IdMap:
         kind = state.get("id_kind")
         slot_count = state.get("slot_count")
         next_auto = state.get("next_auto_id")
-        if kind not in (None, "int", "str") or not isinstance(slot_count, int) or not isinstance(next_auto, int):
+        if kind not in (None, "int", "str") or type(slot_count) is not int or type(next_auto) is not int \
+                or slot_count < 0 or next_auto < 0:
             raise error(f"{directory / 'manifest.json'}: bad id fields (id_kind={kind!r}, slot_count={slot_count!r}, "
                         f"next_auto_id={next_auto!r})")
         idmap = cls()
@@ -302,6 +324,8 @@ class IdMap:
                 raise error(f"{path}: cannot read the str ids ({exc})") from None
             if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
                 raise error(f"{path}: expected a JSON list of str or null")
+            if not all(v is None or _encodable(v) for v in values):
+                raise error(f"{path}: holds a str id that is not valid Unicode (a lone surrogate)")
             table = np.empty(len(values), dtype=object)
             table[:] = values
             live = np.array([v is not None for v in values], dtype=bool)
@@ -313,7 +337,12 @@ class IdMap:
                 raise error(f"{path}: cannot read the int ids ({exc})") from None
             if table.dtype != np.int64 or table.ndim != 1:
                 raise error(f"{path}: expected a 1-D int64 array, got {table.dtype} of shape {table.shape}")
+            if table.size and int(table.min()) < -1:
+                raise error(f"{path}: holds id {int(table.min())} (ids are >= 0, -1 marks a removed slot)")
             live = table >= 0
+            if live.any() and next_auto <= int(table.max()):
+                raise error(f"{directory / 'manifest.json'}: next_auto_id={next_auto} would hand out an id the "
+                            f"index already holds (largest: {int(table.max())})")
         if table.shape[0] != slot_count:
             raise error(f"{path}: holds {table.shape[0]} slots but the manifest says {slot_count}")
         idmap.kind = kind

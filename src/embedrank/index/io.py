@@ -9,13 +9,17 @@ index never imports hnswlib). This module imports no index class, so there is no
 from __future__ import annotations
 
 import importlib
+import sqlite3
+import tokenize
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedrank.errors import IndexFormatError, InvalidValueError
 from embedrank.index.ids import IdMap
 from embedrank.index.metadata import METADATA_FILE, MetadataStore
-from embedrank.index.storage import MANIFEST, read_manifest, write_index
+from embedrank.index.storage import MANIFEST, read_manifest, recover_index, write_index
+from embedrank.utils.files import read_lock
 
 if TYPE_CHECKING:
     from embedrank.index.base import BaseIndex
@@ -52,8 +56,10 @@ def _index_class(type_name: str, directory: Path) -> type:
     return cls
 
 
-def save_index(index: BaseIndex, path) -> Path:
-    """Writes `index` as a directory at `path` (see BaseIndex.save); returns the absolute path."""
+def save_index(index: BaseIndex, path, timeout: float | None = None) -> Path:
+    """Writes `index` as a directory at `path` (see BaseIndex.save); returns the absolute path.
+
+    timeout: seconds to wait for another save or load of `path` (None: no limit)."""
     with index._lock.write():
         index._prepare_save()
     with index._lock.read():
@@ -67,17 +73,34 @@ def save_index(index: BaseIndex, path) -> Path:
             names.extend(index._save_payload(directory))
             return names
 
-        return write_index(path, write_files, manifest)
+        return write_index(path, write_files, manifest, timeout=timeout)
 
 
-def load_index(path, mmap: bool = True, *, verify: bool = True) -> BaseIndex:
+def load_index(path, mmap: bool = True, *, verify: bool = True, timeout: float | None = None) -> BaseIndex:
     """Loads an index directory written by ``save`` (its class from the manifest).
 
     mmap=True memory-maps the flat vector files (read only when searched); verify=True (the
     default) checks every file's size and sha256 first. A path that is not an index, or a
-    missing, truncated, corrupted or foreign file: IndexFormatError naming the file.
+    missing, truncated, corrupted, foreign or symlinked file: IndexFormatError naming the file
+    (also with verify=False, whatever the damage). The files are read under the shared lock
+    of `path`, so a save to the same path (from any process) waits until they are read and
+    this load sees the old index or the new one, whole. timeout: seconds to wait for a save in
+    progress (None: no limit), then LockTimeoutError.
     """
-    directory, manifest = read_manifest(path, verify=verify)
+    recover_index(path)
+    with read_lock(path, timeout):
+        return _load_locked(path, mmap, verify)
+
+
+# What a damaged file can raise from numpy, json, sqlite3 or hnswlib's reader on its way in
+# (np.load parses a .npy header with tokenize and ast: TokenError, SyntaxError).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, OverflowError, UnicodeError,
+                RuntimeError, MemoryError, RecursionError, SyntaxError, tokenize.TokenError, sqlite3.Error,
+                zipfile.BadZipFile)
+
+
+def _load_locked(path, mmap: bool, verify: bool) -> BaseIndex:
+    directory, manifest = read_manifest(path, verify=verify, recover=False)
     cls = _index_class(manifest["type"], directory)
     if METADATA_FILE not in manifest["files"]:
         raise IndexFormatError(f"{directory / METADATA_FILE}: missing from the manifest's file list")
@@ -85,17 +108,23 @@ def load_index(path, mmap: bool = True, *, verify: bool = True) -> BaseIndex:
         index = cls._load_payload(directory, manifest, mmap)
     except IndexFormatError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise IndexFormatError(f"{directory}: cannot load the {manifest['type']} payload "
                                f"({type(exc).__name__}: {exc})") from None
     if index._dim != manifest["dim"]:
         raise IndexFormatError(f"{directory / MANIFEST}: dim {manifest['dim']} but the payload has {index._dim}")
-    index._idmap = IdMap.load(directory, manifest, IndexFormatError)
-    index._metadata = MetadataStore.load(directory / METADATA_FILE, IndexFormatError)
-    if len(index._idmap) != manifest["count"]:
-        raise IndexFormatError(f"{directory}: the ids hold {len(index._idmap)} live vectors but the manifest says "
-                               f"count={manifest['count']}")
-    index._after_load()
+    try:
+        index._idmap = IdMap.load(directory, manifest, IndexFormatError)
+        index._metadata = MetadataStore.load(directory / METADATA_FILE, IndexFormatError,
+                                             live_slots=index._idmap.live_slots())
+        if len(index._idmap) != manifest["count"]:
+            raise IndexFormatError(f"{directory}: the ids hold {len(index._idmap)} live vectors but the manifest says "
+                                   f"count={manifest['count']}")
+        index._after_load()
+    except IndexFormatError:
+        raise
+    except _READ_ERRORS as exc:
+        raise IndexFormatError(f"{directory}: damaged index ({type(exc).__name__}: {exc})") from None
     return index
 
 

@@ -9,7 +9,8 @@ Filters: ``{"lang": "en", "year": [2020, 2021]}`` keeps the vectors whose metada
 ``lang == "en"`` AND ``year`` in {2020, 2021}. Values are compared as canonical JSON:
 1 and 1.0 are equal, True and 1 are not, "1" and 1 are not. A list, tuple or set of values
 means "in this set" (an empty one matches nothing); an empty dict is no condition at all
-(every live vector passes). Only scalar values (str,
+(every live vector passes). A field that no live vector has matches nothing (no error: the
+answer must not depend on what concurrent writes happen to have stored). Only scalar values (str,
 int, float, bool, None) can be matched: a stored list or dict is returned with the
 metadata but never equals a filter value.
 """
@@ -102,6 +103,11 @@ def _prepare_one(item, position: int) -> Prepared | None:
         raise InvalidValueError(f"metadata[{position}] holds NaN or Inf, which JSON cannot store ({exc})") from None
     except (TypeError, RecursionError) as exc:
         raise InvalidTypeError(f"metadata[{position}] is not JSON-serializable: {exc}") from None
+    try:
+        doc.encode("utf-8")  # SQLite stores UTF-8: a lone surrogate would fail only at the INSERT
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(f"metadata[{position}] holds a str that is not valid Unicode (a lone surrogate "
+                                f"{exc.object[exc.start:exc.end]!r}); it cannot be stored") from None
     rows = []
     for key, value in item.items():
         if isinstance(value, (list, tuple, dict, Mapping)):
@@ -235,12 +241,6 @@ class MetadataStore:
             if cached is not None:
                 self._cache.move_to_end(cache_key)
                 return cached
-            unknown = [key for key in compiled
-                       if self._conn.execute("SELECT 1 FROM fields WHERE key = ? LIMIT 1", (key,)).fetchone() is None]
-            if unknown:
-                known = [row[0] for row in self._conn.execute("SELECT DISTINCT key FROM fields ORDER BY key")]
-                raise InvalidValueError(f"filter on unknown metadata field(s) {unknown}: no stored vector has them; "
-                                 f"known fields: {known}")
             result: np.ndarray | None = None
             for key, values in compiled.items():
                 slots: list[int] = []
@@ -274,25 +274,90 @@ class MetadataStore:
             target.close()
 
     @classmethod
-    def load(cls, path: Path, error: type[Exception]) -> MetadataStore:
-        """Copies the SQLite file at `path` into memory; a bad file raises `error` naming it."""
+    def load(cls, path: Path, error: type[Exception], live_slots: np.ndarray | None = None) -> MetadataStore:
+        """Reads the SQLite file at `path` into a fresh store; a bad file raises `error` naming it.
+
+        Only the rows of the expected tables and columns are copied, into a database built
+        from this module's own schema: a file holding anything else (a trigger, a view, an
+        extra table or column) is refused, so nothing written by someone else ever runs.
+        live_slots: int64 [n], the index's live slots; a row of any other slot is refused.
+        """
         memory = sqlite3.connect(":memory:", check_same_thread=False)
+        memory.executescript(_SCHEMA)
         try:
             source = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
             try:
-                source.backup(memory)
+                source.execute("PRAGMA trusted_schema = OFF")
+                problem = _schema_problem(source)
+                if problem is None:
+                    info = dict(source.execute("SELECT name, value FROM info"))
+                    if info.get("format") != "embedrank-index-metadata":
+                        problem = "not an embedrank metadata database"
+                    elif info.get("schema_version") != str(SCHEMA_VERSION):
+                        problem = (f"unsupported metadata schema version {info.get('schema_version')!r} "
+                                   f"(this embedrank reads {SCHEMA_VERSION})")
+                if problem is None:
+                    docs = source.execute("SELECT slot, doc FROM docs").fetchall()
+                    fields = source.execute("SELECT slot, key, value FROM fields").fetchall()
             finally:
                 source.close()
-            tables = {row[0] for row in memory.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            info = dict(memory.execute("SELECT name, value FROM info")) if "info" in tables else {}
-        except sqlite3.Error as exc:
+            if problem is None:
+                problem = _rows_problem(docs, fields, live_slots)
+            if problem is None:
+                with memory:
+                    memory.executemany("INSERT INTO docs (slot, doc) VALUES (?, ?)", docs)
+                    memory.executemany("INSERT INTO fields (slot, key, value) VALUES (?, ?, ?)", fields)
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
             memory.close()
-            raise error(f"{path}: not a readable metadata database ({exc})") from None
-        if info.get("format") != "embedrank-index-metadata" or not {"docs", "fields"} <= tables:
+            raise error(f"{path}: not a readable metadata database ({type(exc).__name__}: {exc})") from None
+        if problem is not None:
             memory.close()
-            raise error(f"{path}: not an embedrank metadata database")
-        if info.get("schema_version") != str(SCHEMA_VERSION):
-            memory.close()
-            raise error(f"{path}: unsupported metadata schema version {info.get('schema_version')!r} "
-                        f"(this embedrank reads {SCHEMA_VERSION})")
+            raise error(f"{path}: {problem}")
         return cls(memory)
+
+
+# The schema objects a saved store holds, as sqlite_master lists them: (type, name) -> columns.
+_TABLES = {"info": ("name", "value"), "docs": ("slot", "doc"), "fields": ("slot", "key", "value")}
+_INDEXES = {"fields_key_value", "fields_slot", "sqlite_autoindex_info_1"}
+
+
+def _schema_problem(source: sqlite3.Connection) -> str | None:
+    """What makes the file's schema other than the one this module writes (None: nothing)."""
+    for kind, name in source.execute("SELECT type, name FROM sqlite_master"):
+        if kind == "table" and name in _TABLES:
+            continue
+        if kind == "index" and name in _INDEXES:
+            continue
+        return f"unexpected {kind} {name!r} in the metadata database (refused: only the tables " \
+               f"{sorted(_TABLES)} are read)"
+    for table, columns in _TABLES.items():
+        found = tuple(row[1] for row in source.execute(f"PRAGMA table_info({table})"))
+        if found != columns:
+            return f"table {table!r} has columns {list(found)}, expected {list(columns)}"
+    return None
+
+
+def _rows_problem(docs: list, fields: list, live_slots: np.ndarray | None) -> str | None:
+    """What is wrong with the rows read (None: nothing): types, JSON, and slots not live."""
+    doc_slots = set()
+    for slot, doc in docs:
+        if type(slot) is not int or type(doc) is not str:
+            return f"docs row of slot {slot!r} has the wrong types"
+        try:
+            value = json.loads(doc)
+            doc.encode("utf-8")
+        except (ValueError, RecursionError):
+            return f"docs row of slot {slot} is not valid JSON"
+        if not isinstance(value, dict):
+            return f"docs row of slot {slot} is not a JSON object"
+        doc_slots.add(slot)
+    for slot, key, value in fields:
+        if type(slot) is not int or type(key) is not str or type(value) is not str:
+            return f"fields row of slot {slot!r} has the wrong types"
+        if slot not in doc_slots:
+            return f"fields row of slot {slot} has no docs row"
+    if live_slots is not None:
+        dead = doc_slots - set(np.asarray(live_slots).tolist())
+        if dead:
+            return f"metadata stored for slots that hold no live vector: {sorted(dead)[:5]}"
+    return None

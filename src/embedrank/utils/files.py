@@ -7,22 +7,41 @@ and the folder are fsynced, and the folder is swapped into place with one atomic
 is renamed aside to ``.NAME.old-XXXX`` and the new one renamed in; a crash between those two
 renames leaves the path missing, and :func:`recover_directory` (called by the next save or
 load) moves the old folder back when the caller's check says it is whole.
+
+Writes of one path are serialized across threads and processes by an OS lock
+(``fcntl.flock``) on a hidden lock file beside it, ``.NAME.lock``: a writer holds it
+exclusively for its whole write (clean-up of leftovers, the new folder, the swap), so a second
+writer waits (or, with a timeout, raises :class:`LockTimeoutError`). Readers that must see one whole
+folder hold it shared while they read (:func:`read_lock`). The kernel drops the lock when its
+holder dies, even by SIGKILL, so a lock file left behind is only an empty file that the next
+writer or reader locks again; it is never removed, because removing a lock file that another
+process has open would let two holders in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["exchange", "fsync_path", "fsync_tree", "leftover_siblings", "recover_directory", "write_directory"]
+from embedrank.errors import EmbedrankError, InvalidValueError
+
+__all__ = ["LockTimeoutError", "exchange", "fsync_path", "fsync_tree", "leftover_siblings", "lock_path",
+           "read_lock", "recover_directory", "write_directory", "write_lock"]
+
+
+class LockTimeoutError(EmbedrankError, TimeoutError):
+    """Another thread or process held a folder's lock for longer than the caller would wait."""
 
 # Leftovers are named ".NAME.TAG-XXXX": "old" for a folder moved aside, the caller's tag for
 # one being written.
@@ -114,20 +133,85 @@ def recover_directory(path: Path, is_whole: Callable[[Path], bool]) -> None:
         return
 
 
+# -- the lock beside a folder ---------------------------------------------------------------
+_LOCK_POLL_S = 0.01  # how often a waiter with a timeout retries
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of `path`: ``.NAME.lock`` beside it (long names shortened as for temporaries)."""
+    path = Path(path).absolute()
+    return path.parent / _hidden_prefix(path, "lock")[:-1]
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, timeout: float | None, create: bool) -> Iterator[bool]:
+    """Holds flock `mode` on the lock file of `path`; yields False (and holds nothing) when the
+    file cannot be opened and `create` is False or the folder is not writable."""
+    if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+        raise InvalidValueError(f"a lock timeout must be None or a number >= 0, got {timeout!r}")
+    file = lock_path(path)
+    try:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        # A read-only folder (or one that does not exist) cannot be written by anyone else
+        # through this lock either; a reader goes on without it.
+        if create or exc.errno not in (errno.EACCES, errno.EROFS, errno.ENOENT, errno.EPERM, errno.ELOOP):
+            raise
+        yield False
+        return
+    try:
+        if timeout is None:
+            fcntl.flock(fd, mode)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeoutError(f"{path}: another thread or process kept it locked "
+                                               f"({file}) for more than {timeout} s") from None
+                    time.sleep(_LOCK_POLL_S)
+        yield True
+    finally:
+        os.close(fd)  # closing the only descriptor of this open file releases the lock
+
+
+def write_lock(path, timeout: float | None = None):
+    """Context manager: the exclusive lock of `path` (a writer's); LockTimeoutError after `timeout` s."""
+    return _flock(Path(path).absolute(), fcntl.LOCK_EX, timeout, create=True)
+
+
+def read_lock(path, timeout: float | None = None):
+    """Context manager: the shared lock of `path`, held while reading its files so that no write
+    swaps or removes them meanwhile (yields False, holding nothing, in a folder nobody can write)."""
+    return _flock(Path(path).absolute(), fcntl.LOCK_SH, timeout, create=False)
+
+
 # -- the write -------------------------------------------------------------------------------
 def write_directory(path, write: Callable[[Path], None], *, tag: str = "tmp",
                     is_whole: Callable[[Path], bool] | None = None,
-                    check_replaceable: Callable[[Path], None] | None = None) -> Path:
+                    check_replaceable: Callable[[Path], None] | None = None,
+                    timeout: float | None = None) -> Path:
     """Writes the folder at `path` through `write(work_folder)` and swaps it into place.
 
     write: fills a fresh empty folder (beside `path`, so the renames stay on one file
     system). is_whole: tells a complete folder of this kind (used to recover one left aside
     by a crash). check_replaceable: raises when an existing `path` must not be replaced.
     Leftover temporary folders of earlier writes are removed. On any exception in `write`
-    the temporary folder is removed and `path` is untouched. Returns the absolute path.
+    the temporary folder is removed and `path` is untouched. Writes of one path run one at a
+    time across threads and processes (see the module docstring); timeout: seconds to wait
+    for another writer or reader of `path` (None: as long as it takes), then
+    LockTimeoutError with nothing changed. Returns the absolute path.
     """
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    with write_lock(path, timeout):
+        return _write_locked(path, write, tag, is_whole, check_replaceable)
+
+
+def _write_locked(path: Path, write, tag: str, is_whole, check_replaceable) -> Path:
     if is_whole is not None:
         recover_directory(path, is_whole)
     if check_replaceable is not None:
