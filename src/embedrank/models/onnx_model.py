@@ -35,6 +35,10 @@ class OnnxModel:
     cores this process may use); native_attention: None runs a CPU session's attention on
     embedrank's fused kernel where the graph allows (``native_attention_layers`` says how
     many layers), False never, True or an error (see embedrank.runtime.attention_fusion).
+
+    One instance may be shared by any number of threads: the tokenizers are never
+    reconfigured after load (see embedrank.models.tokenization) and onnxruntime's run is
+    thread-safe, so concurrent calls run side by side and give single-threaded results.
     """
 
     KIND: ClassVar[str] = ""
