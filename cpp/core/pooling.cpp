@@ -11,13 +11,32 @@
 namespace embedrank {
 namespace {
 
-constexpr float kMinNorm = 1e-12f;
 constexpr size_t kRowsPerTask = 4;
 
-void normalize_in_place(const VectorOps& ops, float* row, size_t dim) {
-  float norm = std::sqrt(ops.sum_squares(row, dim));
-  ops.scale(row, row, 1.0f / std::max(norm, kMinNorm), dim);
+// Below this sum of squares some squared elements may have underflowed to subnormals or
+// zero (|x| < 1e-19), above it some may have overflowed; either way the float sum is not
+// the norm, so normalize_row takes its exact path.
+constexpr float kMinSafeSumSquares = 1e-30f;
+constexpr float kMaxSafeSumSquares = 1e30f;
+
+// out = x / ||x|| (out may be x). The dispatched float kernels handle ordinary rows; a row
+// whose squares underflow or overflow in float (values near 1e-20 or 1e20) is divided by its
+// norm computed in double, where every float's square is a normal number, so any non-zero
+// row comes out with norm 1 and an all-zero row stays zero. NaN rows stay NaN.
+void normalize_row(const VectorOps& ops, const float* x, float* out, size_t n) {
+  float sum = ops.sum_squares(x, n);
+  if (sum >= kMinSafeSumSquares && sum <= kMaxSafeSumSquares) {
+    ops.scale(out, x, 1.0f / std::sqrt(sum), n);
+    return;
+  }
+  double exact = 0.0;
+  for (size_t i = 0; i < n; ++i) exact += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  double norm = std::sqrt(exact);
+  if (norm == 0.0) norm = 1.0;  // an all-zero row stays zero
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(x[i]) / norm);
 }
+
+void normalize_in_place(const VectorOps& ops, float* row, size_t dim) { normalize_row(ops, row, row, dim); }
 
 template <typename Mask>
 void mean_pool_rows(const void* hidden, HiddenType hidden_type, const Mask* mask, size_t row_begin,
@@ -78,8 +97,7 @@ void normalize_rows(const float* x, size_t x_stride, size_t rows, size_t n, floa
     size_t end = std::min(rows, (task + 1) * kRowsPerNormTask);
     for (size_t r = task * kRowsPerNormTask; r < end; ++r) {
       const float* row = x + r * x_stride;
-      float norm = std::sqrt(ops.sum_squares(row, n));
-      ops.scale(out + r * n, row, 1.0f / std::max(norm, kMinNorm), n);
+      normalize_row(ops, row, out + r * n, n);
     }
   });
 }

@@ -260,7 +260,9 @@ def test_cross_encoder(minilm_dir, tmp_path):
     shutil.copyfile(minilm_dir / "tokenizer.json", source / "tokenizer.json")
     out = tmp_path / "cross_out"
     out.mkdir()
-    (out / "stale.txt").write_text("stale")  # replaced as a whole with overwrite=True
+    # an earlier export's folder is replaced as a whole with overwrite=True
+    (out / "embedrank.json").write_text(json.dumps({"format_version": 1, "kind": "cross-encoder", "max_seq_length": 8}))
+    (out / "stale.txt").write_text("stale")
     assert export_model(source, out, kind="cross-encoder", optimize=False, quantize=False, fp16=True,
                         overwrite=True) == out
     assert sorted(p.name for p in out.iterdir()) == ["embedrank.json", "model.onnx", "model_fp16.onnx", "tokenizer.json"]
@@ -386,11 +388,12 @@ def test_verification_failure_leaves_nothing(minilm_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(verify, "torch_reference", off_by_a_little)
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "old.txt").write_text("old")
-    # an existing folder given with overwrite=True is left as it was, and no temporary folder stays
+    (tmp_path / "keep" / "embedrank.json").write_text(json.dumps({"format_version": 1, "kind": "bi-encoder"}))
+    # an existing model folder given with overwrite=True is left as it was, and no temporary folder stays
     with pytest.raises(ExportVerificationError, match=r"model\.onnx \(fp32\) differs from the torch model"):
         export_model(minilm_dir, tmp_path / "keep", optimize=False, quantize=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
-    assert [p.name for p in (tmp_path / "keep").iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in (tmp_path / "keep").iterdir()) == ["embedrank.json", "old.txt"]
 
 
 def test_fp16_verification_failure_names_the_flag(minilm_dir, tmp_path, monkeypatch):
@@ -526,3 +529,31 @@ def test_import_embedrank_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert embedrank.export_model is export_model
+
+
+def test_overwrite_replaces_only_an_embedrank_model_folder(minilm_dir, tmp_path, monkeypatch):
+    from embedrank.errors import ExistingPathError
+    from embedrank.export import exporter
+
+    # a non-empty folder that is not a model (a mistyped out_dir): refused, left as it was
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "thesis.tex").write_text("years of work")
+    bad_config = tmp_path / "bad_config"
+    bad_config.mkdir()
+    (bad_config / "embedrank.json").write_text('{"not": "a model"}')
+    (bad_config / "notes.txt").write_text("keep")
+    for folder in (data, bad_config):
+        with pytest.raises(ExistingPathError, match="(not|does not describe) an embedrank model"):
+            export_model(minilm_dir, folder, overwrite=True)
+    assert (data / "thesis.tex").read_text() == "years of work"
+    assert (bad_config / "notes.txt").read_text() == "keep"
+
+    # an embedrank model folder is replaced (the export itself stubbed out: only the swap is tested)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "embedrank.json").write_text(json.dumps({"format_version": 1, "kind": "bi-encoder", "max_seq_length": 8}))
+    (model / "old.onnx").write_text("old")
+    monkeypatch.setattr(exporter, "_export_into", lambda source, work, *args: (work / "new.onnx").write_text("new"))
+    export_model(minilm_dir, model, overwrite=True)
+    assert sorted(p.name for p in model.iterdir()) == ["new.onnx"]

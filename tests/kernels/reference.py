@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_NORM = 1e-12
 HAMMING_PAD = np.iinfo(np.int32).max
 
 
@@ -22,10 +21,17 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray, normalize: bool = True) -> n
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows divided by max(||row||, 1e-12), in float64."""
+    """Rows divided by their norm, in float64; all-zero rows stay zero.
+
+    Each row is scaled by its largest |value| before squaring, so rows of any finite
+    magnitude (1e-300 or 1e300) come out with norm 1.
+    """
     x = np.asarray(x, dtype=np.float64)
-    norms = np.sqrt((x * x).sum(axis=-1, keepdims=True))
-    return x / np.maximum(norms, MIN_NORM)
+    scale = np.abs(x).max(axis=-1, keepdims=True) if x.shape[-1] else np.ones(x.shape[:-1] + (1,))
+    scale = np.where(scale > 0, scale, 1.0)
+    scaled = x / scale
+    norms = np.sqrt((scaled * scaled).sum(axis=-1, keepdims=True))
+    return scaled / np.where(norms > 0, norms, 1.0)
 
 
 def truncate_normalize(x: np.ndarray, dim: int) -> np.ndarray:

@@ -270,11 +270,15 @@ def test_rescore(outputs, level, dim, batch):
 
 
 # ---- choosing the level ------------------------------------------------------------------------
+# the error is embedrank's EnvironmentSettingError, an ImportError: caught as one here
+IMPORT_KERNELS = ("try:\n    import embedrank.kernels\n"
+                  "except ImportError as error:\n    print('ImportError', error)\n    raise SystemExit(3)")
+
+
 def test_unknown_isa_level_is_an_import_error_naming_it():
-    r = run_python(["-c", "import embedrank.kernels"], {"EMBEDRANK_ISA": "bogus"})
-    assert r.returncode != 0
-    # EnvironmentSettingError: an ImportError of the embedrank error family
-    assert "EnvironmentSettingError" in r.stderr and "'bogus'" in r.stderr, r.stderr[-2000:]
+    r = run_python(["-c", IMPORT_KERNELS], {"EMBEDRANK_ISA": "bogus"})
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "ImportError" in r.stdout and "'bogus'" in r.stdout, r.stdout[-2000:]
 
 
 def test_no_forced_level_means_the_highest_supported():
@@ -287,6 +291,51 @@ def test_level_above_the_cpu_is_an_import_error():
     above = ISA_LEVELS[ISA_LEVELS.index(HIGHEST) + 1:]
     if not above:
         pytest.skip(f"this CPU supports the highest level ({HIGHEST}): no level above it to request")
-    r = run_python(["-c", "import embedrank.kernels"], {"EMBEDRANK_ISA": above[0]})
-    assert r.returncode != 0
-    assert "EnvironmentSettingError" in r.stderr and "above what this CPU supports" in r.stderr, r.stderr[-2000:]
+    r = run_python(["-c", IMPORT_KERNELS], {"EMBEDRANK_ISA": above[0]})
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "ImportError" in r.stdout and "above what this CPU supports" in r.stdout, r.stdout[-2000:]
+
+
+# ---- normalization of rows far from norm 1 ---------------------------------------------------------
+EXTREME_ROWS = r"""
+import sys
+import numpy as np
+from embedrank.kernels import mean_pool_normalize, normalize, truncate_normalize
+
+out = {}
+for dim in (3, 97, 385):
+    rows = np.ones((8, dim), dtype=np.float32)
+    rows[0] *= 1e20          # squares overflow float32
+    rows[1, 0] = 3e38        # one huge value beside ordinary ones
+    rows[2] *= 1e-20         # squares underflow to zero
+    rows[3] *= 1e-40         # subnormal values
+    rows[4] *= 1e-30
+    rows[4, -1] = 1e-20
+    rows[5] *= -7.5          # ordinary: the fast path
+    rows[6] = 0.0            # stays zero
+    rows[7] = np.linspace(-1e19, 1e19, dim, dtype=np.float32)
+    out[f"rows{dim}"] = rows
+    out[f"normalize{dim}"] = normalize(rows)
+    out[f"truncate{dim}"] = truncate_normalize(rows, max(1, dim - 1))
+    out[f"pool{dim}"] = mean_pool_normalize(rows[:, None, :], np.ones((8, 1), dtype=np.int64))
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("level", LEVEL_PARAMS)
+def test_normalize_rows_far_from_unit_norm(level, tmp_path):
+    """Values near 1e20 or 1e-20 square out of float32's range; the kernels must still give unit
+    rows (the all-zero row stays zero) at every ISA level, on the same inputs."""
+    path = tmp_path / "extreme.npz"
+    run = run_python(["-c", EXTREME_ROWS, str(path)], {"EMBEDRANK_ISA": level})
+    assert run.returncode == 0, run.stderr
+    got = np.load(path)
+    for dim in (3, 97, 385):
+        rows = got[f"rows{dim}"]
+        for name, expected in ((f"normalize{dim}", ref.l2_normalize(rows)),
+                               (f"truncate{dim}", ref.truncate_normalize(rows, max(1, dim - 1))),
+                               (f"pool{dim}", ref.l2_normalize(rows))):
+            np.testing.assert_allclose(got[name], expected, rtol=2e-6, atol=1e-7, err_msg=f"{name} at {level}")
+            norms = np.linalg.norm(got[name].astype(np.float64), axis=1)
+            np.testing.assert_allclose(np.delete(norms, 6), 1.0, atol=1e-5, err_msg=f"{name} at {level}")
+            assert (got[name][6] == 0).all()

@@ -513,3 +513,13 @@ def test_a_closed_cache_refuses_calls(db):
         c.get_many(NS, ["a"])
     with pytest.raises(ValueError, match="closed"):
         c.put_many(NS, ["a"], np.zeros((1, 2), np.float32))
+
+
+def test_keys_of_namespaces_holding_nul_bytes_do_not_collide(cache):
+    # with the namespace and text joined by a NUL, ("a\0b", "c") and ("a", "b\0c") hashed the same bytes
+    assert EmbeddingCache.key("a\x00b", "c") != EmbeddingCache.key("a", "b\x00c")
+    assert EmbeddingCache.key("", "\x00x") != EmbeddingCache.key("\x00", "x")
+    cache.put("a\x00b", "c", vec("first"))
+    cache.put("a", "b\x00c", vec("second"))
+    np.testing.assert_array_equal(cache.get("a\x00b", "c"), vec("first"))
+    np.testing.assert_array_equal(cache.get("a", "b\x00c"), vec("second"))

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -407,3 +408,191 @@ def test_encode_to_file_streams_an_iterable(encoder, tmp_path):
     assert not (tmp_path / "bad.npy").exists()
     with pytest.raises(ValueError, match=".npy"):
         encoder.encode_to_file(["a"], tmp_path / "vectors.bin")
+
+
+# -- reliability: threads, long texts, thread counts, strict inputs and folders ---------
+def linked_model(minilm_export, folder, config_changes: dict | None = None, skip=()):
+    """A copy of the exported model made of hard links (no copying, no symlinks), with
+    embedrank.json changed as asked (a value None removes the field)."""
+    folder.mkdir()
+    for item in minilm_export.iterdir():
+        if item.name != "embedrank.json" and item.name not in skip:
+            os.link(item, folder / item.name)
+    config = json.loads((minilm_export / "embedrank.json").read_text())
+    for name, value in (config_changes or {}).items():
+        if value is None:
+            config.pop(name, None)
+        else:
+            config[name] = value
+    (folder / "embedrank.json").write_text(json.dumps(config))
+    return folder
+
+
+def thread_texts(n_threads: int) -> list[list[str]]:
+    """Per thread, texts of different lengths: short ones, ones just over 256 tokens and ones
+    over the model's 512 positions (wrong vectors or an onnxruntime error when not truncated)."""
+    out = []
+    for t in range(n_threads):
+        out.append([f"thread {t} short text {i}" for i in range(3)]
+                   + [f"thread {t} " + "ranking passages by relevance " * (70 + 40 * i) for i in range(3)])
+    return out
+
+
+def run_in_threads(work, n_threads: int) -> list:
+    import threading
+
+    results, errors = [None] * n_threads, []
+    start = threading.Barrier(n_threads)
+
+    def body(t):
+        try:
+            start.wait()
+            results[t] = work(t)
+        except Exception as error:  # reported by the test thread
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=body, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    return results
+
+
+def test_one_encoder_shared_by_threads_gives_single_threaded_vectors(encoder):
+    n_threads, rounds = 6, 6
+    texts = thread_texts(n_threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        expected = [encoder.encode(t) for t in texts]
+        got = run_in_threads(lambda t: [encoder.encode(texts[t], batch_size=2) for _ in range(rounds)], n_threads)
+    for t in range(n_threads):
+        for vectors in got[t]:
+            np.testing.assert_allclose(vectors, expected[t], atol=1e-5)
+
+
+def test_long_texts_use_memory_for_the_tokens_kept_not_their_length(minilm_export, tmp_path):
+    """Eight 0.9 MB texts: peak RSS growth (Rust allocations included) stays small, and all
+    eight are still counted as truncated."""
+    script = tmp_path / "long.py"
+    script.write_text(textwrap.dedent("""
+        import sys, warnings
+        from embedrank.models.encoder import Encoder
+
+        def status(field):
+            for line in open("/proc/self/status"):
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+
+        enc = Encoder.load(sys.argv[1], num_threads=1)
+        texts = [f"text {i} " + "relevance ranking of passages " * 30000 for i in range(8)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            enc.encode(texts[:1])  # warm up the session at full length
+            before = status("VmRSS")
+            open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
+            enc.encode(texts)
+        growth = status("VmHWM") - before
+        print(growth, [str(w.message) for w in caught][-1])
+    """))
+    run = subprocess.run([sys.executable, str(script), str(minilm_export)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    growth, message = run.stdout.split(" ", 1)
+    assert "8 of 8 texts were longer than max_seq_length=256" in message
+    assert int(growth) < 100 * 2**20, f"peak RSS grew by {int(growth) / 2**20:.0f} MB"
+
+
+def test_cut_long_texts_give_the_tokens_and_count_of_the_whole_text(encoder):
+    from tokenizers import Tokenizer
+
+    whole = Tokenizer.from_file(str(encoder.tokenizer.path))
+    whole.no_padding()
+    whole.enable_truncation(encoder.max_seq_length)
+    budget = encoder.tokenizer.char_budget
+    texts = [
+        "word " * 3000,
+        "a " + " " * (3 * budget) + "b " * 300,      # a whitespace run longer than the budget
+        "x" * (3 * budget),                          # no whitespace: one [UNK] per 100 characters
+        "东京大学" * budget,                           # CJK, no spaces
+        "tab\tseparated\twords\n" * 2000,
+        "y" * (budget - 1) + " z" * 400,             # the budget falls inside a word
+        "short " * (budget // 6 - 1),                # just under the budget: kept whole
+        "Ünïcödé façade " * 2000,
+    ]
+    encodings, n_cut = encoder.tokenizer.encode(texts)
+    reference = whole.encode_batch(texts)
+    assert [e.ids for e in encodings] == [e.ids for e in reference]
+    assert n_cut == sum(1 for e in reference if e.overflowing)
+    # counts are exact up to max_length, and above it for a cut text
+    short_count, long_count = encoder.tokenizer.token_counts([texts[6], texts[4]])
+    assert short_count == len(encoder.tokenizer.tokenizer.encode(texts[6], add_special_tokens=False).ids)
+    assert long_count > encoder.max_seq_length
+
+
+def test_session_threads_are_capped_per_core(minilm_export):
+    from embedrank.runtime.sessions import MAX_THREADS_PER_CORE
+    from embedrank.utils.threads import available_cores
+
+    too_many = MAX_THREADS_PER_CORE * available_cores() + 1
+    with pytest.raises(ValueError, match=f"num_threads={too_many} is more than {MAX_THREADS_PER_CORE} threads per core"):
+        Encoder.load(minilm_export, num_threads=too_many)
+    with pytest.raises(ValueError, match="at most 1024"):
+        Encoder.load(minilm_export, num_threads=100000)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ({"a": 1, "b": 2}, TypeError, "got dict"),
+    ({"a", "b"}, TypeError, "got set"),
+    (["fine", "x\ud800"], ValueError, r"texts\[1\] cannot be tokenized"),
+])
+def test_inputs_that_would_be_coerced_are_refused(encoder, bad, error, match):
+    with pytest.raises(error, match=match):
+        encoder.encode(bad)
+
+
+@pytest.mark.parametrize("docs, match", [
+    ([{"text": None}], r"docs\[0\]\['text'\] must be a str, got NoneType"),
+    ([{"text": "ok"}, {"text": 3}], r"docs\[1\]\['text'\] must be a str, got int"),
+    ([{"title": 5, "text": "ok"}], r"docs\[0\]\['title'\] must be a str or None, got int"),
+])
+def test_documents_with_non_str_fields_are_refused(encoder, docs, match):
+    with pytest.raises(TypeError, match=match):
+        encoder.encode_documents(docs)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"normalize": "false"}, "'normalize' must be true or false, got str"),
+    ({"max_seq_length": 2.7}, "'max_seq_length' must be an integer, got float"),
+    ({"max_seq_length": True}, "'max_seq_length' must be an integer, got bool"),
+    ({"max_seq_length": "256"}, "'max_seq_length' must be an integer, got str"),
+    ({"max_seq_length": None}, "lacks the field 'max_seq_length'"),
+    ({"dimension": 384.0}, "'dimension' must be an integer"),
+    ({"pooling": 1}, "'pooling' must be a string"),
+    ({"variants": ["model.onnx"]}, "'variants' must be an object"),
+    ({"prompts": {"query": 3}}, "prompts.query must be a string"),
+    ({"max_seq_length": 1024}, "max_seq_length=1024 does not run on model.onnx"),
+    ({"dimension": 385}, "dimension is 385 but model.onnx gives 384 values per text"),
+])
+def test_wrong_config_fields_are_refused_at_load(minilm_export, tmp_path, changes, match):
+    folder = linked_model(minilm_export, tmp_path / "m", changes)
+    with pytest.raises(ModelFolderError, match=match):
+        Encoder.load(folder)
+
+
+@pytest.mark.parametrize("name", ["../model.onnx", "/etc/passwd", "sub/model.onnx", "..", ""])
+def test_variant_files_outside_the_folder_are_refused(minilm_export, tmp_path, name):
+    config = json.loads((minilm_export / "embedrank.json").read_text())
+    folder = linked_model(minilm_export, tmp_path / "m", {"variants": {**config["variants"], "fp32": name}})
+    with pytest.raises(ModelFolderError, match="must be a plain file name inside the folder"):
+        Encoder.load(folder)
+
+
+def test_symlinks_leading_outside_the_folder_are_refused(minilm_export, tmp_path):
+    folder = linked_model(minilm_export, tmp_path / "m", skip={"model.onnx"})
+    (folder / "model.onnx").symlink_to(minilm_export / "model.onnx")
+    with pytest.raises(ModelFolderError, match="symlink to .* outside the model folder"):
+        Encoder.load(folder)
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx").symlink_to(folder / "model_opt.onnx")  # inside the folder: fine
+    assert Encoder.load(folder).encode(["x"]).shape == (1, 384)

@@ -93,3 +93,14 @@ def test_cpu_session_runs_add_and_layer_norm_instead_of_skip_layer_norm(minilm_e
     ops = _optimized_op_types(int8, monkeypatch, tmp_path)
     assert "SkipLayerNormalization" not in ops
     assert {"LayerNormalization", "DynamicQuantizeMatMul"} <= ops
+
+
+def test_session_threads_are_capped_at_four_per_core(monkeypatch):
+    monkeypatch.setattr(sessions, "available_cores", lambda: 2)
+    assert sessions.check_session_threads(8) == 8
+    assert sessions.check_session_threads(None) >= 1
+    for too_many in (9, 1000):
+        with pytest.raises(ValueError, match=rf"num_threads={too_many} is more than 4 threads per core .*at most 8"):
+            sessions.check_session_threads(too_many)
+    with pytest.raises(ValueError, match="at most 1024"):
+        sessions.check_session_threads(100000)

@@ -103,11 +103,11 @@ from pathlib import Path
 import numpy as np
 
 from embedrank.models.folder import DEFAULT_VARIANT_FILES as VARIANT_FILES
-from embedrank.models.folder import TOKENIZER_FILE, write_config
+from embedrank.models.folder import FORMAT_VERSION, TOKENIZER_FILE, read_config, write_config
 from embedrank.utils.files import write_directory
 from embedrank.export import trace, variants, verify
 from embedrank.export.source import KINDS, SourceModel, SourceModelError, read_source_model
-from embedrank.errors import ExistingPathError, ExportAccuracyWarning, ExportError, ExportVerificationError, InvalidTypeError, InvalidValueError, MissingDependencyError
+from embedrank.errors import ExistingPathError, ExportAccuracyWarning, ExportError, ExportVerificationError, InvalidTypeError, InvalidValueError, MissingDependencyError, ModelFolderError
 
 __all__ = [
     "ExportAccuracyWarning",
@@ -139,7 +139,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, kind:
     pooled: also write model_pooled.onnx (bi-encoder only), pooling inside the graph.
     fp16: also write model_fp16.onnx (and model_pooled_fp16.onnx with pooled), float16
     weights and activations for the CUDA provider, verified within verify.FP16_RTOL.
-    overwrite: replace an existing non-empty out_dir (else FileExistsError).
+    overwrite: replace an existing non-empty out_dir that is an embedrank model folder (one
+    with a valid embedrank.json); any other non-empty folder is an ExistingPathError.
     atol: verification tolerance; texts: verification texts (default verify.SAMPLE_TEXTS;
     cross-encoders use verify.SAMPLE_PAIRS).
 
@@ -174,21 +175,42 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, kind:
         texts = verify.SAMPLE_PAIRS if kind == "cross-encoder" else verify.SAMPLE_TEXTS
     texts = _check_sample(texts, kind)
 
+    # write_directory checks again as it starts: out_dir may have changed since _check_out_dir
     write_directory(out_dir, lambda work: _export_into(source, work, kind, optimize, quantize, pooled, fp16, atol,
-                                                       texts, opset), tag="export")
+                                                       texts, opset), tag="export",
+                    check_replaceable=lambda path: _check_replaceable(path) if os.path.lexists(path) else None)
     return out_dir
 
 
 # -- argument checks -----------------------------------------------------------------------
 def _check_out_dir(out_dir: Path, source_dir: Path, overwrite: bool) -> None:
+    resolved_out, resolved_src = out_dir.resolve(), source_dir.resolve()
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ExistingPathError(f"out_dir exists and is not a folder: {out_dir}")
         if any(out_dir.iterdir()) and not overwrite:
             raise ExistingPathError(f"out_dir is not empty: {out_dir} (pass overwrite=True to replace it)")
-    resolved_out, resolved_src = out_dir.resolve(), source_dir.resolve()
     if resolved_out == resolved_src or resolved_out in resolved_src.parents:
         raise InvalidValueError(f"out_dir {out_dir} would replace the model folder {source_dir}")
+    if out_dir.exists():
+        _check_replaceable(out_dir)
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """overwrite=True replaces an embedrank model folder only (one with a valid embedrank.json):
+    a mistyped out_dir pointing at a home or data folder must not be deleted."""
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise ExistingPathError(f"out_dir {out_dir} is not a folder that export_model may replace")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        raw = read_config(out_dir)
+    except ModelFolderError as error:
+        raise ExistingPathError(f"out_dir {out_dir} is not empty and not an embedrank model folder, so overwrite=True "
+                                f"will not replace it ({error})") from None
+    if raw.get("format_version") != FORMAT_VERSION or raw.get("kind") not in KINDS:
+        raise ExistingPathError(f"out_dir {out_dir} is not empty and its embedrank.json does not describe an embedrank "
+                                "model (format_version, kind), so overwrite=True will not replace it")
 
 
 def _check_export_extra() -> None:

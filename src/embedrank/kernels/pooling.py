@@ -76,7 +76,9 @@ def _normalize_prefix(x: np.ndarray, dim: int, num_threads) -> np.ndarray:
 def normalize(x, num_threads: int | None = None) -> np.ndarray:
     """Rows scaled to unit L2 norm: [N, d] (or [d]) -> float32 of the same shape.
 
-    All-zero rows stay zero (the norm is clamped at 1e-12, as in torch's F.normalize).
+    Every non-zero row comes out with norm 1, whatever its magnitude (rows whose squares
+    under- or overflow float32 are measured in double); all-zero rows stay zero. Unlike
+    torch's F.normalize there is no 1e-12 clamp, so a row of norm 1e-20 is scaled up too.
     """
     a = as_array(x, "x")
     one_d = a.ndim == 1

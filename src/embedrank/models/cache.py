@@ -1,8 +1,14 @@
 """A persistent, content-addressed embedding cache in SQLite.
 
-Rows are keyed by ``sha256(namespace + "\\x00" + text)``, where the namespace
+Rows are keyed by ``sha256(KEY_PREFIX + sha256(namespace) + text)``, where the namespace
 (:meth:`EmbeddingCache.namespace`) hashes the model fingerprint and every setting that
-changes a vector. Each row keeps the vector's dtype, shape and bytes plus a checksum; a
+changes a vector. The namespace enters the key as its own fixed-length digest, so no
+(namespace, text) pair can produce another pair's input bytes, whatever characters (NUL
+included) either holds. Caches written before this key layout (``sha256(namespace + "\\x00"
++ text)``, which let namespace "a\\x00b" with text "c" collide with namespace "a" and text
+"b\\x00c") keep their file and schema: their rows are simply never hit again and age out
+through the size limit's LRU eviction; the schema version is unchanged so that such a file
+still opens. Each row keeps the vector's dtype, shape and bytes plus a checksum; a
 row whose checksum does not match is deleted and reported as a miss, never returned.
 
 The database uses WAL mode and a busy timeout, so several processes (and several threads
@@ -29,6 +35,9 @@ __all__ = ["EmbeddingCache", "default_cache_dir", "DB_FILENAME"]
 
 DB_FILENAME = "embeddings.sqlite3"
 SCHEMA_VERSION = 1
+# Starts every key's hashed bytes; it names the key layout, so a later layout cannot
+# produce this one's keys.
+KEY_PREFIX = b"embedrank-cache-key-2\x00"
 # Counted per row on top of the vector bytes: key, checksum, dtype/shape text, integers
 # and SQLite's record and index overhead (approximate; the file itself is somewhat larger
 # because of page slack, the free list and the WAL).
@@ -302,8 +311,9 @@ class EmbeddingCache:
 
     @staticmethod
     def key(namespace: str, text: str) -> bytes:
-        """The row key: sha256(namespace + "\\x00" + text), 32 bytes."""
-        return hashlib.sha256(_encode_text(namespace) + b"\x00" + _encode_text(text)).digest()
+        """The row key: sha256(KEY_PREFIX + sha256(namespace) + text), 32 bytes (see the module
+        docstring: the namespace's fixed-length digest keeps keys of different namespaces apart)."""
+        return hashlib.sha256(KEY_PREFIX + hashlib.sha256(_encode_text(namespace)).digest() + _encode_text(text)).digest()
 
     # -- reading -------------------------------------------------------------------------
     def get_many(self, namespace: str, texts: Sequence[str]) -> list[np.ndarray | None]:

@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from embedrank.errors import InvalidTypeError, InvalidValueError, TruncationWarning
+from embedrank.errors import InvalidTypeError, InvalidValueError, ModelFolderError, TruncationWarning
 from embedrank.models.folder import ModelConfig
 from embedrank.models.onnx_model import OnnxModel
-from embedrank.models.tokenization import check_texts
+from embedrank.models.tokenization import check_encodable, check_texts
 
 ACTIVATIONS = ("sigmoid", None)
 
@@ -86,8 +86,17 @@ class CrossEncoder(OnnxModel):
                  native_attention: bool | None = None):
         super().__init__(config, variant=variant, providers=providers, num_threads=num_threads,
                          native_attention=native_attention)
-        self.num_labels = int(config.raw.get("num_labels") or config.dimension or 1)
+        self.num_labels = self._output_width()
         self._pair_specials = self.tokenizer.tokenizer.num_special_tokens_to_add(True)
+
+    _width_field = "num_labels"
+
+    def _output_width(self) -> int:
+        labels = self.config.raw.get("num_labels")
+        if labels is not None and (isinstance(labels, bool) or not isinstance(labels, int) or labels < 1):
+            raise ModelFolderError(f"{self.config.path / 'embedrank.json'}: field 'num_labels' must be a positive "
+                                   f"integer, got {labels!r}")
+        return int(labels or self.config.dimension or 1)
 
     def _check_output(self, output, model_path) -> None:
         if len(output.shape) != 2:
@@ -116,6 +125,8 @@ class CrossEncoder(OnnxModel):
         Truncation: see the module docstring.
         """
         queries, documents = check_pairs(pairs)
+        for part, texts in (("query", queries), ("document", documents)):
+            check_encodable(texts, f"the {part} of pairs")
         batch_size = _check_positive_int(batch_size, "batch_size")
         max_tokens_per_batch = self._token_budget(max_tokens_per_batch)
         if activation not in ACTIVATIONS:
@@ -159,12 +170,11 @@ class CrossEncoder(OnnxModel):
     # -- internals -----------------------------------------------------------------------
     def _tokenize(self, queries: list[str], documents: list[str]) -> list:
         """Encodings of the pairs, the document cut first (see the module docstring); warns once."""
-        tok = self.tokenizer.tokenizer
         limit = self.max_seq_length
         # A query fits when it leaves room for the special tokens and at least one document token.
         query_budget = limit - self._pair_specials - 1
         unique = list(dict.fromkeys(queries))
-        query_lengths = dict(zip(unique, (len(e.ids) for e in tok.encode_batch(unique, add_special_tokens=False))))
+        query_lengths = dict(zip(unique, self.tokenizer.token_counts(unique)))
         too_long = [i for i, q in enumerate(queries) if query_lengths[q] > query_budget]
         normal = [i for i, q in enumerate(queries) if query_lengths[q] <= query_budget] if too_long else range(len(queries))
         encodings: list = [None] * len(queries)
@@ -176,12 +186,8 @@ class CrossEncoder(OnnxModel):
                 encodings[i] = e
         n_queries_cut = 0
         if too_long:
-            tok.enable_truncation(limit, strategy="longest_first")
-            try:
-                long_encodings = tok.encode_batch([(queries[i], documents[i]) for i in too_long],
-                                                  add_special_tokens=True)
-            finally:
-                tok.no_truncation()
+            long_encodings, _ = self.tokenizer.encode([queries[i] for i in too_long], [documents[i] for i in too_long],
+                                                      strategy="longest_first")
             for i, e in zip(too_long, long_encodings):
                 encodings[i] = e
                 n_queries_cut += 1

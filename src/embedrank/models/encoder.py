@@ -17,7 +17,7 @@ from embedrank.models.chunking import Chunk, chunk, default_chunking
 from embedrank.models.folder import ModelConfig
 from embedrank.utils.documents import check_docs, document_text
 from embedrank.models.onnx_model import OnnxModel
-from embedrank.models.tokenization import check_texts
+from embedrank.models.tokenization import check_encodable, check_texts
 from embedrank.utils.progress import progress_bar
 from embedrank.errors import InvalidTypeError, InvalidValueError, TruncationWarning
 
@@ -75,6 +75,9 @@ class Encoder(OnnxModel):
         self.cache = self._open_cache(cache)
         self.fingerprint = config.fingerprint or (
             _files_fingerprint([config.variant_path(variant), config.tokenizer_path]) if self.cache is not None else "")
+
+    def _output_width(self) -> int:
+        return self.config.dimension
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
@@ -145,7 +148,9 @@ class Encoder(OnnxModel):
             raise InvalidTypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
         normalize = self.config.normalize if normalize is None else bool(normalize)
         out_dim = self._check_truncate_dim(truncate_dim)
+        check_encodable(texts)
         if prompt:
+            check_encodable([prompt], "prompt")
             texts = [prompt + t for t in texts]
         if not texts:
             return _empty(out_dim, precision)
@@ -167,7 +172,16 @@ class Encoder(OnnxModel):
         """
         if isinstance(docs, (str, dict)):
             docs = [docs]
-        texts = [document_text(d) for d in check_docs(docs)]
+        docs = check_docs(docs)
+        for i, d in enumerate(docs):
+            # document_text would turn None or a number into its repr and embed that
+            if not isinstance(d, dict):
+                continue
+            if "text" in d and not isinstance(d["text"], str):
+                raise InvalidTypeError(f"docs[{i}]['text'] must be a str, got {type(d['text']).__name__}")
+            if d.get("title") is not None and not isinstance(d["title"], str):
+                raise InvalidTypeError(f"docs[{i}]['title'] must be a str or None, got {type(d['title']).__name__}")
+        texts = [document_text(d) for d in docs]
         kwargs.setdefault("prompt", self.config.prompts.get("document") or None)
         if not chunking:
             return self.encode(texts, **kwargs)

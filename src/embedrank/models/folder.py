@@ -41,23 +41,32 @@ class ModelConfig:
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelFolderError(f"{config_path} has format_version {version!r}; this embedrank reads {FORMAT_VERSION}")
-        try:
-            config = cls(
-                path=folder,
-                kind=str(raw.get("kind", "bi-encoder")),
-                pooling=str(raw.get("pooling", "mean")),
-                normalize=bool(raw.get("normalize", True)),
-                max_seq_length=int(raw["max_seq_length"]),
-                dimension=int(raw.get("dimension", 0)),
-                fingerprint=str(raw.get("fingerprint", "")),
-                prompts=dict(raw.get("prompts") or {}),
-                variants=dict(raw.get("variants") or DEFAULT_VARIANT_FILES),
-                raw=raw,
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelFolderError(f"{config_path} lacks or mistypes a field: {error}") from None
+        config = cls(
+            path=folder,
+            kind=_field(raw, "kind", str, config_path, "bi-encoder"),
+            pooling=_field(raw, "pooling", str, config_path, "mean"),
+            normalize=_field(raw, "normalize", bool, config_path, True),
+            max_seq_length=_field(raw, "max_seq_length", int, config_path),
+            dimension=_field(raw, "dimension", int, config_path, 0),
+            fingerprint=_field(raw, "fingerprint", str, config_path, ""),
+            prompts=_field(raw, "prompts", dict, config_path, {}),
+            variants=_field(raw, "variants", dict, config_path, DEFAULT_VARIANT_FILES),
+            raw=raw,
+        )
+        if config.max_seq_length < 2:
+            raise ModelFolderError(f"{config_path}: max_seq_length must be at least 2, got {config.max_seq_length}")
+        if config.dimension < 0:
+            raise ModelFolderError(f"{config_path}: dimension must not be negative, got {config.dimension}")
+        for role, prompt in config.prompts.items():
+            if prompt is not None and not isinstance(prompt, str):
+                raise ModelFolderError(f"{config_path}: prompts.{role} must be a string or null, "
+                                       f"got {type(prompt).__name__}")
+        for variant, name in config.variants.items():
+            if name is not None:
+                _check_member_name(folder, name, f"variants.{variant}", config_path)
         if config.pooling not in ("mean", "cls"):
             raise ModelFolderError(f"{config_path}: unknown pooling {config.pooling!r} (expected 'mean' or 'cls')")
+        _check_member_name(folder, TOKENIZER_FILE, "the tokenizer", config_path)
         if not (folder / TOKENIZER_FILE).is_file():
             raise ModelFolderError(f"{folder / TOKENIZER_FILE} is missing")
         return config
@@ -75,6 +84,36 @@ class ModelConfig:
     @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
+
+
+def _field(raw: dict, name: str, kind: type, config_path: Path, default=None):
+    """raw[name] when it has JSON type `kind` (int: a whole number, not true/false; bool:
+    true/false only), else ModelFolderError naming the field; `default` when absent (None:
+    the field is required). No coercion: "false" is not False and 2.7 is not 2."""
+    if name not in raw or raw[name] is None:
+        if default is None:
+            raise ModelFolderError(f"{config_path} lacks the field {name!r}")
+        return dict(default) if isinstance(default, dict) else default
+    value = raw[name]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        want = {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}[kind]
+        raise ModelFolderError(f"{config_path}: field {name!r} must be {want}, got {type(value).__name__} {value!r:.60}")
+    return dict(value) if kind is dict else value
+
+
+def _check_member_name(folder: Path, name, field: str, config_path: Path) -> None:
+    """Refuses a file name that could lead outside the model folder: only a plain name
+    (no separator, not "." or "..", not absolute), and not a symlink whose target lies
+    outside the folder, since a folder is loaded as a unit and should not read other files."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name)):
+        raise ModelFolderError(f"{config_path}: {field} must be a plain file name inside the folder, got {name!r}")
+    path = folder / name
+    if path.is_symlink():
+        target = path.resolve()
+        if folder.resolve() not in target.parents:
+            raise ModelFolderError(f"{config_path}: {field} {name!r} is a symlink to {target}, outside the model folder")
 
 
 def read_config(folder: str | os.PathLike) -> dict:

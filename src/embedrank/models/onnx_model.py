@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from embedrank.errors import InvalidValueError
+from embedrank.errors import InvalidValueError, ModelFolderError
 from embedrank.models.folder import ModelConfig
 from embedrank.models.tokenization import TextTokenizer, length_sorted_batches
 from embedrank.runtime import sessions
@@ -35,9 +35,15 @@ class OnnxModel:
     cores this process may use); native_attention: None runs a CPU session's attention on
     embedrank's fused kernel where the graph allows (``native_attention_layers`` says how
     many layers), False never, True or an error (see embedrank.runtime.attention_fusion).
+
+    One instance may be shared by any number of threads: the tokenizers are never
+    reconfigured after load (see embedrank.models.tokenization) and onnxruntime's run is
+    thread-safe, so concurrent calls run side by side and give single-threaded results.
     """
 
     KIND: ClassVar[str] = ""
+    # the embedrank.json field that _output_width reads, for error messages
+    _width_field: ClassVar[str] = "dimension"
     # what to use instead when a folder holds the other kind of model
     OTHER_KIND_HINT: ClassVar[str] = ""
 
@@ -62,9 +68,40 @@ class OnnxModel:
         output = self.session.get_outputs()[0]
         self._check_output(output, model_path)
         self._output_name = output.name
+        self._check_runs_at_max_length(model_path)
 
     def _check_output(self, output, model_path) -> None:
         """Raises when the graph's first output does not fit this head (a subclass hook)."""
+
+    def _output_width(self) -> int:
+        """The size that embedrank.json promises for the output's last axis (a subclass hook;
+        0: unchecked)."""
+        return 0
+
+    def _check_runs_at_max_length(self, model_path) -> None:
+        """Runs one text of max_seq_length tokens, so that an embedrank.json whose
+        max_seq_length is beyond the model's position embeddings, or whose dimension is not the
+        output's, fails here with the field named, not at the first long text with an
+        onnxruntime error or a numpy shape error. Costs one batch-1 run at full length (about
+        the time of encoding one long text)."""
+        length = self.config.max_seq_length
+        vocab = self.tokenizer.tokenizer.get_vocab_size()
+        # any id but padding: some models derive positions from the non-padding tokens
+        token = next(i for i in (100, 101, 1, 2) if i != self.tokenizer.pad_id and i < max(vocab, 3))
+        feeds = {"input_ids": np.full((1, length), token, dtype=np.int64),
+                 "attention_mask": np.ones((1, length), dtype=np.int64),
+                 "token_type_ids": np.zeros((1, length), dtype=np.int64)}
+        config_path = self.config.path / "embedrank.json"
+        try:
+            output = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})[0]
+        except Exception as error:  # onnxruntime raises its own exception types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelFolderError(f"{config_path}: max_seq_length={length} does not run on {model_path.name} (is it "
+                                   f"above the model's position embeddings?): {first_line}") from None
+        width = self._output_width()
+        if width and output.shape[-1] != width:
+            raise ModelFolderError(f"{config_path}: {self._width_field} is {width} but {model_path.name} gives "
+                                   f"{output.shape[-1]} values per text (output shape {list(output.shape)})")
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,

@@ -5,13 +5,26 @@ truncates at 128): padding to a fixed length would make mean pooling average pad
 and a baked truncation silently ignores the model's max_seq_length. Both are turned off on
 load; texts are truncated at the model's max_seq_length (counted, so callers can warn) and
 each batch is padded to its own longest sequence.
+
+Thread safety: a `tokenizers.Tokenizer`'s truncation is a setting on the object, so
+toggling it around a call races with every other thread using the same object. Each
+TextTokenizer instead holds one tokenizer per truncation setting, configured once at load
+and never changed, so any number of threads may encode through one TextTokenizer.
+
+Long texts: the Rust tokenizer materializes every token of a text before truncating it,
+so a 1 MB text costs hundreds of MB for 256 tokens kept. A text longer than the character
+budget is first cut to a prefix ending at a word boundary (ASCII whitespace) that already
+has more than max_length tokens; see `cut_long_texts` for why the result and the
+truncation count are the same as for the whole text.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping, Set
 from typing import Sequence
 
 import numpy as np
@@ -35,13 +48,49 @@ def check_texts(texts, name: str = "texts") -> list[str]:
         return [texts]
     if texts is None:
         raise InvalidTypeError(f"{name} must be a string or a sequence of strings, got None")
-    if isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
+    # a mapping would give its keys and a set an arbitrary order: neither is a list of texts
+    if isinstance(texts, (bytes, bytearray, Mapping, Set)) or not hasattr(texts, "__iter__"):
         raise InvalidTypeError(f"{name} must be a string or a sequence of strings, got {type(texts).__name__}")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise InvalidTypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
     return out
+
+
+# The first character budget for cutting a long text, per token kept: English averages four
+# to five characters per WordPiece token, so ten per token almost always gives a prefix
+# with enough tokens at the first try; the budget only costs speed when it is short (it
+# doubles), never correctness.
+CHARS_PER_TOKEN_BUDGET = 10
+# From the start of the text to the last non-whitespace character followed by ASCII whitespace.
+_WORD_END = re.compile(r".*[^ \t\n\r](?=[ \t\n\r])", re.S)
+
+
+def check_encodable(texts: Sequence[str], name: str = "texts") -> None:
+    """Raises InvalidValueError naming `name`[i] for the first text that is not valid Unicode
+    (a lone surrogate such as "\\ud800", which tokenizers rejects with a bare TypeError)."""
+    for i, text in enumerate(texts):
+        if text.isascii():
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidValueError(f"{name}[{i}] cannot be tokenized: {error.reason} at character {error.start} "
+                                    f"({text[error.start]!r}); texts must be valid Unicode (no lone surrogates)") from None
+
+
+def _unencodable(texts: Sequence[str], pairs: Sequence[str] | None) -> InvalidValueError:
+    """The error for texts that tokenizers cannot take: names the first text that cannot be
+    encoded as UTF-8 (a lone surrogate such as "\\ud800")."""
+    for name, values in (("texts", texts), ("pairs", pairs)):
+        for i, text in enumerate(values or ()):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                return InvalidValueError(f"{name}[{i}] cannot be tokenized: {error.reason} at character {error.start} "
+                                         f"({text[error.start]!r}); texts must be valid Unicode (no lone surrogates)")
+    return InvalidValueError("a text could not be tokenized")
 
 
 class TextTokenizer:
@@ -66,6 +115,14 @@ class TextTokenizer:
         self._tokenizer = tok
         self.max_length = int(max_length)
         self.path = path
+        # one tokenizer per truncation strategy, set here and never changed (see the module docstring)
+        self._truncating = {}
+        for strategy in ("longest_first", "only_second"):
+            copy = Tokenizer.from_str(tok.to_str())
+            copy.no_padding()
+            copy.enable_truncation(self.max_length, strategy=strategy)
+            self._truncating[strategy] = copy
+        self.char_budget = CHARS_PER_TOKEN_BUDGET * (self.max_length + 1)
 
     @staticmethod
     def _pad_id(tok, baked_padding) -> int:
@@ -82,24 +139,71 @@ class TextTokenizer:
         """The underlying tokenizers.Tokenizer (no padding, no truncation)."""
         return self._tokenizer
 
-    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None):
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, strategy: str | None = None):
         """Tokenizes a batch, truncating at max_length.
 
-        For pairs, only the second text (the document) is truncated. Returns
-        (encodings, n_truncated): a list of tokenizers.Encoding and how many inputs were cut.
+        strategy: "only_second" (the default for pairs: only the second text, the document, is
+        cut) or "longest_first" (the default for single texts). Returns (encodings,
+        n_truncated): a list of tokenizers.Encoding and how many inputs were cut. Safe to call
+        from several threads at once.
         """
-        tok = self._tokenizer
-        strategy = "only_second" if pairs is not None else "longest_first"
-        tok.enable_truncation(self.max_length, strategy=strategy)
+        if strategy is None:
+            strategy = "only_second" if pairs is not None else "longest_first"
+        tok = self._truncating[strategy]
+        texts = self.cut_long_texts(texts)
         try:
             if pairs is None:
-                encodings = tok.encode_batch(list(texts), add_special_tokens=True)
+                encodings = tok.encode_batch(texts, add_special_tokens=True)
             else:
-                encodings = tok.encode_batch(list(zip(texts, pairs)), add_special_tokens=True)
-        finally:
-            tok.no_truncation()
+                encodings = tok.encode_batch(list(zip(texts, self.cut_long_texts(pairs))), add_special_tokens=True)
+        except TypeError:
+            # tokenizers raises a bare TypeError for a str it cannot convert (a lone surrogate)
+            raise _unencodable(texts, pairs) from None
         n_truncated = sum(1 for e in encodings if e.overflowing)
         return encodings, n_truncated
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text without special tokens, exact up to max_length; a longer text
+        may be reported with any count above max_length (see cut_long_texts)."""
+        texts = self.cut_long_texts(texts)
+        try:
+            return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:
+            raise _unencodable(texts, None) from None
+
+    def cut_long_texts(self, texts: Sequence[str]) -> list[str]:
+        """The texts, each one longer than char_budget characters replaced by a prefix that
+        tokenizes to the same first max_length tokens and still has more than max_length.
+
+        Why the result is exact: the prefix ends where a non-whitespace character meets ASCII
+        whitespace. The tokenizers embedrank loads (BERT WordPiece, SentencePiece's Metaspace,
+        byte-level BPE) normalize character by character and split words at whitespace, so the
+        prefix's tokens are the first tokens of the whole text. A prefix with more than
+        max_length tokens therefore truncates to the same tokens as the whole text, and the
+        whole text is counted as truncated exactly when it was. The character budget is only
+        a first guess: when the prefix has max_length tokens or fewer (long runs of
+        whitespace, or no whitespace at all) the budget is doubled, up to the whole text.
+        """
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if len(text) > self.char_budget:
+                texts[i] = self._cut(text)
+        return texts
+
+    def _cut(self, text: str) -> str:
+        budget = self.char_budget
+        while budget < len(text):
+            match = _WORD_END.match(text, 0, budget + 1)
+            if match:
+                prefix = text[:match.end()]
+                try:
+                    n = len(self._tokenizer.encode(prefix, add_special_tokens=False).ids)
+                except TypeError:
+                    return text  # encode() reports the bad text with its index
+                if n > self.max_length:
+                    return prefix
+            budget *= 2
+        return text
 
     def pad(self, encodings: Sequence, multiple_of: int = 1) -> TokenizedBatch:
         """Pads a batch of encodings to its own longest sequence, rounded up to `multiple_of`

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 from embedrank.errors import AttentionFallbackWarning, InvalidValueError
-from embedrank.utils.threads import resolve_num_threads
+from embedrank.utils.threads import available_cores, resolve_num_threads
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -17,6 +17,24 @@ CUDA = "CUDAExecutionProvider"
 # cores' caches and large enough to keep the matrix products efficient; the batching sweep in
 # benchmarks/results/encoder.md is where it was chosen.
 CPU_MAX_TOKENS_PER_BATCH = 1024
+
+
+# The most intra-op threads a session may have per core this process can use. onnxruntime
+# creates and spins every thread it is given, and with hundreds per core a session takes
+# minutes to start and its runs crawl (2000 on a 2-core machine looked like a hang); beyond
+# one per core threads only compete, so 4x leaves room for oversubscription on purpose.
+MAX_THREADS_PER_CORE = 4
+
+
+def check_session_threads(num_threads) -> int:
+    """num_threads for an onnxruntime session: None is every available core; an int must be in
+    [1, MAX_THREADS_PER_CORE x available cores] (InvalidValueError naming both numbers)."""
+    threads = resolve_num_threads(num_threads)
+    cores = available_cores()
+    if threads > MAX_THREADS_PER_CORE * cores:
+        raise InvalidValueError(f"num_threads={threads} is more than {MAX_THREADS_PER_CORE} threads per core for "
+                                f"onnxruntime ({cores} available cores: at most {MAX_THREADS_PER_CORE * cores})")
+    return threads
 
 
 def choose_providers(providers: Sequence[str] | str | None) -> list[str]:
@@ -66,7 +84,7 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     """
     import onnxruntime as ort
 
-    threads = resolve_num_threads(num_threads)
+    threads = check_session_threads(num_threads)
     if native_attention is not None and not isinstance(native_attention, bool):
         raise InvalidValueError(f"native_attention must be True, False or None, got {native_attention!r}")
     chosen = choose_providers(providers)
