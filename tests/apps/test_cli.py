@@ -316,3 +316,19 @@ def test_index_with_hnsw_and_binary_codes(minilm_export, tmp_path):
         assert built.returncode == 0, built.stderr
         scored = run_cli("eval", str(out), "--data", str(ADI), "--json", "--metrics", "ndcg@10")
         assert json.loads(scored.stdout)["mean"]["ndcg@10"] > 0.3
+
+
+@needs_adi
+@pytest.mark.parametrize("checksums", [True, False], ids=["format-2", "format-1"])
+def test_search_on_a_damaged_retriever_is_one_line(adi_retriever, tmp_path, checksums):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(adi_retriever, damaged)
+    chunks = damaged / "chunks.npz"
+    chunks.write_bytes(chunks.read_bytes()[: chunks.stat().st_size // 2])
+    if not checksums:  # as written before checksums: the damaged zip file itself is read
+        config = json.loads((damaged / "retriever.json").read_text())
+        config = {k: v for k, v in config.items() if k not in ("files", "checksum")}
+        (damaged / "retriever.json").write_text(json.dumps({**config, "format_version": 1}))
+    assert_user_error(run_cli("search", str(damaged), "query"), "chunks.npz")
