@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import embedrank.errors
 from embedrank.apps import cli
 from tests.conftest import SHARED_DATA
 
@@ -67,7 +68,7 @@ def test_encode_jsonl_matches_the_python_api(minilm_export, tmp_path):
     result = run_cli("encode", str(minilm_export), str(source), str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     vectors = np.load(out)
-    assert (out.with_suffix(".ids.txt")).read_text().split() == ["a", "b", "c"]
+    assert cli.read_ids(cli.ids_file(out)) == ["a", "b", "c"]
     with Encoder.load(minilm_export) as encoder:
         expected = encoder.encode_documents([{"title": d.get("title", ""), "text": d["text"]} for d in docs])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
@@ -115,14 +116,69 @@ def test_export_with_fp16_and_pooled(tmp_path):
 
 def test_encode_txt_with_precision_and_truncation(minilm_export, tmp_path):
     source = tmp_path / "texts.txt"
-    source.write_text("first text\n\nsecond text\nthird one\n", encoding="utf-8")
+    source.write_text("first text\n\nsecond text\nthird one\n", encoding="utf-8")  # ids: line numbers
     out = tmp_path / "codes.npy"
     result = run_cli("encode", str(minilm_export), str(source), str(out), "--precision", "binary",
                      "--truncate-dim", "128", "--role", "queries")
     assert result.returncode == 0, result.stderr
     codes = np.load(out)
     assert codes.shape == (3, 16) and codes.dtype == np.int8  # "binary" is signed, as in sentence-transformers
-    assert out.with_suffix(".ids.txt").read_text().split() == ["0", "1", "2"]
+    assert cli.read_ids(cli.ids_file(out)) == ["0", "2", "3"]
+
+
+def test_encode_ids_with_line_breaks_stay_on_their_vector(minilm_export, tmp_path):
+    from embedrank.models.encoder import Encoder
+
+    docs = [{"_id": "two\nlines", "text": "Cats purr when they are content."},
+            {"_id": "b", "text": "The stock market fell sharply on Monday."},
+            {"_id": "c\u2028d\re", "text": "Photosynthesis turns light into chemical energy."},
+            {"_id": "last", "text": "Volcanoes erupt lava and ash."}]
+    source = write_jsonl(tmp_path / "docs.jsonl", docs)
+    out = tmp_path / "vectors.npy"
+    (tmp_path / "vectors.ids.txt").write_text("left by an older version\n")
+    result = run_cli("encode", str(minilm_export), str(source), str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    ids_path = cli.ids_file(out)
+    assert ids_path.name == "vectors.ids.jsonl" and str(ids_path) in result.stdout
+    assert len(ids_path.read_bytes().splitlines()) == 4  # one line per vector, whatever the ids hold
+    assert cli.read_ids(ids_path) == [d["_id"] for d in docs]
+    assert not (tmp_path / "vectors.ids.txt").exists()  # a stale id list is not left beside new vectors
+    vectors = np.load(out)
+    with Encoder.load(minilm_export) as encoder:
+        expected = encoder.encode_documents([{"title": "", "text": d["text"]} for d in docs])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_read_ids_reads_the_old_format_and_names_bad_lines(tmp_path):
+    old = tmp_path / "v.ids.txt"
+    old.write_text("a\nb\n", encoding="utf-8")
+    assert cli.read_ids(old) == ["a", "b"]
+    bad = tmp_path / "v.ids.jsonl"
+    bad.write_text('"a"\n3\n', encoding="utf-8")
+    with pytest.raises(embedrank.errors.FormatError, match="v.ids.jsonl:2: expected a JSON string"):
+        cli.read_ids(bad)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("texts.txt", "ok\ncaf\xe9\n".encode("latin-1")),
+    ("docs.jsonl", '{"text": "ok"}\n{"text": "caf\xe9"}\n'.encode("latin-1")),
+])
+def test_encode_latin1_input_is_one_line_naming_file_and_line(minilm_export, tmp_path, name, content):
+    source = tmp_path / name
+    source.write_bytes(content)
+    assert_user_error(run_cli("encode", str(minilm_export), str(source), str(tmp_path / "x.npy")),
+                      f"{name}:2: not UTF-8")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_eval_latin1_qrels_is_one_line_naming_file_and_line(tmp_path):
+    run_file = tmp_path / "run.trec"
+    run_file.write_text("q1 Q0 d1 1 0.5 x\n")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_bytes("query-id\tcorpus-id\tscore\nq1\td\xe9\t1\n".encode("latin-1"))
+    assert_user_error(run_cli("eval", "--run", str(run_file), "--qrels", str(qrels)), "qrels.tsv:2: not UTF-8")
+    qrels.write_bytes("q\xe9 0 d1 1\n".encode("latin-1"))  # read on its first line to pick the format
+    assert_user_error(run_cli("eval", "--run", str(run_file), "--qrels", str(qrels)), "qrels.tsv:1: not UTF-8")
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -260,3 +316,19 @@ def test_index_with_hnsw_and_binary_codes(minilm_export, tmp_path):
         assert built.returncode == 0, built.stderr
         scored = run_cli("eval", str(out), "--data", str(ADI), "--json", "--metrics", "ndcg@10")
         assert json.loads(scored.stdout)["mean"]["ndcg@10"] > 0.3
+
+
+@needs_adi
+@pytest.mark.parametrize("checksums", [True, False], ids=["format-2", "format-1"])
+def test_search_on_a_damaged_retriever_is_one_line(adi_retriever, tmp_path, checksums):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(adi_retriever, damaged)
+    chunks = damaged / "chunks.npz"
+    chunks.write_bytes(chunks.read_bytes()[: chunks.stat().st_size // 2])
+    if not checksums:  # as written before checksums: the damaged zip file itself is read
+        config = json.loads((damaged / "retriever.json").read_text())
+        config = {k: v for k, v in config.items() if k not in ("files", "checksum")}
+        (damaged / "retriever.json").write_text(json.dumps({**config, "format_version": 1}))
+    assert_user_error(run_cli("search", str(damaged), "query"), "chunks.npz")

@@ -4,8 +4,12 @@ for checking that reranking follows them)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +19,11 @@ import embedrank
 from embedrank.models.chunking import aggregate_chunk_scores
 from embedrank.models.cross_encoder import CrossEncoder
 from embedrank.models.encoder import Encoder
+from embedrank.errors import InvalidValueError
 from embedrank.index import FlatIndex, HNSWIndex
-from embedrank.retrieval.retriever import Hit, Retriever, RetrieverFormatError, SearchTimings
+from embedrank.retrieval.retriever import Hit, Retriever, RetrieverFormatError, SearchTimings, _config_checksum
 from tests.models.cross_encoder_fixtures import cross_encoder_folders
-from tests.conftest import SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA
 
 ADI = SHARED_DATA / "adi"
 FILLER = " ".join(f"Paragraph {i} discusses library catalogues, indexing vocabularies and card files." for i in range(40))
@@ -255,20 +260,20 @@ def test_load_refuses_bad_folders_and_changed_models(encoder, reranker, tmp_path
     with pytest.raises(RetrieverFormatError, match="retriever.json is missing"):
         Retriever.load(tmp_path / "empty")
     config = json.loads((path / "retriever.json").read_text())
-    (path / "retriever.json").write_text(json.dumps({**config, "encoder": {**config["encoder"], "fingerprint": "sha256:0000"}}))
+    write_config(path, {**config, "encoder": {**config["encoder"], "fingerprint": "sha256:0000"}})
     with pytest.raises(ValueError, match="fingerprint"):
         Retriever.load(path)
-    (path / "retriever.json").write_text(json.dumps({**config, "documents": 3}))
+    write_config(path, {**config, "documents": 3})
     with pytest.raises(RetrieverFormatError, match="inconsistent"):
         Retriever.load(path)
-    (path / "retriever.json").write_text(json.dumps({**config, "format_version": 99}))
+    write_config(path, {**config, "format_version": 99})
     with pytest.raises(RetrieverFormatError, match="format_version"):
         Retriever.load(path)
     (path / "retriever.json").write_text("{not json")
     with pytest.raises(RetrieverFormatError, match="not valid JSON"):
         Retriever.load(path)
-    (path / "retriever.json").write_text(json.dumps(config))
     (path / "documents.jsonl").write_text('{"_id": "0", "title": ""}\n')
+    write_config(path, config, record_files=True)
     with pytest.raises(RetrieverFormatError, match="documents.jsonl:1"):
         Retriever.load(path)
     (tmp_path / "foreign").mkdir()
@@ -352,6 +357,8 @@ def test_bad_search_arguments(adi_retriever):
         adi_retriever.search(["ok", None])
     with pytest.raises(TypeError, match="queries"):
         adi_retriever.search(None)
+    with pytest.raises(InvalidValueError, match=r"queries\[1\] holds a lone surrogate"):
+        adi_retriever.search(["ok", "bad \ud800"])  # not the tokenizer's TypeError
     with pytest.raises(ValueError, match="top_k"):
         adi_retriever.search(["q"], top_k=0)
     with pytest.raises(ValueError, match="candidates"):
@@ -366,3 +373,240 @@ def test_bad_search_arguments(adi_retriever):
 
 def test_public_names():
     assert embedrank.Retriever is Retriever and embedrank.Hit is Hit
+
+
+# -- damaged, edited and half-written folders; all-or-nothing adds ------------------------------
+
+def sha256_file(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_config(folder: Path, config: dict, record_files: bool = False) -> None:
+    """Writes retriever.json as an editor who also fixed the checksums would (what a bug or a
+    forger could do): to reach the checks behind them."""
+    config = dict(config)
+    if record_files:
+        config["files"] = {name: sha256_file(folder / name) for name in ("documents.jsonl", "chunks.npz")}
+    if config.get("format_version") == 2:
+        config["checksum"] = _config_checksum(config)
+    (folder / "retriever.json").write_text(json.dumps(config, indent=2))
+
+
+def as_version_1(folder: Path) -> None:
+    """Rewrites retriever.json as format_version 1 wrote it (no checksums)."""
+    config = json.loads((folder / "retriever.json").read_text())
+    for key in ("files", "checksum"):
+        config.pop(key)
+    (folder / "retriever.json").write_text(json.dumps({**config, "format_version": 1}, indent=2))
+
+
+@pytest.fixture()
+def saved(encoder, tmp_path):
+    retriever = Retriever(encoder, FlatIndex(encoder.dim), top_k=3)
+    retriever.add({"a": "Cats purr when they are content.", "long": LONG_DOC,
+                   "c": {"title": "Stocks", "text": "The stock market fell sharply on Monday."}})
+    return retriever.save(tmp_path / "r")
+
+
+def test_an_edited_documents_file_is_refused(saved, encoder):
+    lines = (saved / "documents.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (saved / "documents.jsonl").write_text(lines[2] + lines[1] + lines[0], encoding="utf-8")
+    with pytest.raises(RetrieverFormatError, match=r"documents.jsonl is damaged or was edited"):
+        Retriever.load(saved, encoder=encoder)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: {**c, "settings": {**c["settings"], "top_k": 7}},
+    lambda c: {**c, "files": {**c["files"], "chunks.npz": "sha256:" + "0" * 64}},
+    lambda c: {key: value for key, value in c.items() if key != "checksum"},
+])
+def test_an_edited_retriever_json_is_refused(saved, encoder, edit):
+    config = json.loads((saved / "retriever.json").read_text())
+    (saved / "retriever.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(RetrieverFormatError, match="retriever.json"):
+        Retriever.load(saved, encoder=encoder)
+
+
+def write_chunks(folder: Path, **columns) -> None:
+    with np.load(folder / "chunks.npz") as arrays:
+        current = {name: arrays[name] for name in arrays.files}
+    buffer = io.BytesIO()
+    np.savez(buffer, **{**current, **columns})
+    (folder / "chunks.npz").write_bytes(buffer.getvalue())
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("change, match", [
+    (lambda a: {"end": a["end"] + 10_000}, "outside its document"),
+    (lambda a: {"start": a["start"] - 1 - a["start"]}, "outside its document"),
+    (lambda a: {"start": a["end"] + 1}, "outside its document"),
+    (lambda a: {"chunk_doc": a["chunk_doc"][::-1].copy()}, "document order"),
+    (lambda a: {"chunk_doc": np.where(a["chunk_doc"] == 2, 1, a["chunk_doc"])}, "'c' has no window"),
+    (lambda a: {"start": np.r_[a["start"][:1], a["start"][2:3], a["start"][1:2], a["start"][3:]],
+                "end": np.r_[a["end"][:1], a["end"][2:3], a["end"][1:2], a["end"][3:]]}, "starts before"),
+    (lambda a: {"start": a["start"].astype(np.float64)}, "float64"),
+])
+def test_window_spans_are_checked(saved, encoder, version, change, match):
+    with np.load(saved / "chunks.npz") as arrays:
+        columns = {name: arrays[name] for name in arrays.files}
+    assert (columns["chunk_doc"] == 1).sum() >= 3  # the long document has several windows
+    write_chunks(saved, **change(columns))
+    if version == 1:
+        as_version_1(saved)
+    else:
+        write_config(saved, json.loads((saved / "retriever.json").read_text()), record_files=True)
+    with pytest.raises(RetrieverFormatError, match=rf"chunks.npz: .*{match}"):
+        Retriever.load(saved, encoder=encoder)
+
+
+def test_format_version_1_folders_still_load(saved, encoder):
+    before = Retriever.load(saved, encoder=encoder).search(["volcanic eruption in Iceland"])
+    as_version_1(saved)
+    loaded = Retriever.load(saved, encoder=encoder)
+    assert loaded.search(["volcanic eruption in Iceland"]) == before
+    assert json.loads(loaded.save(saved).joinpath("retriever.json").read_text())["format_version"] == 2
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],
+    lambda data: b"",
+    lambda data: data[:100] + bytes(len(data) - 100),
+    lambda data: b"not a zip file at all",
+])
+def test_a_damaged_chunks_file_is_a_retriever_format_error(saved, encoder, version, damage):
+    chunks = saved / "chunks.npz"
+    chunks.write_bytes(damage(chunks.read_bytes()))
+    if version == 1:
+        as_version_1(saved)  # no checksum to catch it first: the file itself is read
+    with pytest.raises(RetrieverFormatError, match="chunks.npz"):
+        Retriever.load(saved, encoder=encoder)
+
+
+def test_a_documents_file_with_wrong_rows_is_refused(saved, encoder):
+    as_version_1(saved)
+    good = (saved / "documents.jsonl").read_text(encoding="utf-8")
+    for rows, match in [('{"_id": 3, "title": "", "text": "x"}\n', "documents.jsonl:1 is not a document row"),
+                        ("[1, 2]\n", "documents.jsonl:1 is not a document row"),
+                        (good.splitlines(keepends=True)[0] * 3, "documents.jsonl:2: document id 'a' is repeated")]:
+        (saved / "documents.jsonl").write_text(rows, encoding="utf-8")
+        with pytest.raises(RetrieverFormatError, match=match):
+            Retriever.load(saved, encoder=encoder)
+
+
+class FailingAdd:
+    """Wraps an index's add: stores the first vector, then fails (a disk or memory fault midway)."""
+
+    def __init__(self, index):
+        self.original = index.add
+
+    def __call__(self, vectors, ids=None, **kwargs):
+        self.original(vectors[:1], ids=ids[:1], **kwargs)
+        raise MemoryError("no memory left midway")
+
+
+def test_add_is_all_or_nothing_when_the_index_fails_midway(encoder):
+    retriever = Retriever(encoder, FlatIndex(encoder.dim))
+    retriever.add(["first document"])
+    retriever.index.add = FailingAdd(retriever.index)
+    with pytest.raises(MemoryError):
+        retriever.add({"b": "second", "long": LONG_DOC})
+    assert (len(retriever), retriever.n_chunks, len(retriever.index)) == (1, 1, 1)
+    del retriever.index.add
+    assert retriever.add({"b": "second", "long": LONG_DOC}) == ["b", "long"]  # the same add works afterwards
+    assert len(retriever.index) == retriever.n_chunks > 3
+
+
+def test_add_is_all_or_nothing_when_the_store_fails(encoder, monkeypatch):
+    retriever = Retriever(encoder, FlatIndex(encoder.dim))
+    retriever.add(["first document"])
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retriever.store, "append", fail)
+    with pytest.raises(KeyboardInterrupt):
+        retriever.add(["second document"])
+    assert (len(retriever), retriever.n_chunks, len(retriever.index)) == (1, 1, 1)
+
+
+def test_document_store_append_changes_nothing_on_failure():
+    from embedrank.retrieval.store import DocumentStore
+
+    store = DocumentStore()
+    store.append(["a"], [""], ["x"], np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64))
+
+    class Interrupting(list):
+        def __iter__(self):
+            yield "b"
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.append(["b", "c"], Interrupting(), ["y", "z"], np.array([0, 1]), np.zeros(2, np.int64),
+                     np.ones(2, np.int64))
+    assert (store.doc_ids, store.titles, store.texts, store.position, store.n_windows) == (
+        ["a"], [""], ["x"], {"a": 0}, 1)
+
+
+@pytest.mark.parametrize("corpus, match", [
+    ({"a\ud800": "text"}, r"document id 'a\\ud800' holds a lone surrogate"),
+    ({"a": "text \udfff"}, "document 'a': the text holds a lone surrogate"),
+    ({"a": {"title": "\ud83d", "text": "x"}}, "document 'a': the title holds a lone surrogate"),
+    (["fine", "bad \ud800"], r"corpus\[1\] holds a lone surrogate"),
+])
+def test_lone_surrogates_are_refused_before_anything_changes(encoder, tmp_path, corpus, match):
+    retriever = Retriever(encoder, FlatIndex(encoder.dim))
+    retriever.add(["first document"])
+    with pytest.raises(InvalidValueError, match=match):
+        retriever.add(corpus)
+    assert (len(retriever), retriever.n_chunks, len(retriever.index)) == (1, 1, 1)
+    retriever.save(tmp_path / "r")  # still saveable
+
+
+# -- saves killed with SIGKILL: leftovers --------------------------------------------------------
+
+def save_worker(path: Path, mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.retrieval.save_worker", str(path), mode], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def leftovers(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+
+
+def test_load_removes_what_saves_killed_midway_left(saved, encoder):
+    for _ in range(2):
+        worker = save_worker(saved, "kill")
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == -9, err
+    left = leftovers(saved)  # each save removes the earlier ones: the last killed save's copy
+    assert len(left) == 1 and (left[0] / "documents.jsonl").is_file()
+    loaded = Retriever.load(saved, encoder=encoder)
+    assert len(loaded) == 3  # the save that was killed changed nothing
+    assert leftovers(saved) == []
+
+
+def test_load_keeps_the_folder_a_live_save_is_writing(saved, encoder):
+    worker = save_worker(saved, "pause")
+    try:
+        assert worker.stdout.readline().strip() == "writing", worker.stderr.read() if worker.poll() else ""
+        writing = leftovers(saved)
+        assert len(writing) == 1
+        assert len(Retriever.load(saved, encoder=encoder)) == 3  # the old folder, whole
+        assert leftovers(saved) == writing  # not taken for a dead save's leftover
+        out, err = worker.communicate("go\n", timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0 and out.strip() == "saved", err
+    assert len(Retriever.load(saved, encoder=encoder)) == 4
+    assert leftovers(saved) == []
+
+
+def test_load_keeps_an_empty_leftover(saved, encoder):
+    fresh = saved.parent / ".r.saving-just-made"  # a save between creating its folder and locking it
+    fresh.mkdir()
+    Retriever.load(saved, encoder=encoder)
+    assert fresh.is_dir()
+    Retriever.load(saved, encoder=encoder).save(saved)  # the next save clears every leftover
+    assert leftovers(saved) == []

@@ -49,12 +49,13 @@ def _export(args: argparse.Namespace) -> int:
 
 # -- encode ----------------------------------------------------------------------------------
 
-def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
+def _replace_atomically(path: Path, write) -> Path:
+    """Writes a file through write(binary file) beside `path`, then renames it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,6 +63,40 @@ def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def ids_file(vectors_path: str | os.PathLike) -> Path:
+    """Where `encode` writes the ids of OUTPUT.npy: OUTPUT.ids.jsonl."""
+    return Path(vectors_path).with_suffix(".ids.jsonl")
+
+
+def write_ids(path: Path, ids) -> Path:
+    """One JSON string per line, ASCII only: an id holding a newline (or any other line
+    separator) is escaped, so line i is always the id of vector i."""
+    return _replace_atomically(path, lambda f: f.write(
+        "".join(json.dumps(doc_id, ensure_ascii=True) + "\n" for doc_id in ids).encode("ascii")))
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """The ids `encode` wrote: OUTPUT.ids.jsonl, or the OUTPUT.ids.txt of older versions (one id
+    per line as it was; such a file cannot hold an id with a line break)."""
+    from embedrank.data.lines import numbered_lines
+    from embedrank.errors import FormatError
+
+    path = Path(path)
+    if path.suffix == ".txt":
+        return [line for _, line in numbered_lines(path)]
+    ids = []
+    for lineno, line in numbered_lines(path):
+        try:
+            doc_id = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise FormatError(f"{path}:{lineno}: not a JSON string ({error.msg})") from None
+        if not isinstance(doc_id, str):
+            raise FormatError(f"{path}:{lineno}: expected a JSON string, got {type(doc_id).__name__}")
+        ids.append(doc_id)
+    return ids
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -81,9 +116,12 @@ def _encode(args: argparse.Namespace) -> int:
             vectors = encoder.encode_documents(list(corpus.values()), **options)
         else:
             vectors = encoder.encode([doc["text"] for doc in corpus.values()], **options)
-    _save_npy_atomically(out, vectors)
-    ids_path = out.with_suffix(".ids.txt")
-    ids_path.write_text("".join(f"{doc_id}\n" for doc_id in corpus), encoding="utf-8")
+    # the ids first: a failure between the two writes leaves no new .npy without its ids
+    ids_path = write_ids(ids_file(out), corpus)
+    _replace_atomically(out, lambda f: np.save(f, vectors))
+    stale = out.with_suffix(".ids.txt")  # what older versions wrote for this output: no longer its ids
+    if stale.is_file():
+        stale.unlink()
     print(f"{out}: {vectors.shape[0]} x {vectors.shape[1]} {vectors.dtype} (ids in {ids_path})")
     return 0
 
@@ -148,8 +186,9 @@ def _read_qrels(path: str) -> dict:
     from embedrank.data.beir import read_beir_qrels
     from embedrank.data.evaluation import read_trec_qrels
 
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
+    from embedrank.data.lines import numbered_lines
+
+    first = next((line for _, line in numbered_lines(path)), "")
     return read_beir_qrels(path) if first.startswith("query-id") else read_trec_qrels(path)
 
 
@@ -263,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode = commands.add_parser("encode", parents=[common], help="embed a corpus into a .npy file",
                                  description="Embed every text of INPUT (a BEIR folder, a .jsonl file with "
                                              "\"text\" [\"title\", \"_id\"] per line, or a .txt file with one text "
-                                             "per line) and write OUTPUT.npy plus OUTPUT.ids.txt.")
+                                             "per line) and write OUTPUT.npy plus OUTPUT.ids.jsonl (the id of row i "
+                                             "on line i, as a JSON string).")
     encode.add_argument("model", help="embedrank model folder (see `embedrank export`)")
     encode.add_argument("input", help="BEIR folder, .jsonl or .txt")
     encode.add_argument("output", help="the .npy file to write")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from embedrank.data.lines import check_unicode, numbered_lines
 from embedrank.errors import InvalidTypeError, InvalidValueError, MissingFileError
 
 __all__ = ["load_beir", "read_beir_qrels", "available_splits"]
@@ -44,7 +45,7 @@ def _read_id(obj: dict, path: Path, lineno: int) -> str:
     value = str(value)
     if not value:
         raise InvalidValueError(f"{path}:{lineno}: '_id' is empty")
-    return value
+    return check_unicode(value, f"{path}:{lineno}: '_id'")
 
 
 def _read_text(obj: dict, key: str, path: Path, lineno: int, required: bool) -> str:
@@ -55,7 +56,7 @@ def _read_text(obj: dict, key: str, path: Path, lineno: int, required: bool) -> 
         return ""
     if not isinstance(value, str):
         raise InvalidValueError(f"{path}:{lineno}: {key!r} must be a string, got {type(value).__name__}")
-    return value
+    return check_unicode(value, f"{path}:{lineno}: {key!r}")
 
 
 def read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -64,23 +65,22 @@ def read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[str, ...]
         raise MissingFileError(f"BEIR file not found: {path}")
     rows: dict[str, tuple[str, ...]] = {}
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise InvalidValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            key = _read_id(obj, path, lineno)
-            if key in rows:
-                raise InvalidValueError(f"{path}:{lineno}: duplicate _id {key!r} (first on line {first_line[key]})")
-            first_line[key] = lineno
-            rows[key] = tuple(
-                _read_text(obj, name, path, lineno, required=(i == 0)) for i, name in enumerate(fields)
-            )
+    for lineno, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise InvalidValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        key = _read_id(obj, path, lineno)
+        if key in rows:
+            raise InvalidValueError(f"{path}:{lineno}: duplicate _id {key!r} (first on line {first_line[key]})")
+        first_line[key] = lineno
+        rows[key] = tuple(
+            _read_text(obj, name, path, lineno, required=(i == 0)) for i, name in enumerate(fields)
+        )
     return rows
 
 
@@ -98,27 +98,25 @@ def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         raise MissingFileError(f"BEIR qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+    for lineno, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise InvalidValueError(
+                f"{path}:{lineno}: expected 3 tab-separated fields 'query-id, corpus-id, score', "
+                f"got {len(fields)}: {line!r}"
+            )
+        qid, doc, score_text = fields  # ids as they are (BEIR does not strip them either)
+        try:
+            score = int(score_text)
+        except ValueError:
+            if lineno == 1:  # header
                 continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise InvalidValueError(
-                    f"{path}:{lineno}: expected 3 tab-separated fields 'query-id, corpus-id, score', "
-                    f"got {len(fields)}: {line!r}"
-                )
-            qid, doc, score_text = fields  # ids as they are (BEIR does not strip them either)
-            try:
-                score = int(score_text)
-            except ValueError:
-                if lineno == 1:  # header
-                    continue
-                raise InvalidValueError(f"{path}:{lineno}: score {score_text!r} is not an integer") from None
-            if not qid or not doc:
-                raise InvalidValueError(f"{path}:{lineno}: empty query or corpus id: {line!r}")
-            add_judgement(qrels, first_line, qid, doc, score, f"{path}:{lineno}")
+            raise InvalidValueError(f"{path}:{lineno}: score {score_text!r} is not an integer") from None
+        if not qid or not doc:
+            raise InvalidValueError(f"{path}:{lineno}: empty query or corpus id: {line!r}")
+        add_judgement(qrels, first_line, qid, doc, score, f"{path}:{lineno}")
     return qrels
 
 

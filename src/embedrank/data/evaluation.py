@@ -54,6 +54,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from embedrank.data.beir import add_judgement, read_beir_qrels
+from embedrank.data.lines import numbered_lines
 from embedrank.errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
@@ -357,30 +358,29 @@ def read_trec_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     """
     run: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise InvalidValueError(
-                    f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}: {line.rstrip()!r}"
-                )
-            qid, _, doc, _, score_text, _ = fields
-            try:
-                score = float(score_text)
-            except ValueError:
-                raise InvalidValueError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
-            if math.isnan(score):
-                raise InvalidValueError(f"{path}:{lineno}: score is NaN")
-            docs = run.setdefault(qid, {})
-            if doc in docs:
-                raise InvalidValueError(
-                    f"{path}:{lineno}: document {doc!r} is listed twice for query {qid!r} "
-                    f"(first on line {first_line[qid, doc]})"
-                )
-            first_line[qid, doc] = lineno
-            docs[doc] = score
+    for lineno, line in numbered_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise InvalidValueError(
+                f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}: {line.rstrip()!r}"
+            )
+        qid, _, doc, _, score_text, _ = fields
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise InvalidValueError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
+        if math.isnan(score):
+            raise InvalidValueError(f"{path}:{lineno}: score is NaN")
+        docs = run.setdefault(qid, {})
+        if doc in docs:
+            raise InvalidValueError(
+                f"{path}:{lineno}: document {doc!r} is listed twice for query {qid!r} "
+                f"(first on line {first_line[qid, doc]})"
+            )
+        first_line[qid, doc] = lineno
+        docs[doc] = score
     return run
 
 
@@ -406,20 +406,19 @@ def read_trec_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4:
-                raise InvalidValueError(
-                    f"{path}:{lineno}: expected 4 fields 'qid 0 docid grade', got {len(fields)}: {line.rstrip()!r}"
-                )
-            qid, _, doc, grade_text = fields
-            try:
-                grade = int(grade_text)
-            except ValueError:
-                raise InvalidValueError(f"{path}:{lineno}: grade {grade_text!r} is not an integer") from None
-            add_judgement(qrels, first_line, qid, doc, grade, f"{path}:{lineno}")
+    for lineno, line in numbered_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 4:
+            raise InvalidValueError(
+                f"{path}:{lineno}: expected 4 fields 'qid 0 docid grade', got {len(fields)}: {line.rstrip()!r}"
+            )
+        qid, _, doc, grade_text = fields
+        try:
+            grade = int(grade_text)
+        except ValueError:
+            raise InvalidValueError(f"{path}:{lineno}: grade {grade_text!r} is not an integer") from None
+        add_judgement(qrels, first_line, qid, doc, grade, f"{path}:{lineno}")
     return qrels
 

@@ -38,12 +38,32 @@ The corpus and its windows live in a :class:`~embedrank.retrieval.store.Document
 ``save(path)`` writes the settings, the corpus, the window map, the index and the model
 references (folder paths, variants, fingerprints) into one folder, atomically;
 ``Retriever.load(path)`` reopens it, refusing models whose fingerprint changed.
+
+The folder's format (format_version 2): retriever.json records the SHA-256 of documents.jsonl
+and chunks.npz ("files") and of its own content ("checksum": the SHA-256 of the JSON with
+that field removed, keys sorted, compact separators, ASCII); load verifies all three and checks
+every window span against its document, so an edited or damaged file is a
+RetrieverFormatError naming it instead of shifted passages. The index folder has its own
+checksums. Folders of format_version 1 (written before checksums) still load, with the
+spans and rows checked but no checksum to compare.
+
+A save killed mid-way (SIGKILL, power loss) leaves the old folder in place and a hidden
+``.NAME.saving-*`` sibling: the next save removes such leftovers, and so does the next load,
+except a leftover that a live save (of any process) is still writing: each save holds an
+exclusive flock on its temporary folder until it is swapped into place, and load removes only
+non-empty leftovers whose lock it can take (a killed process's locks are released by the
+kernel; a save's folder is empty until its lock is held). Where the OS cannot swap two
+folders atomically, a save killed between its two renames can also leave ``.NAME.old-*``: load
+puts it back when the folder is missing, and the next save removes it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +74,18 @@ from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueEr
 from embedrank.models.encoder import Encoder
 from embedrank.models.tokenization import check_texts
 from embedrank.retrieval.settings import AGGREGATES, RERANK_TEXTS, RetrieverSettings
-from embedrank.retrieval.store import DocumentStore
+from embedrank.data.lines import check_unicode
+from embedrank.retrieval.store import DocumentStore, sha256_hex
 from embedrank.utils.documents import join_title
-from embedrank.utils.files import recover_directory, write_directory
+from embedrank.utils.files import leftover_siblings, recover_directory, write_directory
 
 __all__ = ["AGGREGATES", "Hit", "RERANK_TEXTS", "Retriever", "RetrieverFormatError", "RetrieverSettings",
            "SearchTimings"]
 
 FORMAT = "embedrank-retriever"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: written before checksums were recorded
+SAVING_TAG = "saving"
 CONFIG_FILE = "retriever.json"
 INDEX_DIR = "index"
 MAX_WINDOW_OVERSAMPLE = 4
@@ -197,10 +220,15 @@ class Retriever:
         corpus: a BEIR-style dict {doc_id (str): {"title": str, "text": str}} (a str value is
         taken as the text, title empty) or a list of texts, whose ids are assigned as the
         strings "0", "1", ... counting on from the number of documents already added and
-        skipping ids already in use. An empty corpus,
-        a duplicate id (within the call or already added) or a wrongly typed entry raises
-        before anything is added; nothing is added when encoding or indexing fails.
+        skipping ids already in use. An empty corpus, a duplicate id (within the call or
+        already added), a wrongly typed entry or a text or id holding a lone surrogate raises
+        before anything is added; when encoding or indexing fails midway (an error, an
+        interrupt) whatever the index took is removed again: documents, windows and index are
+        as they were.
         """
+        if len(self.index) != self.n_chunks:  # the rollback below removes the ids from n_chunks on
+            raise InvalidValueError(f"the index holds {len(self.index)} vectors but the retriever {self.n_chunks} "
+                                    "windows: it was changed outside the retriever")
         ids, titles, texts = self._check_corpus(corpus)
         docs = [{"title": t, "text": x} for t, x in zip(titles, texts)]
         if self.chunking:
@@ -218,9 +246,20 @@ class Retriever:
             starts = np.zeros(len(docs), dtype=np.int64)
             ends = np.array([len(join_title(t, x)) for t, x in zip(titles, texts)], dtype=np.int64)
         first_chunk = self.n_chunks
-        self.index.add(vectors, ids=np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64))
-        self.store.append(ids, titles, texts, owners, starts, ends)
+        window_ids = np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64)
+        try:
+            self.index.add(vectors, ids=window_ids)
+            self.store.append(ids, titles, texts, owners, starts, ends)
+        except BaseException:
+            self._forget_windows(window_ids)
+            raise
         return ids
+
+    def _forget_windows(self, window_ids: np.ndarray) -> None:
+        """Removes from the index whichever of `window_ids` a failed add left in it."""
+        present = [int(i) for i in window_ids if int(i) in self.index]
+        if present:
+            self.index.remove(present)
 
     def _check_corpus(self, corpus) -> tuple[list[str], list[str], list[str]]:
         if isinstance(corpus, dict):
@@ -242,6 +281,9 @@ class Retriever:
                 else:
                     raise InvalidTypeError(f"document {doc_id!r} must be a dict with 'text' (and 'title') or a str, "
                                     f"got {type(doc).__name__}")
+                check_unicode(doc_id, f"document id {doc_id!a}")
+                check_unicode(title, f"document {doc_id!r}: the title")
+                check_unicode(text, f"document {doc_id!r}: the text")
                 ids.append(doc_id)
                 titles.append(title)
                 texts.append(text)
@@ -249,6 +291,8 @@ class Retriever:
             if not corpus:
                 raise InvalidValueError("corpus is empty: nothing to add")
             texts = check_texts(corpus, "corpus")
+            for i, text in enumerate(texts):
+                check_unicode(text, f"corpus[{i}]")
             ids, number = [], len(self.store)
             while len(ids) < len(texts):
                 if str(number) not in self.store:
@@ -275,6 +319,8 @@ class Retriever:
         """
         started = time.perf_counter()
         queries = check_texts(queries, "queries")
+        for i, query in enumerate(queries):
+            check_unicode(query, f"queries[{i}]")
         top_k = self.top_k if top_k is None else _positive_int(top_k, "top_k")
         candidates = self.candidates if candidates is None else _positive_int(candidates, "candidates")
         candidates = max(candidates, top_k)
@@ -360,11 +406,23 @@ class Retriever:
         a crash leaves the old folder or the new one, never a mix. A non-empty `path` that is
         not a saved retriever is refused (ExistingPathError).
         """
-        return write_directory(path, self._write, tag="saving", is_whole=_is_retriever,
-                               check_replaceable=_check_replaceable)
+        held: list[int] = []
+
+        def write(folder: Path) -> None:
+            held.append(_lock_folder(folder, blocking=True))
+            self._write(folder)
+
+        try:
+            return write_directory(path, write, tag=SAVING_TAG, is_whole=_is_retriever,
+                                   check_replaceable=_check_replaceable)
+        finally:
+            # held until the folder is in place: a load in another process must not take it
+            # for a dead save's leftover
+            for fd in held:
+                os.close(fd)
 
     def _write(self, folder: Path) -> None:
-        self.store.write(folder)
+        checksums = self.store.write(folder)
         self.index.save(folder / INDEX_DIR)
         config = {
             "format": FORMAT,
@@ -374,7 +432,9 @@ class Retriever:
             "settings": self.settings.to_dict(),
             "encoder": _model_reference(self.encoder),
             "reranker": None if self.reranker is None else _model_reference(self.reranker),
+            "files": checksums,
         }
+        config["checksum"] = _config_checksum(config)
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -384,15 +444,18 @@ class Retriever:
 
         encoder / reranker: already loaded models to use instead of the saved folder paths
         (e.g. after moving the model folders); their fingerprints must still match.
-        num_threads: for the models opened here. RetrieverFormatError for a folder that is not
-        a saved retriever or is inconsistent; InvalidValueError when a model's fingerprint
-        differs from the one the retriever was built with.
+        num_threads: for the models opened here. RetrieverFormatError naming the file for a
+        folder that is not a saved retriever, is damaged (a checksum differs) or is
+        inconsistent; InvalidValueError when a model's fingerprint differs from the one the
+        retriever was built with. Hidden leftovers of killed saves beside the folder are
+        removed (see the module docs).
         """
         from embedrank.index import load_index
         from embedrank.models.cross_encoder import CrossEncoder
 
         path = Path(path)
         config = _read_config(path)
+        remove_dead_saves(path)
         try:
             settings = RetrieverSettings.from_dict(config["settings"])
         except (InvalidValueError, InvalidTypeError) as error:
@@ -405,7 +468,7 @@ class Retriever:
             reranker = CrossEncoder.load(reranker_ref["path"], variant=reranker_ref["variant"], num_threads=num_threads)
         if reranker is not None and reranker_ref is not None:
             _check_fingerprint("reranker", reranker, reranker_ref)
-        store = DocumentStore.read(path)
+        store = DocumentStore.read(path, config.get("files"))
         index = load_index(path / INDEX_DIR, mmap=mmap)
         n_docs, n_chunks = len(store), store.n_windows
         if (config["documents"], config["chunks"]) != (n_docs, n_chunks) or len(index) != n_chunks:
@@ -446,6 +509,14 @@ def _check_replaceable(path: Path) -> None:
         raise ExistingPathError(f"{path} is not empty and is not a saved retriever: not overwriting it")
 
 
+def _config_checksum(config: dict) -> str:
+    """SHA-256 of retriever.json's content without its "checksum" field, in one canonical form
+    (sorted keys, compact, ASCII) so that the reader recomputes it from the parsed values."""
+    rest = {key: value for key, value in config.items() if key != "checksum"}
+    return "sha256:" + sha256_hex(json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                                             allow_nan=False).encode("ascii"))
+
+
 def _read_config(path: Path) -> dict:
     recover_directory(path.absolute(), _is_retriever)
     if not path.is_dir():
@@ -459,10 +530,85 @@ def _read_config(path: Path) -> dict:
         raise RetrieverFormatError(f"{config_path} is not valid JSON: {error}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise RetrieverFormatError(f"{config_path} is not an embedrank retriever file")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise RetrieverFormatError(f"{config_path} has format_version {config.get('format_version')!r}; "
-                                   f"this embedrank reads {FORMAT_VERSION}")
+    version = config.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise RetrieverFormatError(f"{config_path} has format_version {version!r}; this embedrank reads "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version >= 2:
+        if not isinstance(config.get("checksum"), str):
+            raise RetrieverFormatError(f"{config_path} lacks the field 'checksum'")
+        try:
+            expected = _config_checksum(config)
+        except ValueError:  # a NaN or infinity put in by hand
+            expected = None
+        if config["checksum"] != expected:
+            raise RetrieverFormatError(f"{config_path} is damaged or was edited: its checksum does not match "
+                                       "its content")
+        files = config.get("files")
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise RetrieverFormatError(f"{config_path}: 'files' must map file names to checksums")
+    else:
+        config.pop("files", None)  # version 1 recorded none: nothing to compare
     for key in ("documents", "chunks", "settings", "encoder"):
         if key not in config:
             raise RetrieverFormatError(f"{config_path} lacks the field {key!r}")
+    for key in ("documents", "chunks"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
+            raise RetrieverFormatError(f"{config_path}: {key!r} must be an integer >= 0, got {config[key]!r}")
+    if not isinstance(config["settings"], dict):
+        raise RetrieverFormatError(f"{config_path}: 'settings' must be an object")
+    for role in ("encoder", "reranker"):
+        reference = config.get(role)
+        if reference is None and role == "reranker":
+            continue
+        if not isinstance(reference, dict) or not all(isinstance(reference.get(k), str) for k in ("path", "variant")) \
+                or not isinstance(reference.get("fingerprint") or "", str):
+            raise RetrieverFormatError(f"{config_path}: {role!r} must be an object with 'path', 'variant' and "
+                                       "'fingerprint' strings")
     return config
+
+
+# -- leftovers of killed saves ------------------------------------------------------------------
+def _lock_folder(folder: Path, blocking: bool) -> int | None:
+    """An open descriptor of `folder` holding an exclusive flock on it; None when another
+    process holds the lock and blocking is False. The kernel releases the lock when the
+    holder exits, SIGKILL included."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def remove_dead_saves(path: str | os.PathLike) -> list[Path]:
+    """Removes the ``.NAME.saving-*`` folders that killed saves of the retriever at `path` left;
+    returns them. One that a live save holds locked, or that is still empty (a save that has not
+    taken its lock yet), is kept. Errors (permissions, a folder vanishing meanwhile) are ignored:
+    what is left stays for the next save."""
+    removed = []
+    try:
+        candidates = leftover_siblings(Path(path).absolute(), SAVING_TAG)
+    except OSError:  # a parent folder that cannot be listed: loading does not need it
+        return removed
+    for leftover in candidates:
+        try:
+            fd = _lock_folder(leftover, blocking=False)
+        except OSError:
+            continue
+        if fd is None:
+            continue
+        try:
+            with os.scandir(leftover) as entries:
+                written = any(entries)
+            if written:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
