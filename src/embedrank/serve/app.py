@@ -83,10 +83,12 @@ class Service:
     # each runs on its batcher's thread ------------------------------------------------------
     def _embed(self, texts: list[str], settings: tuple):
         normalize, dimensions, prompt = settings
-        tokenizer = self.encoder.tokenizer.tokenizer
+        tokenizer = self.encoder.tokenizer
+        specials = tokenizer.tokenizer.num_special_tokens_to_add(False)
         with self._lock(self.encoder):
-            full = [prompt + t for t in texts] if prompt else texts
-            counts = [len(e.ids) for e in tokenizer.encode_batch(full, add_special_tokens=True)]
+            # exact up to max_seq_length; a longer text counts more than fit (cut long texts are
+            # not tokenized whole)
+            counts = [n + specials for n in tokenizer.token_counts([prompt + t for t in texts] if prompt else texts)]
             vectors = self.encoder.encode(texts, normalize=normalize, truncate_dim=dimensions, prompt=prompt or None,
                                           show_progress=False)
         return vectors, counts
