@@ -104,3 +104,12 @@ def test_cli_lets_a_bug_keep_its_traceback(capsys):
 
     with pytest.raises(ValueError, match="a bug inside embedrank"):
         _run_cli_with(handler, capsys)
+
+
+def test_document_text_refuses_what_it_would_have_to_coerce():
+    from embedrank.utils.documents import document_text
+
+    assert document_text({"title": "T", "text": "body"}) == "T body"
+    for bad in ({"text": None}, {"text": 3}, {"title": 1, "text": "x"}):
+        with pytest.raises(errors.InvalidTypeError, match="must be a str"):
+            document_text(bad)

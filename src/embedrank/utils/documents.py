@@ -17,7 +17,11 @@ def document_text(doc) -> str:
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict) and "text" in doc:
-        return join_title(doc.get("title") or "", str(doc["text"]))
+        title, text = doc.get("title") or "", doc["text"]
+        if not isinstance(text, str) or not isinstance(title, str):
+            bad = "text" if not isinstance(text, str) else "title"
+            raise InvalidTypeError(f"a document's {bad!r} must be a str, got {type(doc[bad]).__name__}")
+        return join_title(title, text)
     raise InvalidTypeError(f"a document must be a str or a dict with 'text' (and 'title'), got {type(doc).__name__}")
 
 
