@@ -296,15 +296,14 @@ def test_a_str_id_with_a_lone_surrogate_is_refused_at_add(tmp_path):
 
 
 # -- 7. damage read with verify=False ------------------------------------------------------
-@pytest.mark.parametrize("name, cut", [("ids.npy", 20), ("metadata.sqlite", 100), ("vectors.npy", 10)])
+@pytest.mark.parametrize("name, cut", [("ids.npy", 0), ("ids.npy", 20), ("metadata.sqlite", 4096),
+                                       ("metadata.sqlite", 0), ("vectors.npy", 0)])
 def test_damage_read_without_verification_is_an_index_format_error(tmp_path, name, cut):
     path = tmp_path / "ix"
     small_flat(ids=list(range(6))).save(path)
-    if not (path / name).exists():
-        pytest.skip(f"no {name} in this layout")
     data = (path / name).read_bytes()
     (path / name).write_bytes(data[:cut])
-    with pytest.raises(IndexFormatError):
+    with pytest.raises(IndexFormatError, match=name):  # was EOFError for an empty ids.npy
         load_index(path, verify=False)
 
 

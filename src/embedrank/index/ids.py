@@ -12,6 +12,7 @@ from embedrank.errors import InvalidTypeError, InvalidValueError, UnknownIdError
 
 import json
 import numbers
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -333,7 +334,7 @@ class IdMap:
             path = directory / INT_IDS_FILE
             try:
                 table = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
                 raise error(f"{path}: cannot read the int ids ({exc})") from None
             if table.dtype != np.int64 or table.ndim != 1:
                 raise error(f"{path}: expected a 1-D int64 array, got {table.dtype} of shape {table.shape}")

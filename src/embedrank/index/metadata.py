@@ -323,13 +323,17 @@ _INDEXES = {"fields_key_value", "fields_slot", "sqlite_autoindex_info_1"}
 
 def _schema_problem(source: sqlite3.Connection) -> str | None:
     """What makes the file's schema other than the one this module writes (None: nothing)."""
+    tables = set()
     for kind, name in source.execute("SELECT type, name FROM sqlite_master"):
         if kind == "table" and name in _TABLES:
+            tables.add(name)
             continue
         if kind == "index" and name in _INDEXES:
             continue
         return f"unexpected {kind} {name!r} in the metadata database (refused: only the tables " \
                f"{sorted(_TABLES)} are read)"
+    if tables != set(_TABLES):
+        return f"not an embedrank metadata database (missing tables {sorted(set(_TABLES) - tables)})"
     for table, columns in _TABLES.items():
         found = tuple(row[1] for row in source.execute(f"PRAGMA table_info({table})"))
         if found != columns:
