@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import warnings
 
 import numpy as np
@@ -295,7 +297,7 @@ def test_wrong_kind_of_folder_is_refused_both_ways(folders, tmp_path):
     bi_encoder = tmp_path / "bi-encoder"  # the same files, embedrank.json saying "bi-encoder"
     bi_encoder.mkdir()
     for name in ("tokenizer.json", "model.onnx"):
-        (bi_encoder / name).symlink_to(folders[1] / name)
+        os.link(folders[1] / name, bi_encoder / name)  # hard links: symlinks out of a model folder are refused
     config = json.loads((folders[1] / "embedrank.json").read_text())
     (bi_encoder / "embedrank.json").write_text(json.dumps({**config, "kind": "bi-encoder"}))
     with pytest.raises(ValueError, match="bi-encoder.*use Encoder"):
@@ -357,3 +359,65 @@ def test_sigmoid_is_stable_for_large_logits():
 
 def test_public_name():
     assert embedrank.CrossEncoder is CrossEncoder
+
+
+def test_one_cross_encoder_shared_by_threads_gives_single_threaded_scores(cross_encoder):
+    """Both truncation paths (document only, and longest first for a query too long to fit)
+    from several threads at once, against the scores of one thread."""
+    n_threads, rounds = 6, 4
+    pairs = [[(f"thread {t} query {i}", f"thread {t} " + "a passage about ranking " * (30 + 60 * i)) for i in range(3)]
+             + [("question about retrieval " * (130 + 20 * t), "short answer"), ("fits", "fine")]
+             for t in range(n_threads)]
+    results, errors = [None] * n_threads, []
+    start = threading.Barrier(n_threads)
+
+    def body(t):
+        try:
+            start.wait()
+            results[t] = [cross_encoder.predict(pairs[t], batch_size=2, activation=None) for _ in range(rounds)]
+        except Exception as error:  # reported by the test thread
+            errors.append(repr(error))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        expected = [cross_encoder.predict(p, activation=None) for p in pairs]
+        threads = [threading.Thread(target=body, args=(t,)) for t in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:3]
+    for t in range(n_threads):
+        for got in results[t]:
+            np.testing.assert_allclose(got, expected[t], atol=1e-5)
+
+
+def test_long_pairs_are_cut_before_tokenization_with_the_same_result(cross_encoder):
+    """A 1 MB document and a query that cannot fit give the scores and counts of the whole texts."""
+    huge_doc = "relevance of a passage to a question " * 30000
+    long_query = "a very long question " * 200
+    with pytest.warns(TruncationWarning, match=r"1 of 2 pairs.*document truncated; 1 pair\(s\) had a query too long"):
+        got = cross_encoder.predict([("q", huge_doc), (long_query, huge_doc)], activation=None)
+    with pytest.warns(TruncationWarning):
+        expected = cross_encoder.predict([("q", huge_doc[:20000]), (long_query, huge_doc[:20000])], activation=None)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"num_labels": 2}, "num_labels is 2 but model.onnx gives 1 values per text"),
+    ({"num_labels": 1.5}, "'num_labels' must be a positive integer"),
+])
+def test_wrong_num_labels_is_refused_at_load(folders, tmp_path, changes, match):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("tokenizer.json", "model.onnx"):
+        os.link(folders[1] / name, folder / name)
+    config = json.loads((folders[1] / "embedrank.json").read_text())
+    (folder / "embedrank.json").write_text(json.dumps({**config, **changes}))
+    with pytest.raises(ModelFolderError, match=match):
+        CrossEncoder.load(folder)
+
+
+def test_lone_surrogate_is_a_clear_error(cross_encoder):
+    with pytest.raises(ValueError, match=r"the document of pairs\[1\] cannot be tokenized"):
+        cross_encoder.predict([("q", "fine"), ("q", "bad \ud800")])

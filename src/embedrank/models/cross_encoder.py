@@ -81,6 +81,7 @@ class CrossEncoder(OnnxModel):
     KIND = "cross-encoder"
     OTHER_KIND_HINT = ("use Encoder for bi-encoders (a cross-encoder folder comes from "
                        "export_model(..., kind='cross-encoder'))")
+    _width_field = "num_labels"
 
     def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
                  native_attention: bool | None = None):
@@ -88,8 +89,6 @@ class CrossEncoder(OnnxModel):
                          native_attention=native_attention)
         self.num_labels = self._output_width()
         self._pair_specials = self.tokenizer.tokenizer.num_special_tokens_to_add(True)
-
-    _width_field = "num_labels"
 
     def _output_width(self) -> int:
         labels = self.config.raw.get("num_labels")
