@@ -610,3 +610,21 @@ def test_load_keeps_an_empty_leftover(saved, encoder):
     assert fresh.is_dir()
     Retriever.load(saved, encoder=encoder).save(saved)  # the next save clears every leftover
     assert leftovers(saved) == []
+
+
+def test_without_flock_saves_work_and_loads_keep_leftovers(saved, encoder, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "no locks on this file system")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    left = saved.parent / ".r.saving-from-another-process"  # its saver may be alive: nothing tells
+    left.mkdir()
+    (left / "documents.jsonl").write_text("")
+    retriever = Retriever.load(saved, encoder=encoder)
+    assert left.is_dir()
+    retriever.add(["one more"])
+    retriever.save(saved)  # the next save still clears leftovers, as before
+    assert len(Retriever.load(saved, encoder=encoder)) == 4 and leftovers(saved) == []

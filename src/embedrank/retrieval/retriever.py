@@ -409,7 +409,10 @@ class Retriever:
         held: list[int] = []
 
         def write(folder: Path) -> None:
-            held.append(_lock_folder(folder, blocking=True))
+            try:
+                held.append(_lock_folder(folder, blocking=True))
+            except OSError:  # a file system without flock: loads cannot lock it either, so they keep it
+                pass
             self._write(folder)
 
         try:
