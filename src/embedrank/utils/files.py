@@ -143,6 +143,9 @@ def lock_path(path: Path) -> Path:
     return path.parent / _hidden_prefix(path, "lock")[:-1]
 
 
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
 @contextlib.contextmanager
 def _flock(path: Path, mode: int, timeout: float | None, create: bool) -> Iterator[bool]:
     """Holds flock `mode` on the lock file of `path`; yields False (and holds nothing) when the
@@ -160,20 +163,28 @@ def _flock(path: Path, mode: int, timeout: float | None, create: bool) -> Iterat
         yield False
         return
     try:
-        if timeout is None:
-            fcntl.flock(fd, mode)
+        try:
+            if timeout is None:
+                fcntl.flock(fd, mode)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise LockTimeoutError(f"{path}: another thread or process kept it locked "
+                                                   f"({file}) for more than {timeout} s") from None
+                        time.sleep(_LOCK_POLL_S)
+        except OSError as exc:
+            # a file system without flock (some network mounts): go on unlocked, as before locks
+            if exc.errno not in _NO_LOCKS:
+                raise
+            locked = False
         else:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeoutError(f"{path}: another thread or process kept it locked "
-                                               f"({file}) for more than {timeout} s") from None
-                    time.sleep(_LOCK_POLL_S)
-        yield True
+            locked = True
+        yield locked
     finally:
         os.close(fd)  # closing the only descriptor of this open file releases the lock
 
