@@ -157,7 +157,6 @@ def cpu_name() -> str:
 async def main_async(args) -> dict:
     import httpx
 
-    sys.path.insert(0, str(REPO / "src"))
     from embedrank.data.beir import load_beir
     from embedrank.utils.documents import document_text
 
