@@ -7,8 +7,6 @@ the full sweep (recall-vs-QPS, build times, memory) and the filter and tombstone
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -6,8 +6,6 @@ bench_kernels.py prints the full-size table with ratios and targets.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 

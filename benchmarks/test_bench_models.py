@@ -9,7 +9,6 @@ ratios, quality and targets. Skipped, with the reason, without the model package
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 

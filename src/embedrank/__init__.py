@@ -12,35 +12,33 @@ from __future__ import annotations
 import importlib
 
 from embedrank import errors, kernels
-from embedrank.errors import EmbedrankError, EmbedrankWarning
+from embedrank.errors import (EmbedrankError, EmbedrankWarning, IndexFormatError, ModelFolderError,
+                              RetrieverFormatError, TruncationWarning)
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Encoder": "embedrank.models.encoder",
     "ChunkedEmbeddings": "embedrank.models.encoder",
-    "TruncationWarning": "embedrank.errors",
     "quantize_embeddings": "embedrank.models.encoder",
     "chunk": "embedrank.models.chunking",
     "Chunk": "embedrank.models.chunking",
     "aggregate_chunk_scores": "embedrank.models.chunking",
     "EmbeddingCache": "embedrank.models.cache",
     "export_model": "embedrank.export",
-    "ModelFolderError": "embedrank.errors",
     "evaluate": "embedrank.data.evaluation",
     "load_beir": "embedrank.data.beir",
     "FlatIndex": "embedrank.index",
     "HNSWIndex": "embedrank.index",
     "SearchResult": "embedrank.index",
-    "IndexFormatError": "embedrank.errors",
-    "RetrieverFormatError": "embedrank.errors",
     "load_index": "embedrank.index",
     "CrossEncoder": "embedrank.models.cross_encoder",
     "Retriever": "embedrank.retrieval.retriever",
     "Hit": "embedrank.retrieval.retriever",
 }
 
-__all__ = ["EmbedrankError", "EmbedrankWarning", "errors", "kernels", "__version__", *_LAZY]
+__all__ = ["EmbedrankError", "EmbedrankWarning", "IndexFormatError", "ModelFolderError", "RetrieverFormatError",
+           "TruncationWarning", "errors", "kernels", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -58,7 +58,6 @@ def st_model(folders):
 def scifact_pairs():
     """Real query/document pairs: 4 SciFact test queries x 10 documents (title + the text's first
     600 characters, so the torch reference stays quick on 2 cores)."""
-    from pathlib import Path
 
     data = SHARED_DATA / "scifact"
     if not (data / "corpus.jsonl").is_file():

@@ -14,7 +14,6 @@ import warnings
 import numpy as np
 import pytest
 
-import embedrank
 from embedrank import kernels as K
 from embedrank.models.chunking import aggregate_chunk_scores, chunk, default_chunking
 from embedrank.models.encoder import Encoder, TruncationWarning

@@ -163,7 +163,6 @@ def test_softmax_with_its_default_axis_is_fused_from_opset_13():
 def test_the_op_gives_the_same_outputs_at_every_isa_level():
     import subprocess
     import sys
-    from pathlib import Path
 
     from embedrank import _kernels
     from embedrank.kernels import ISA_LEVELS

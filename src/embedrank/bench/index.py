@@ -5,7 +5,7 @@ usearch, built with the same settings in this one process.
     python -m embedrank.bench.index --quick            # SciFact, clustered 20k, GloVe 50k; fewer sweeps
     python -m embedrank.bench.index --glove-rows 100000 --skip filters,tombstones
 
-Run timed work alone: ``flock /tmp/embedrank-cpu.lock python -m embedrank.bench.index``.
+Run timed work alone (nothing else busy on the cores): the figures are wall-clock times.
 
 Per data set and ef_construction (100, 200), every peer is built with M=16 and the same thread
 count; then ef is swept (hnswlib/embedrank ``ef``, faiss ``efSearch``, usearch

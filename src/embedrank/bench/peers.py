@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+
 from embedrank.errors import InvalidTypeError, InvalidValueError
 from embedrank.utils.threads import available_cores
 

@@ -24,6 +24,7 @@ from embedrank.errors import InvalidTypeError, InvalidValueError, ModelFolderErr
 from embedrank.models.folder import ModelConfig
 from embedrank.models.onnx_model import OnnxModel
 from embedrank.models.tokenization import check_encodable, check_texts
+from embedrank.utils.checks import check_positive_int
 
 ACTIVATIONS = ("sigmoid", None)
 
@@ -63,12 +64,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class CrossEncoder(OnnxModel):
@@ -126,7 +121,7 @@ class CrossEncoder(OnnxModel):
         queries, documents = check_pairs(pairs)
         for part, texts in (("query", queries), ("document", documents)):
             check_encodable(texts, f"the {part} of pairs")
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int(batch_size, "batch_size")
         max_tokens_per_batch = self._token_budget(max_tokens_per_batch)
         if activation not in ACTIVATIONS:
             raise InvalidValueError(f"unknown activation {activation!r}; expected 'sigmoid' or None (raw logits)")
@@ -156,7 +151,7 @@ class CrossEncoder(OnnxModel):
         if not docs:
             raise InvalidValueError("docs is empty: there is nothing to rank")
         if top_k is not None:
-            top_k = _check_positive_int(top_k, "top_k")
+            top_k = check_positive_int(top_k, "top_k")
         if self.num_labels != 1:
             raise InvalidValueError(f"rank needs a one-label model; this one has num_labels={self.num_labels} (use predict)")
         scores = self.predict([(query, d) for d in docs], batch_size=batch_size, activation=activation,

@@ -78,6 +78,7 @@ from embedrank.data.lines import check_unicode
 from embedrank.retrieval.store import DocumentStore, sha256_hex
 from embedrank.utils.documents import join_title
 from embedrank.utils.files import leftover_siblings, recover_directory, write_directory
+from embedrank.utils.checks import check_positive_int
 
 __all__ = ["AGGREGATES", "Hit", "RERANK_TEXTS", "Retriever", "RetrieverFormatError", "RetrieverSettings",
            "SearchTimings"]
@@ -121,12 +122,6 @@ class SearchTimings:
         n = max(self.queries, 1)
         return {"encode": self.encode_ms / n, "search": self.search_ms / n, "rerank": self.rerank_ms / n,
                 "total": self.total_ms / n}
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Retriever:
@@ -321,8 +316,8 @@ class Retriever:
         queries = check_texts(queries, "queries")
         for i, query in enumerate(queries):
             check_unicode(query, f"queries[{i}]")
-        top_k = self.top_k if top_k is None else _positive_int(top_k, "top_k")
-        candidates = self.candidates if candidates is None else _positive_int(candidates, "candidates")
+        top_k = self.top_k if top_k is None else check_positive_int(top_k, "top_k")
+        candidates = self.candidates if candidates is None else check_positive_int(candidates, "candidates")
         candidates = max(candidates, top_k)
         if rerank is not None and not isinstance(rerank, (bool, np.bool_)):
             raise InvalidTypeError(f"rerank must be True, False or None, got {rerank!r}")

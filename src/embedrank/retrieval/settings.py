@@ -13,6 +13,7 @@ import numbers
 from dataclasses import dataclass
 
 from embedrank.errors import InvalidTypeError, InvalidValueError
+from embedrank.utils.checks import check_positive_int
 
 __all__ = ["AGGREGATES", "RERANK_TEXTS", "RetrieverSettings"]
 
@@ -20,12 +21,6 @@ AGGREGATES = ("max", "mean")
 RERANK_TEXTS = ("passage", "document")
 # Settings that retriever.json files written before them lack.
 OPTIONAL_IN_FILES = ("first_stage_weight",)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,7 @@ class RetrieverSettings:
             object.__setattr__(self, name, value)
 
         for name in ("candidates", "top_k", "query_batch_size", "batch_size"):
-            put(name, _positive_int(getattr(self, name), name))
+            put(name, check_positive_int(getattr(self, name), name))
         if not isinstance(self.chunking, bool) and type(self.chunking).__name__ != "bool_":
             raise InvalidTypeError(f"chunking must be True or False, got {self.chunking!r}")
         put("chunking", bool(self.chunking))
@@ -66,7 +61,7 @@ class RetrieverSettings:
         if self.rerank_text not in RERANK_TEXTS:
             raise InvalidValueError(f"rerank_text must be 'passage' or 'document', got {self.rerank_text!r}")
         if self.max_tokens is not None:
-            put("max_tokens", _positive_int(self.max_tokens, "max_tokens"))
+            put("max_tokens", check_positive_int(self.max_tokens, "max_tokens"))
         if self.overlap is not None:
             if isinstance(self.overlap, bool) or not isinstance(self.overlap, numbers.Integral) or self.overlap < 0:
                 raise InvalidValueError(f"overlap must be a non-negative integer or None, got {self.overlap!r}")

@@ -20,8 +20,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from embedrank.errors import EmbedrankError
+from embedrank.models.cross_encoder import CrossEncoder
+from embedrank.models.encoder import Encoder, quantize_embeddings
+from embedrank.serve.metrics import Metrics
+from embedrank.serve.page import PAGE
 from embedrank.serve.batching import Batcher, ClientGone, QueueFullError, estimate_tokens
 from embedrank.serve.settings import ServeSettings
 
@@ -44,10 +51,6 @@ class Service:
     """The loaded models, their batchers and metrics (one per server process)."""
 
     def __init__(self, settings: ServeSettings):
-        from embedrank.models.cross_encoder import CrossEncoder
-        from embedrank.models.encoder import Encoder
-        from embedrank.serve.metrics import Metrics
-
         self.settings = settings
         self.retriever = None
         if settings.retriever is not None:
@@ -86,8 +89,9 @@ class Service:
         tokenizer = self.encoder.tokenizer
         specials = tokenizer.tokenizer.num_special_tokens_to_add(False)
         with self._lock(self.encoder):
-            # exact up to max_seq_length; a longer text counts more than fit (cut long texts are
-            # not tokenized whole)
+            # for usage and truncate=false: Encoder.encode does not return its token counts, and
+            # tokenizing again costs about 1% of the model call. Exact up to max_seq_length; a
+            # longer text counts more than fit (long texts are cut before tokenizing)
             counts = [n + specials for n in tokenizer.token_counts([prompt + t for t in texts] if prompt else texts)]
             vectors = self.encoder.encode(texts, normalize=normalize, truncate_dim=dimensions, prompt=prompt or None,
                                           show_progress=False)
@@ -200,8 +204,7 @@ async def _embed(service: Service, texts: list[str], normalize: bool, dimensions
     """(float32 vectors [n, d], token counts [n] before truncation) through the shared batcher."""
     try:
         return await service.embedder.run(texts, (normalize, dimensions, prompt),
-                                          sum(estimate_tokens(t) for t in texts),
-                                          _disconnect_watcher(request) if request is not None else None)
+                                          disconnected=_disconnect_watcher(request) if request is not None else None)
     except QueueFullError as error:
         raise RequestError(429, f"the server is busy: {error}", kind="rate_limit") from None
 
@@ -255,8 +258,6 @@ async def tei_embed(request):
     if dtype != "float32":
         # per request, after the batch is split: int8 ranges come from this request's vectors,
         # as Encoder.encode(texts, precision=...) would give them
-        from embedrank.models.encoder import quantize_embeddings
-
         vectors = quantize_embeddings(vectors, dtype)
     return _json(vectors.tolist())
 
@@ -308,7 +309,7 @@ async def search(request):
     started = time.perf_counter()
     try:
         hits, timings = await service.searcher.run(queries, (top_k, rerank_value),
-                                                   sum(estimate_tokens(q) for q in queries), _disconnect_watcher(request))
+                                                   disconnected=_disconnect_watcher(request))
     except QueueFullError as error:
         raise RequestError(429, f"the server is busy: {error}", kind="rate_limit") from None
     total_ms = (time.perf_counter() - started) * 1e3
@@ -340,23 +341,15 @@ async def models(request):
 
 
 async def metrics(request):
-    from starlette.responses import Response
-
     body, content_type = request.app.state.service.metrics.exposition()
     return Response(body, media_type=content_type)
 
 
 async def page(request):
-    from starlette.responses import HTMLResponse
-
-    from embedrank.serve.page import PAGE
-
     return HTMLResponse(PAGE)
 
 
 def _json(value, status: int = 200):
-    from starlette.responses import Response
-
     return Response(json.dumps(value, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
@@ -415,9 +408,6 @@ class Gate:
 
 def create_app(settings: ServeSettings, service: Service | None = None):
     """The ASGI application; the models load (and warm up) when it starts unless `service` is given."""
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
     state = {"service": service}
 
     @asynccontextmanager

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from embedrank.errors import InvalidValueError
+from embedrank.utils.checks import check_positive_int
 
 __all__ = ["Batcher", "ClientGone", "Job", "QueueFullError", "estimate_tokens"]
 
@@ -64,8 +64,7 @@ class Batcher:
                  max_queue: int = 4096, observe: Callable | None = None):
         for label, value in (("max_batch_tokens", max_batch_tokens), ("max_batch_requests", max_batch_requests),
                              ("max_queue", max_queue)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidValueError(f"{label} must be a positive integer, got {value!r}")
+            check_positive_int(value, label)
         self.name = name
         self._run = run
         self._observe = observe

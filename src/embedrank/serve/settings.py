@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass
 
 from embedrank.errors import InvalidTypeError, InvalidValueError
+from embedrank.utils.checks import check_positive_int
 
 __all__ = ["ServeSettings"]
 
@@ -49,9 +50,7 @@ class ServeSettings:
             raise InvalidValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_client_batch_size",
                      "payload_limit", "graceful_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name)
         if isinstance(self.port, bool) or not isinstance(self.port, numbers.Integral) or not 0 <= self.port <= 65535:
             raise InvalidValueError(f"port must be an integer in [0, 65535], got {self.port!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):

@@ -25,8 +25,9 @@ from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.losses import MatryoshkaLoss, MNRLoss, false_negative_masks
 from embedrank.train.models import BiEncoderModel
 from embedrank.train.optim import check_number, check_positive_int, make_optimizer, optimizer_step, training_steps
-from embedrank.train.runtime import RandomState, autocast, autocast_dtype, progress, resolve_device, seed_everything
+from embedrank.train.runtime import RandomState, autocast, autocast_dtype, resolve_device, seed_everything
 from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError
+from embedrank.utils.progress import progress_bar
 
 __all__ = ["BiEncoderConfig", "TrainingResult", "train_bi_encoder", "evaluate_bi_encoder", "encode_texts",
            "cached_backward", "save_and_export"]
@@ -183,7 +184,7 @@ def encode_texts(model: BiEncoderModel, texts: Sequence[str], max_length: int | 
     encodings, _ = model.tokenizer.encode(texts)
     order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
     out = np.empty((len(texts), model.dimension), dtype=np.float32)
-    bar = progress(len(texts), show_progress, desc, "text")
+    bar = progress_bar(len(texts), show_progress, desc, unit="text", min_total=0, leave=False)
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
@@ -264,7 +265,7 @@ def train_bi_encoder(model_dir: str | os.PathLike, examples: Sequence[TrainingEx
     best_state = None
     started = time.perf_counter()
     model.train()
-    bar = progress(total, show_progress, "training")
+    bar = progress_bar(total, show_progress, "training", unit="step", min_total=0, leave=False)
     for epoch in range(1, config.epochs + 1):
         epoch_started, losses = time.perf_counter(), []
         order = rng.permutation(len(examples))

@@ -27,8 +27,9 @@ from embedrank.train.bi_encoder import (TrainingResult, check_examples, check_ou
 from embedrank.train.data import RetrievalData, TrainingExample
 from embedrank.train.models import CrossEncoderModel
 from embedrank.train.optim import check_number, check_positive_int, make_optimizer, optimizer_step, training_steps
-from embedrank.train.runtime import autocast, autocast_dtype, progress, resolve_device, seed_everything
+from embedrank.train.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 from embedrank.errors import InvalidValueError
+from embedrank.utils.progress import progress_bar
 
 __all__ = ["CrossEncoderConfig", "train_cross_encoder", "evaluate_reranker", "score_pairs", "LOSSES"]
 
@@ -80,7 +81,7 @@ def score_pairs(model: CrossEncoderModel, pairs: Sequence[tuple[str, str]], batc
     encodings, _ = model.tokenizer.encode([q for q, _ in pairs], [d for _, d in pairs])
     order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
     out = np.empty(len(pairs), dtype=np.float32)
-    bar = progress(len(pairs), show_progress, "reranking", "pair")
+    bar = progress_bar(len(pairs), show_progress, "reranking", unit="pair", min_total=0, leave=False)
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             rows = order[start:start + batch_size]
@@ -159,7 +160,7 @@ def train_cross_encoder(model_dir: str | os.PathLike, examples: Sequence[Trainin
     started = time.perf_counter()
     model.train()
     k = config.num_negatives
-    bar = progress(total, show_progress, "training")
+    bar = progress_bar(total, show_progress, "training", unit="step", min_total=0, leave=False)
     for epoch in range(1, config.epochs + 1):
         epoch_started, losses = time.perf_counter(), []
         order = rng.permutation(len(examples))

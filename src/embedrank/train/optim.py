@@ -7,16 +7,9 @@ import math
 import torch
 
 from embedrank.errors import InvalidValueError
+from embedrank.utils.checks import check_positive_int
 
 __all__ = ["check_number", "check_positive_int", "make_optimizer", "optimizer_step", "training_steps"]
-
-
-def check_positive_int(value, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def check_number(value, name: str, low: float, high: float | None = None, low_open: bool = False,

@@ -1,16 +1,15 @@
-"""Seeding, devices, mixed precision and progress bars for training (torch)."""
+"""Seeding, devices, and mixed precision for training (torch)."""
 
 from __future__ import annotations
 
 import contextlib
 import random
-import sys
 
 import numpy as np
 import torch
 from embedrank.errors import InvalidValueError
 
-__all__ = ["seed_everything", "resolve_device", "autocast", "progress", "RandomState"]
+__all__ = ["seed_everything", "resolve_device", "autocast", "RandomState"]
 
 
 def seed_everything(seed: int) -> None:
@@ -76,12 +75,3 @@ class RandomState:
             if self.cuda is not None:
                 torch.cuda.set_rng_state(self.cuda, self.device)
             yield
-
-
-def progress(total: int | None, show: bool | None, desc: str, unit: str = "step"):
-    """A tqdm bar, shown when show=True, or by default only when stderr is a terminal."""
-    from tqdm.auto import tqdm
-
-    if show is None:
-        show = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not show, leave=False)
