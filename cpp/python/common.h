@@ -58,6 +58,7 @@ void register_dispatch(py::module_& m);
 void register_pooling(py::module_& m);
 void register_quantize(py::module_& m);
 void register_search(py::module_& m);
+void register_lexical(py::module_& m);
 void register_attention(py::module_& m);
 
 }  // namespace embedrank

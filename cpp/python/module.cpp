@@ -8,4 +8,5 @@ PYBIND11_MODULE(_kernels, m) {
   embedrank::register_quantize(m);
   embedrank::register_search(m);
   embedrank::register_attention(m);
+  embedrank::register_lexical(m);
 }

@@ -30,6 +30,8 @@ _LAZY = {
     "load_beir": "embedrank.data.beir",
     "FlatIndex": "embedrank.index",
     "HNSWIndex": "embedrank.index",
+    "LexicalIndex": "embedrank.index",
+    "Analyzer": "embedrank.index.analysis",
     "SearchResult": "embedrank.index",
     "load_index": "embedrank.index",
     "CrossEncoder": "embedrank.models.cross_encoder",

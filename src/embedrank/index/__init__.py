@@ -1,6 +1,7 @@
-"""Vector indexes: exact / quantized flat search (FlatIndex) and HNSW graphs (HNSWIndex).
+"""Indexes: exact / quantized flat search (FlatIndex), HNSW graphs (HNSWIndex) and BM25 over
+texts (LexicalIndex).
 
-Both share one protocol (``add``, ``search``, ``remove``, ``save``; ``load_index`` reads
+All share one protocol (``add``, ``search``, ``remove``, ``save``; ``load_index`` reads
 either back), int or str ids, per-vector metadata in SQLite with dict filters, and a
 reader-writer lock that lets searches run while vectors are added and removed.
 """
@@ -15,13 +16,14 @@ from embedrank.index.flat import FlatIndex
 from embedrank.index.io import load_index
 from embedrank.index.result import QueryHits, SearchResult
 
-__all__ = ["BaseIndex", "FlatIndex", "HNSWIndex", "IndexFormatError", "QueryHits", "SearchResult", "load_index"]
+__all__ = ["BaseIndex", "FlatIndex", "HNSWIndex", "IndexFormatError", "LexicalIndex", "QueryHits", "SearchResult", "load_index"]
 
 
 def __getattr__(name: str):
-    # hnsw (and hnswlib) is imported on first use of HNSWIndex.
-    if name == "HNSWIndex":
-        value = importlib.import_module("embedrank.index.hnsw").HNSWIndex
+    # hnsw (and hnswlib) and lexical (and PyStemmer) are imported on first use.
+    if name in ("HNSWIndex", "LexicalIndex"):
+        module = "embedrank.index.hnsw" if name == "HNSWIndex" else "embedrank.index.lexical"
+        value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'embedrank.index' has no attribute {name!r}")

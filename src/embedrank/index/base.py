@@ -135,8 +135,10 @@ class BaseIndex(ABC):
         if cls.__dict__.get("_type_name"):
             register_index_type(cls._type_name, cls)
 
-    def __init__(self, dim: int) -> None:
-        self._dim = check_dim(dim)
+    def __init__(self, dim: int | None) -> None:
+        # None: an index of texts rather than vectors (LexicalIndex); its items and queries go
+        # through the _as_items / _as_queries hooks instead of the float checks
+        self._dim = None if dim is None else check_dim(dim)
         self._lock = ReadWriteLock()
         self._save_mutex = threading.Lock()  # one save at a time per instance
         self._idmap = IdMap()
@@ -178,6 +180,15 @@ class BaseIndex(ABC):
     def _memory_bytes(self) -> int:
         return 0
 
+    def _as_items(self, items):
+        """What add() stores, checked: float32 [n, dim] for vector indexes. Whatever it returns
+        must support len() and boolean-mask indexing (rows kept in order)."""
+        return as_vectors(items, self._dim)
+
+    def _as_queries(self, queries):
+        """What search() takes, checked: float32 [Q, dim] for vector indexes (len() = Q)."""
+        return as_queries(queries, self._dim)
+
     def _renumber_slots(self) -> np.ndarray:
         """Renumbers live slots 0..n-1 (order kept) in the IdMap and metadata; call under the
         write lock. Returns kept_old_slots: new slot i was old slot kept_old_slots[i]."""
@@ -187,8 +198,8 @@ class BaseIndex(ABC):
 
     # -- properties ----------------------------------------------------------------------
     @property
-    def dim(self) -> int:
-        """The dimension of the stored vectors."""
+    def dim(self) -> int | None:
+        """The dimension of the stored vectors (None for an index of texts)."""
         return self._dim
 
     def __len__(self) -> int:
@@ -221,7 +232,9 @@ class BaseIndex(ABC):
 
     def __repr__(self) -> str:
         config = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
-        return f"{type(self).__name__}(dim={self._dim}{', ' if config else ''}{config}) with {len(self)} vectors"
+        dim = "" if self._dim is None else f"dim={self._dim}{', ' if config else ''}"
+        what = "vectors" if self._dim is not None else "documents"
+        return f"{type(self).__name__}({dim}{config}) with {len(self)} {what}"
 
     # -- add -----------------------------------------------------------------------------
     def add(self, vectors, ids=None, metadata=None, *, upsert: bool = False) -> np.ndarray:
@@ -234,8 +247,8 @@ class BaseIndex(ABC):
         vector and its metadata (a None entry, or metadata=None, leaves it without metadata).
         Nothing is changed when an error is raised.
         """
-        x = as_vectors(vectors, self._dim)
-        n = x.shape[0]
+        x = self._as_items(vectors)
+        n = len(x)
         prepared = prepare_metadata(metadata, n)
         given = None
         if ids is not None:
@@ -261,7 +274,7 @@ class BaseIndex(ABC):
             if present.any():
                 self._replace(existing[present], x[present], _subset(prepared, present))
             if fresh.any():
-                self._insert(given[fresh], np.ascontiguousarray(x[fresh]), _subset(prepared, fresh))
+                self._insert(given[fresh], x[fresh], _subset(prepared, fresh))  # a mask's rows: a fresh copy
             if present.any():
                 self._after_remove()
             return given
@@ -284,14 +297,14 @@ class BaseIndex(ABC):
     def _replace(self, old_slots: np.ndarray, vectors: np.ndarray, prepared) -> None:
         replace = getattr(self, "_replace_slots", None)
         if replace is not None:
-            replace(old_slots, np.ascontiguousarray(vectors))
+            replace(old_slots, vectors)
             self._metadata.put(old_slots, prepared)
             return
         ids = self._idmap.ids_of(old_slots)
         self._remove_slots(old_slots)
         self._idmap.release(old_slots)
         self._metadata.delete(old_slots)
-        self._insert(ids, np.ascontiguousarray(vectors), prepared)
+        self._insert(ids, vectors, prepared)
 
     # -- remove --------------------------------------------------------------------------
     def remove(self, ids) -> None:
@@ -326,14 +339,14 @@ class BaseIndex(ABC):
             raise InvalidTypeError(f"{type(self).__name__}.search() got unknown parameter(s) {unknown}; "
                             f"accepted: {sorted(self._search_params())}")
         k = check_k(k)
-        q = as_queries(queries, self._dim)
+        q = self._as_queries(queries)
         if filter is not None and not isinstance(filter, (Mapping, np.ndarray, list, tuple, set, frozenset, range)):
             raise InvalidTypeError("filter must be None, a sequence of allowed ids or a dict of metadata conditions, "
                             f"got {type(filter).__name__}")
         with self._lock.read():
             k = min(k, max(len(self._idmap), MAX_PADDED_K))
             allowed = self._allowed(filter)
-            nq = q.shape[0]
+            nq = len(q)
             nothing = len(self._idmap) == 0 or (allowed is not None and not allowed.any())
             if nothing or nq == 0:
                 scores = np.full((nq, k), -np.inf, dtype=np.float32)

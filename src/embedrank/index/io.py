@@ -28,7 +28,8 @@ __all__ = ["index_types", "load_index", "register_index_type", "save_index"]
 
 _REGISTRY: dict[str, type] = {}
 # Where the built-in classes live, so a saved index finds its class before anything imported it.
-_BUILTIN_MODULES = {"FlatIndex": "embedrank.index.flat", "HNSWIndex": "embedrank.index.hnsw"}
+_BUILTIN_MODULES = {"FlatIndex": "embedrank.index.flat", "HNSWIndex": "embedrank.index.hnsw",
+                    "LexicalIndex": "embedrank.index.lexical"}
 
 
 def register_index_type(type_name: str, cls: type) -> None:

@@ -183,6 +183,8 @@ def _parse_manifest(path: Path) -> dict:
             raise IndexFormatError(f"{file}: field {field!r} is missing or not a {kind.__name__}")
     for field, low, high in (("dim", 1, MAX_DIM), ("count", 0, _INT64_MAX), ("slot_count", 0, _INT64_MAX),
                              ("next_auto_id", 0, _INT64_MAX + 1)):
+        if field == "dim" and field in manifest and manifest[field] is None:
+            continue  # an index of texts (LexicalIndex); its class refuses null if it holds vectors
         if not _is_int(manifest.get(field), low, high):
             raise IndexFormatError(f"{file}: field {field!r} must be an integer in [{low}, {high}], "
                                    f"got {manifest.get(field)!r}")

@@ -1,0 +1,296 @@
+"""LexicalIndex (BM25) against a plain-Python BM25, bm25s, and its own saved files."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from embedrank import _kernels
+from embedrank.errors import IndexFormatError, InvalidTypeError, InvalidValueError, UnknownIdError
+from embedrank.index import load_index
+from embedrank.index.analysis import ENGLISH_STOPWORDS, Analyzer
+from embedrank.index.lexical import LexicalIndex
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+WORDS = ["cat", "cats", "dog", "dogs", "running", "runs", "fish", "the", "a", "of", "blue", "sky", "x1", "zebra"]
+
+
+def reference_bm25(docs: list[list[str]], query: list[str], k1=1.5, b=0.75) -> np.ndarray:
+    """Lucene BM25 of every document for one analyzed query, written from the formula."""
+    n = len(docs)
+    avgdl = sum(map(len, docs)) / n if n else 1.0
+    avgdl = avgdl or 1.0
+    df = Counter(t for d in docs for t in set(d))
+    scores = np.zeros(n)
+    for i, doc in enumerate(docs):
+        tf = Counter(doc)
+        for t in query:
+            if tf[t]:
+                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                scores[i] += idf * tf[t] / (tf[t] + k1 * (1 - b + b * len(doc) / avgdl))
+    return scores
+
+
+def expected_top(analyzer: Analyzer, texts: list[str], query: str, k: int):
+    docs = [analyzer.tokens(t) for t in texts]
+    scores = reference_bm25(docs, analyzer.tokens(query))
+    order = sorted((i for i in range(len(texts)) if scores[i] > 0), key=lambda i: (-scores[i], i))[:k]
+    return order, scores[order]
+
+
+texts_strategy = st.lists(st.lists(st.sampled_from(WORDS), max_size=12).map(" ".join), min_size=1, max_size=23)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=texts_strategy, query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=5).map(" ".join),
+       k=st.integers(1, 9))
+def test_scores_equal_the_formula_on_odd_sizes(texts, query, k):
+    index = LexicalIndex()
+    index.add(texts)
+    result = index.search([query], k)
+    order, scores = expected_top(index.analyzer, texts, query, k)
+    found = [i for i in result.ids[0].tolist() if i != -1]
+    assert found == order
+    np.testing.assert_allclose(result.scores[0][:len(order)], scores, rtol=1e-5)
+    assert np.isneginf(result.scores[0][len(order):]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts=texts_strategy, removed=st.sets(st.integers(0, 22)), query=st.sampled_from(WORDS))
+def test_after_remove_and_upsert_scores_equal_a_fresh_index(texts, removed, query):
+    ids = [f"d{i}" for i in range(len(texts))]
+    index = LexicalIndex()
+    index.add(texts, ids=ids)
+    gone = [f"d{i}" for i in sorted(removed) if i < len(texts)]
+    if gone:
+        index.remove(gone)
+    index.add(["zebra sky blue", "dogs"], ids=["d0", "new"], upsert=True)
+    live = {i: t for i, t in zip(ids, texts) if i not in gone}
+    live["d0"] = "zebra sky blue"
+    live["new"] = "dogs"
+    fresh = LexicalIndex()
+    fresh.add(list(live.values()), ids=list(live))
+    a, b = index.search([query], 30), fresh.search([query], 30)
+    assert dict(zip(a.ids[0].tolist(), a.scores[0].tolist())) == pytest.approx(
+        dict(zip(b.ids[0].tolist(), b.scores[0].tolist())), rel=1e-5)
+    assert sorted(index.ids().tolist()) == sorted(live)
+
+
+def test_many_small_adds_merge_segments_and_keep_scores():
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(0, 9))) for _ in range(60)]
+    one, many = LexicalIndex(), LexicalIndex()
+    one.add(texts)
+    for i, text in enumerate(texts):
+        many.add([text], ids=[i])
+    queries = ["cat dog", "running sky", "zebra", "blue fish of"]
+    a, b = one.search(queries, 7), many.search(queries, 7)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+
+
+def test_stop_word_queries_and_empty_documents_find_nothing():
+    index = LexicalIndex()
+    index.add(["", "the of and", "cat"], ids=["empty", "stops", "cat"])
+    result = index.search(["the", "", "cat"], 3)
+    assert result.ids[0].tolist() == [None, None, None] and np.isneginf(result.scores[0]).all()
+    assert result.ids[1].tolist() == [None, None, None]
+    assert result.ids[2].tolist()[0] == "cat"
+    assert len(index) == 3
+
+
+def test_filters_by_metadata_and_ids():
+    index = LexicalIndex()
+    index.add(["cat dog", "cat", "dog cat cat"], ids=["a", "b", "c"],
+              metadata=[{"lang": "en"}, {"lang": "fr"}, {"lang": "en"}])
+    assert set(index.search("cat", 5, filter={"lang": "en"}).ids[0].tolist()) == {"a", "c", None}
+    assert index.search("cat", 5, filter=["b"]).ids[0].tolist()[0] == "b"
+    assert index.search("cat", 5, filter={"lang": "de"}).ids[0].tolist()[0] is None
+    assert index.get_metadata("b") == [{"lang": "fr"}]
+
+
+def test_bad_input_names_the_problem():
+    index = LexicalIndex()
+    with pytest.raises(InvalidTypeError, match=r"texts\[1\] must be a str"):
+        index.add(["fine", 3])
+    with pytest.raises(InvalidTypeError, match="queries must be a str or a list"):
+        index.search(42, 3)
+    with pytest.raises(InvalidValueError, match="no Snowball stemmer for language 'klingon'"):
+        LexicalIndex(language="klingon")
+    with pytest.raises(InvalidValueError, match="k1 must be"):
+        LexicalIndex(k1=-1)
+    with pytest.raises(InvalidValueError, match="b must be"):
+        LexicalIndex(b=1.5)
+    index.add(["a cat"], ids=["x"])
+    with pytest.raises(InvalidValueError, match="already in the index"):
+        index.add(["a dog"], ids=["x"])
+    with pytest.raises(UnknownIdError):
+        index.remove(["nope"])
+    with pytest.raises(InvalidValueError, match="k must be >= 1"):
+        index.search("cat", 0)
+    assert len(index) == 1 and index.search("cat", 1).ids[0].tolist() == ["x"]
+
+
+def test_a_huge_document_is_indexed_whole():
+    index = LexicalIndex()
+    index.add(["needle " + "hay " * 1_000_000, "needle"], ids=["big", "small"])
+    result = index.search("hay needle", 2)
+    assert set(result.ids[0].tolist()) == {"big", "small"}
+
+
+def test_languages_and_custom_stop_words():
+    german = LexicalIndex(language="german", stopwords=["der", "die"])
+    german.add(["Die Häuser der Stadt", "ein Haus"], ids=["a", "b"])
+    assert german.analyzer.tokens("Die Häuser") == ["haus"]
+    assert set(german.search("häuser", 2).ids[0].tolist()) == {"a", "b"}
+    plain = LexicalIndex(language=None, stopwords=None)
+    assert plain.analyzer.tokens("The Cats") == ["the", "cats"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+                | st.text(alphabet="aB_1 .,\t-Z9\u00e9", max_size=30), max_size=8))
+def test_native_and_python_tokens_agree(texts):
+    analyzer = Analyzer(language=None, stopwords=None)
+    batch = analyzer.analyze(texts)
+    got = [[batch.terms[c] for c in batch.codes[batch.bounds[i]:batch.bounds[i + 1]].tolist()]
+           for i in range(len(texts))]
+    assert got == [re.findall(r"(?u)\b\w\w+\b", t.lower()) for t in texts]
+
+
+def test_save_load_round_trip(tmp_path):
+    index = LexicalIndex(k1=1.2, b=0.6, stopwords=["cat"])
+    index.add(["cat dog", "blue sky", "dog dog"], ids=["a", "b", "c"], metadata=[{"n": 1}, None, {"n": 3}])
+    index.remove(["b"])
+    index.save(tmp_path / "lex")
+    loaded = load_index(tmp_path / "lex")
+    assert isinstance(loaded, LexicalIndex) and (loaded.k1, loaded.b) == (1.2, 0.6)
+    assert loaded.analyzer.stopwords == frozenset({"cat"})
+    a, b = index.search(["dog", "sky"], 3), loaded.search(["dog", "sky"], 3)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    loaded.add(["more dog"], ids=["d"])
+    assert "d" in loaded and loaded.get_metadata("c") == [{"n": 3}]
+
+
+def _saved(tmp_path) -> Path:
+    index = LexicalIndex()
+    index.add(["cat dog", "blue sky", "dog dog fish"], ids=["a", "b", "c"])
+    return index.save(tmp_path / "lex")
+
+
+@pytest.mark.parametrize("damage", ["docs_out_of_range", "offsets_backwards", "lengths_mismatch", "terms_not_list",
+                                    "tfs_zero", "config_language", "docs_dtype"])
+def test_crafted_files_are_index_format_errors(tmp_path, damage):
+    path = _saved(tmp_path)
+    if damage == "docs_out_of_range":
+        docs = np.load(path / "docs.npy")
+        docs[0] = 10**6
+        np.save(path / "docs.npy", docs)
+    elif damage == "offsets_backwards":
+        offsets = np.load(path / "offsets.npy")
+        offsets[1], offsets[2] = offsets[2], offsets[1]
+        np.save(path / "offsets.npy", offsets)
+    elif damage == "lengths_mismatch":
+        lengths = np.load(path / "doc_lengths.npy")
+        lengths[0] += 1
+        np.save(path / "doc_lengths.npy", lengths)
+    elif damage == "terms_not_list":
+        (path / "terms.json").write_text('{"cat": 0}')
+    elif damage == "tfs_zero":
+        tfs = np.load(path / "tfs.npy")
+        tfs[0] = 0
+        np.save(path / "tfs.npy", tfs)
+    elif damage == "config_language":
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["config"]["language"] = "klingon"
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "docs_dtype":
+        np.save(path / "docs.npy", np.load(path / "docs.npy").astype(np.int64))
+    with pytest.raises(IndexFormatError):
+        load_index(path, verify=False)
+    if damage != "config_language":  # the manifest itself has no checksum entry; the files do
+        with pytest.raises(IndexFormatError):
+            load_index(path)
+
+
+def test_kernel_refuses_postings_outside_the_index():
+    segment = (np.array([0], np.int32), np.array([0, 2], np.int64), np.array([0, 99], np.int32),
+               np.array([1, 1], np.float32))
+    scores, slots = np.empty((1, 2), np.float32), np.empty((1, 2), np.int64)
+    with pytest.raises(ValueError, match="outside the index"):
+        _kernels.bm25_topk([segment], np.array([0], np.int32), np.array([1], np.float32), np.array([0, 1], np.int64),
+                           np.ones(3, np.float32), None, 2, scores, slots, 1)
+    bad_offsets = (np.array([0], np.int32), np.array([0, 5], np.int64), np.array([0, 1], np.int32),
+                   np.array([1, 1], np.float32))
+    with pytest.raises(ValueError, match="offsets out of range"):
+        _kernels.bm25_topk([bad_offsets], np.array([0], np.int32), np.array([1], np.float32),
+                           np.array([0, 1], np.int64), np.ones(3, np.float32), None, 2, scores, slots, 1)
+
+
+def test_searches_during_adds_see_whole_batches():
+    index = LexicalIndex()
+    index.add(["seed text"], ids=["seed"])
+    errors = []
+
+    def writer():
+        for i in range(40):
+            index.add([f"cat number{i}", f"cat other{i}"], ids=[f"a{i}", f"b{i}"])
+
+    def reader():
+        try:
+            for _ in range(80):
+                ids = [i for i in index.search("cat", 200).ids[0].tolist() if i is not None]
+                # both documents of an add arrive together
+                assert sorted(i[1:] for i in ids if i[0] == "a") == sorted(i[1:] for i in ids if i[0] == "b")
+        except AssertionError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(index) == 81
+
+
+@pytest.mark.skipif(not (DATA / "scifact").is_dir(), reason=f"SciFact not found at {DATA / 'scifact'}")
+def test_equals_bm25s_on_scifact():
+    bm25s = pytest.importorskip("bm25s", reason="bm25s (the reference engine) is not installed")
+    stemmer = pytest.importorskip("Stemmer").Stemmer("english")
+    corpus = [json.loads(line) for line in (DATA / "scifact" / "corpus.jsonl").read_text().splitlines()][:1500]
+    queries = [json.loads(line)["text"] for line in (DATA / "scifact" / "queries.jsonl").read_text().splitlines()][:100]
+    texts = [(d["title"] + " " + d["text"]).strip() for d in corpus]
+    assert set(bm25s.stopwords.STOPWORDS_EN) == ENGLISH_STOPWORDS
+    index = LexicalIndex()
+    index.add(texts)
+    model = bm25s.BM25()
+    model.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    docs, scores = model.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
+                                  k=10, show_progress=False, n_threads=1)
+    ours = index.search(queries, 10)
+    np.testing.assert_allclose(ours.scores, scores, rtol=1e-5, atol=1e-5)
+    same = np.mean([set(ours.ids[i].tolist()) == set(docs[i].tolist()) for i in range(len(queries))])
+    assert same >= 0.98  # ties at the 10th place may break differently
+
+
+def test_a_vector_index_manifest_with_null_dim_is_refused(tmp_path):
+    from embedrank.index import FlatIndex
+
+    index = FlatIndex(4)
+    index.add(np.ones((2, 4), np.float32))
+    path = index.save(tmp_path / "flat")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["dim"] = None
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError):
+        load_index(path)
