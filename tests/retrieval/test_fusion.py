@@ -89,3 +89,54 @@ def test_describe_choice_names_the_weight_and_its_ndcg():
     without_zero = {"queries": 3, "first_stage_ndcg@10": 0.5, "fused_ndcg@10": {"5.0": 0.6}}
     assert describe_choice(5, without_zero) == ("5, chosen on 3 held-out queries (NDCG@10 there: bi-encoder 0.5000, "
                                                 "fused 0.6000)")
+
+
+# -- hybrid: dense + lexical candidate lists ---------------------------------------------------
+from embedrank.retrieval.fusion import choose_lexical_weight, fuse_candidates  # noqa: E402
+
+
+def _cands(docs, scores, windows=None):
+    docs = np.array(docs, dtype=np.int64)
+    return docs, np.array(scores, dtype=np.float32), np.array(windows if windows is not None else docs * 10, np.int64)
+
+
+def test_convex_fusion_is_the_weighted_sum_of_min_max_scores():
+    dense = _cands([0, 1, 2], [0.9, 0.7, 0.5])
+    lexical = _cands([2, 3], [12.0, 4.0], [21, 31])
+    docs, scores, windows = fuse_candidates(dense, lexical, "convex", 0.5, 60, 10)
+    # dense normalized: 1, 0.5, 0; lexical: doc 2 -> 1, doc 3 -> 0
+    expected = {0: 0.5, 1: 0.25, 2: 0.5, 3: 0.0}
+    assert dict(zip(docs.tolist(), scores.tolist())) == pytest.approx(expected)
+    assert docs.tolist() == [0, 2, 1, 3]  # the tie 0/2 goes to the lower document
+    assert dict(zip(docs.tolist(), windows.tolist()))[2] == 20  # the dense window wins
+    assert fuse_candidates(dense, lexical, "convex", 1.0, 60, 1)[0].tolist() == [2]
+    assert fuse_candidates(dense, lexical, "convex", 0.0, 60, 2)[0].tolist() == [0, 1]
+
+
+def test_rrf_uses_ranks_only():
+    dense = _cands([5, 6], [100.0, -3.0])
+    lexical = _cands([6, 7], [1.0, 0.5])
+    docs, scores, _ = fuse_candidates(dense, lexical, "rrf", 0.5, 60, 10)
+    expected = {5: 0.5 / 61, 6: 0.5 / 62 + 0.5 / 61, 7: 0.5 / 62}
+    assert dict(zip(docs.tolist(), scores.tolist())) == pytest.approx(expected, rel=1e-6)
+    assert docs.tolist()[0] == 6
+
+
+def test_one_side_empty_and_equal_scores():
+    empty = _cands([], [])
+    docs, scores, _ = fuse_candidates(_cands([3, 4], [1.0, 1.0]), empty, "convex", 0.5, 60, 10)
+    assert docs.tolist() == [3, 4] and scores.tolist() == [0.5, 0.5]
+
+
+def test_choose_lexical_weight_prefers_the_side_that_is_right():
+    # query a: dense right; query b: lexical right -> a mix wins over either alone
+    # (third documents keep the min-max normalized scores of the first two apart from 0 and 1)
+    dense = {"a": _cands([0, 1, 9], [0.9, 0.85, 0.1]), "b": _cands([2, 3, 9], [0.9, 0.88, 0.1])}
+    lexical = {"a": _cands([1, 0, 8], [5.0, 4.9, 0.0]), "b": _cands([3, 2, 8], [9.0, 1.0, 0.0])}
+    qrels = {"a": {"d0": 1}, "b": {"d3": 1}}
+    names = [f"d{i}" for i in range(10)]
+    weight, report = choose_lexical_weight(dense, lexical, names, qrels)
+    assert report["ndcg@10"][str(weight)] == 1.0
+    assert report["ndcg@10"]["0.0"] < 1.0 and report["ndcg@10"]["1.0"] < 1.0
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        choose_lexical_weight(dense, lexical, names, qrels, weights=[1.5])

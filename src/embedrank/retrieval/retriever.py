@@ -1,25 +1,33 @@
-"""Two-stage retrieval: bi-encoder candidates from a vector index, then cross-encoder reranking.
+"""Retrieval: dense (bi-encoder) and lexical (BM25) candidates, fused, then cross-encoder reranking.
 
-    retriever = Retriever(Encoder.load(model), FlatIndex(384), reranker=CrossEncoder.load(ce))
+    retriever = Retriever(Encoder.load(model), FlatIndex(384), reranker=CrossEncoder.load(ce),
+                          lexical=LexicalIndex())          # lexical: optional (hybrid search)
     retriever.add(corpus)                      # {doc_id: {"title", "text"}} or a list of texts
     hits = retriever.search(["what is ..."])   # [[Hit(doc_id, score, text, passage), ...]]
+    hits = retriever.search(["..."], mode="lexical")       # "dense" | "lexical" | "hybrid"
 
 What is indexed: with chunking=True each document (title + " " + text) is split into
 overlapping token windows (the encoder's defaults: 224 tokens, 32 overlap for a 256-token
 model) and every window is one vector; short documents are one window. The index stores the
 window vectors under int ids 0, 1, ... (one per window, in the order added); the retriever
-keeps the window -> document map and each window's character span.
+keeps the window -> document map and each window's character span. A lexical index, when
+given, holds the same windows' texts under the same ids.
 
 How a query is answered, in batches of `query_batch_size` queries:
 
 1. encode: the queries' vectors (with the model's query prompt);
-2. search: the index's best windows, then their documents: a document's score is the max
+2. search: the index's best windows (dense: the vector index; lexical: BM25 over the same
+   windows; hybrid, the default with a lexical index: both), then their documents: a document's score is the max
    (aggregate="max") or the mean (aggregate="mean") of its windows' scores among the windows
    found, and its passage is its best window found. The index is asked for
    ``candidates * min(4, most windows of any document)`` windows so that about `candidates`
    distinct documents come back (fewer when the corpus or the windows run out). "max" is
    the document's true best window score whenever the document is found; "mean" averages
-   only the windows that were found (windows outside the candidate list are not scored);
+   only the windows that were found (windows outside the candidate list are not scored).
+   Hybrid: each side's `candidates` documents are fused (settings ``fusion``:
+   "convex", min-max normalized scores mixed with ``lexical_weight``, or "rrf", reciprocal
+   rank fusion; see :func:`~embedrank.retrieval.fusion.fuse_candidates`), keeping `candidates`;
+   ``choose_lexical_weight`` picks the weight on held-out queries and the retriever keeps it;
 3. rerank (when there is a reranker): the cross-encoder scores (query, passage) for the
    candidates. The passage (the best window) rather than the whole document: it fits the
    cross-encoder's window, while a long document would be cut to its beginning. With
@@ -35,8 +43,8 @@ How a query is answered, in batches of `query_batch_size` queries:
 The settings are one frozen :class:`~embedrank.retrieval.settings.RetrieverSettings`
 (``retriever.settings``); ``retriever.top_k = 5`` and the like replace it with a checked copy.
 The corpus and its windows live in a :class:`~embedrank.retrieval.store.DocumentStore`.
-``save(path)`` writes the settings, the corpus, the window map, the index and the model
-references (folder paths, variants, fingerprints) into one folder, atomically;
+``save(path)`` writes the settings, the corpus, the window map, the index (and the lexical
+index, in ``lexical/``) and the model references (folder paths, variants, fingerprints) into one folder, atomically;
 ``Retriever.load(path)`` reopens it, refusing models whose fingerprint changed.
 
 The folder's format (format_version 2): retriever.json records the SHA-256 of documents.jsonl
@@ -73,6 +81,7 @@ import numpy as np
 from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
 from embedrank.models.encoder import Encoder
 from embedrank.models.tokenization import check_texts
+from embedrank.retrieval.fusion import LEXICAL_WEIGHTS, choose_lexical_weight, fuse_candidates
 from embedrank.retrieval.settings import AGGREGATES, RERANK_TEXTS, RetrieverSettings
 from embedrank.data.lines import check_unicode
 from embedrank.retrieval.store import DocumentStore, sha256_hex
@@ -89,6 +98,8 @@ READABLE_VERSIONS = (1, 2)  # 1: written before checksums were recorded
 SAVING_TAG = "saving"
 CONFIG_FILE = "retriever.json"
 INDEX_DIR = "index"
+LEXICAL_DIR = "lexical"
+MODES = ("dense", "lexical", "hybrid")
 MAX_WINDOW_OVERSAMPLE = 4
 _SETTINGS = frozenset(RetrieverSettings.names())
 
@@ -108,8 +119,9 @@ class Hit:
 class SearchTimings:
     """Wall-clock milliseconds of one search() call, per stage, summed over its query batches.
 
-    encode_ms: query encoding; search_ms: index search and per-document aggregation;
-    rerank_ms: cross-encoder scoring (0 without reranking); total_ms: the whole call.
+    encode_ms: query encoding; search_ms: vector index search and per-document aggregation;
+    rerank_ms: cross-encoder scoring (0 without reranking); total_ms: the whole call;
+    lexical_ms: BM25 search, aggregation and fusion (0 in dense mode).
     """
 
     queries: int
@@ -117,27 +129,31 @@ class SearchTimings:
     search_ms: float
     rerank_ms: float
     total_ms: float
+    lexical_ms: float = 0.0
 
     def per_query_ms(self) -> dict:
         n = max(self.queries, 1)
-        return {"encode": self.encode_ms / n, "search": self.search_ms / n, "rerank": self.rerank_ms / n,
-                "total": self.total_ms / n}
+        return {"encode": self.encode_ms / n, "search": self.search_ms / n, "lexical": self.lexical_ms / n,
+                "rerank": self.rerank_ms / n, "total": self.total_ms / n}
 
 
 class Retriever:
-    """Bi-encoder retrieval over a vector index with optional cross-encoder reranking (see the module docstring).
+    """Dense, lexical or hybrid retrieval with optional cross-encoder reranking (see the module docstring).
 
     encoder: an embedrank Encoder; index: an empty FlatIndex or HNSWIndex of the encoder's
-    dimension; reranker: a CrossEncoder or None. The other arguments are the fields of
+    dimension; reranker: a CrossEncoder or None; lexical: None, an empty LexicalIndex, or True
+    (a LexicalIndex with its defaults). The other arguments are the fields of
     :class:`RetrieverSettings` (candidates, top_k, chunking, aggregate, rerank_text,
-    max_tokens, overlap, query_batch_size, batch_size, first_stage_weight); each is also an
-    attribute, and assigning one replaces ``settings`` with a checked copy.
+    max_tokens, overlap, query_batch_size, batch_size, first_stage_weight, fusion,
+    lexical_weight, rrf_k); each is also an attribute, and assigning one replaces ``settings``
+    with a checked copy.
     """
 
     def __init__(self, encoder: Encoder, index, reranker=None, candidates: int = 100, top_k: int = 10,
                  chunking: bool = True, aggregate: str = "max", *, rerank_text: str = "passage",
                  max_tokens: int | None = None, overlap: int | None = None, query_batch_size: int = 32,
-                 batch_size: int = 32, first_stage_weight: float = 0.0):
+                 batch_size: int = 32, first_stage_weight: float = 0.0, lexical=None, fusion: str = "convex",
+                 lexical_weight: float = 0.5, rrf_k: int = 60):
         if not isinstance(encoder, Encoder):
             raise InvalidTypeError(f"encoder must be an embedrank Encoder, got {type(encoder).__name__}")
         for method in ("add", "search", "save", "__len__"):
@@ -152,13 +168,16 @@ class Retriever:
         settings = RetrieverSettings(candidates=candidates, top_k=top_k, chunking=chunking, aggregate=aggregate,
                                      rerank_text=rerank_text, max_tokens=max_tokens, overlap=overlap,
                                      query_batch_size=query_batch_size, batch_size=batch_size,
-                                     first_stage_weight=first_stage_weight)
-        self._assemble(encoder, index, reranker, settings, DocumentStore())
+                                     first_stage_weight=first_stage_weight, fusion=fusion,
+                                     lexical_weight=lexical_weight, rrf_k=rrf_k)
+        self._assemble(encoder, index, reranker, settings, DocumentStore(), _check_lexical(lexical))
 
-    def _assemble(self, encoder: Encoder, index, reranker, settings: RetrieverSettings, store: DocumentStore) -> None:
+    def _assemble(self, encoder: Encoder, index, reranker, settings: RetrieverSettings, store: DocumentStore,
+                  lexical=None) -> None:
         self.settings = settings
         self.encoder = encoder
         self.index = index
+        self.lexical = lexical
         self.reranker = reranker
         self.store = store
         self.last_timings: SearchTimings | None = None
@@ -224,6 +243,9 @@ class Retriever:
         if len(self.index) != self.n_chunks:  # the rollback below removes the ids from n_chunks on
             raise InvalidValueError(f"the index holds {len(self.index)} vectors but the retriever {self.n_chunks} "
                                     "windows: it was changed outside the retriever")
+        if self.lexical is not None and len(self.lexical) != self.n_chunks:
+            raise InvalidValueError(f"the lexical index holds {len(self.lexical)} windows but the retriever "
+                                    f"{self.n_chunks}: it was changed outside the retriever")
         ids, titles, texts = self._check_corpus(corpus)
         docs = [{"title": t, "text": x} for t, x in zip(titles, texts)]
         if self.chunking:
@@ -244,6 +266,10 @@ class Retriever:
         window_ids = np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64)
         try:
             self.index.add(vectors, ids=window_ids)
+            if self.lexical is not None:
+                full = [join_title(t, x) for t, x in zip(titles, texts)]
+                self.lexical.add([full[o][a:b] for o, a, b in zip(owners.tolist(), starts.tolist(), ends.tolist())],
+                                 ids=window_ids)
             self.store.append(ids, titles, texts, owners, starts, ends)
         except BaseException:
             self._forget_windows(window_ids)
@@ -251,10 +277,13 @@ class Retriever:
         return ids
 
     def _forget_windows(self, window_ids: np.ndarray) -> None:
-        """Removes from the index whichever of `window_ids` a failed add left in it."""
-        present = [int(i) for i in window_ids if int(i) in self.index]
-        if present:
-            self.index.remove(present)
+        """Removes from the indexes whichever of `window_ids` a failed add left in them."""
+        for index in (self.index, self.lexical):
+            if index is None:
+                continue
+            present = [int(i) for i in window_ids if int(i) in index]
+            if present:
+                index.remove(present)
 
     def _check_corpus(self, corpus) -> tuple[list[str], list[str], list[str]]:
         if isinstance(corpus, dict):
@@ -304,13 +333,14 @@ class Retriever:
 
     # -- search --------------------------------------------------------------------------
     def search(self, queries, top_k: int | None = None, candidates: int | None = None, rerank: bool | None = None,
-               show_progress: bool | None = None) -> list[list[Hit]]:
+               show_progress: bool | None = None, mode: str | None = None) -> list[list[Hit]]:
         """The best documents for each query: a list (one per query) of up to top_k Hits, best first.
 
         queries: a list of str (one str is taken as a list of one). top_k / candidates
         override the retriever's settings for this call; rerank=False skips the reranker
-        (None: rerank when there is one). An empty retriever gives empty lists. The stage
-        times are in ``last_timings``.
+        (None: rerank when there is one). mode: "dense", "lexical" or "hybrid" (None: hybrid
+        when the retriever has a lexical index, else dense). An empty retriever gives empty
+        lists. The stage times are in ``last_timings``.
         """
         started = time.perf_counter()
         queries = check_texts(queries, "queries")
@@ -324,34 +354,65 @@ class Retriever:
         if rerank and self.reranker is None:
             raise InvalidValueError("rerank=True but this retriever has no reranker")
         use_reranker = self.reranker is not None and rerank is not False
-        encode_s = search_s = rerank_s = 0.0
+        mode = self._check_mode(mode)
+        encode_s = search_s = lexical_s = rerank_s = 0.0
         results: list[list[Hit]] = []
         if queries and self.n_chunks:
             for start in range(0, len(queries), self.query_batch_size):
                 batch = queries[start:start + self.query_batch_size]
                 t0 = time.perf_counter()
-                vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
+                dense = lexical = None
+                if mode != "lexical":
+                    vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
                 t1 = time.perf_counter()
-                found = self._first_stage(vectors, candidates)
+                if mode != "lexical":
+                    dense = self._dense_candidates(vectors, candidates)
                 t2 = time.perf_counter()
+                if mode != "dense":
+                    lexical = self._lexical_candidates(batch, candidates)
+                found = dense if lexical is None else lexical if dense is None else [
+                    fuse_candidates(d, x, self.fusion, self.lexical_weight, self.rrf_k, candidates)
+                    for d, x in zip(dense, lexical)]
+                t3 = time.perf_counter()
                 if use_reranker:
                     found = self._rerank(batch, found, show_progress)
-                    rerank_s += time.perf_counter() - t2
+                    rerank_s += time.perf_counter() - t3
                 results.extend(self._hits(docs, scores, windows, top_k) for docs, scores, windows in found)
-                encode_s, search_s = encode_s + t1 - t0, search_s + t2 - t1
+                encode_s, search_s, lexical_s = encode_s + t1 - t0, search_s + t2 - t1, lexical_s + t3 - t2
         else:
             results = [[] for _ in queries]
         total = time.perf_counter() - started
-        self.last_timings = SearchTimings(len(queries), encode_s * 1e3, search_s * 1e3, rerank_s * 1e3, total * 1e3)
+        self.last_timings = SearchTimings(len(queries), encode_s * 1e3, search_s * 1e3, rerank_s * 1e3, total * 1e3,
+                                          lexical_s * 1e3)
         return results
 
-    def _first_stage(self, vectors: np.ndarray, candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _check_mode(self, mode: str | None) -> str:
+        if mode is None:
+            return "dense" if self.lexical is None else "hybrid"
+        if mode not in MODES:
+            raise InvalidValueError(f"mode must be 'dense', 'lexical' or 'hybrid', got {mode!r}")
+        if mode != "dense" and self.lexical is None:
+            raise InvalidValueError(f"mode={mode!r} needs a lexical index; this retriever has none "
+                                    "(build it with Retriever(..., lexical=LexicalIndex()))")
+        return mode
+
+    def _window_budget(self, candidates: int) -> int:
+        """Windows to ask an index for so that about `candidates` distinct documents come back."""
+        return min(self.n_chunks, candidates * min(MAX_WINDOW_OVERSAMPLE, max(self.store.most_windows, 1)))
+
+    def _dense_candidates(self, vectors: np.ndarray, candidates: int) -> list[tuple]:
         """Per query: (document indices, scores, best window of each), best first, at most `candidates`."""
-        k = min(self.n_chunks, candidates * min(MAX_WINDOW_OVERSAMPLE, max(self.store.most_windows, 1)))
-        result = self.index.search(vectors, k)
+        return self._documents(self.index.search(vectors, self._window_budget(candidates)), candidates)
+
+    def _lexical_candidates(self, queries: list[str], candidates: int) -> list[tuple]:
+        """As _dense_candidates, from the lexical index (BM25 scores)."""
+        return self._documents(self.lexical.search(queries, self._window_budget(candidates)), candidates)
+
+    def _documents(self, result, candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A window search result aggregated to documents (see the module docstring, step 2)."""
         out = []
         for ids, scores in zip(result.ids, result.scores):
-            live = ids >= 0
+            live = (ids >= 0) & np.isfinite(scores)
             windows = ids[live].astype(np.int64)
             scores = scores[live]
             docs = self.store.chunk_doc[windows]
@@ -422,6 +483,8 @@ class Retriever:
     def _write(self, folder: Path) -> None:
         checksums = self.store.write(folder)
         self.index.save(folder / INDEX_DIR)
+        if self.lexical is not None:
+            self.lexical.save(folder / LEXICAL_DIR)
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -430,6 +493,7 @@ class Retriever:
             "settings": self.settings.to_dict(),
             "encoder": _model_reference(self.encoder),
             "reranker": None if self.reranker is None else _model_reference(self.reranker),
+            "lexical": self.lexical is not None,
             "files": checksums,
         }
         config["checksum"] = _config_checksum(config)
@@ -468,6 +532,14 @@ class Retriever:
             _check_fingerprint("reranker", reranker, reranker_ref)
         store = DocumentStore.read(path, config.get("files"))
         index = load_index(path / INDEX_DIR, mmap=mmap)
+        lexical = None
+        if config.get("lexical"):
+            from embedrank.index.lexical import LexicalIndex
+
+            lexical = load_index(path / LEXICAL_DIR, mmap=mmap)
+            if not isinstance(lexical, LexicalIndex) or len(lexical) != store.n_windows:
+                raise RetrieverFormatError(f"{path / LEXICAL_DIR}: not a LexicalIndex of the retriever's "
+                                           f"{store.n_windows} windows")
         n_docs, n_chunks = len(store), store.n_windows
         if (config["documents"], config["chunks"]) != (n_docs, n_chunks) or len(index) != n_chunks:
             raise RetrieverFormatError(
@@ -477,8 +549,48 @@ class Retriever:
             raise InvalidValueError(f"the saved index holds {index.dim}-dimensional vectors but the encoder makes "
                                     f"{encoder.dim}")
         retriever = cls.__new__(cls)
-        retriever._assemble(encoder, index, reranker, settings, store)
+        retriever._assemble(encoder, index, reranker, settings, store, lexical)
         return retriever
+
+    # -- hybrid: the lexical weight --------------------------------------------------------
+    def choose_lexical_weight(self, queries, qrels, weights=LEXICAL_WEIGHTS) -> tuple[float, dict]:
+        """Sets ``lexical_weight`` to the weight whose fused first stage has the best NDCG@10 on
+        held-out queries ({qid: text}, with their qrels; never the test set) and returns
+        (weight, report). Saved with the retriever like every setting."""
+        if self.lexical is None:
+            raise InvalidValueError("choose_lexical_weight needs a lexical index; this retriever has none")
+        if not isinstance(queries, dict) or not queries:
+            raise InvalidValueError("queries must be a non-empty dict {query id: text}")
+        qids = [q for q in queries if q in qrels]
+        if not qids:
+            raise InvalidValueError("none of the queries has qrels")
+        texts = check_texts([queries[q] for q in qids], "queries")
+        dense, lexical = {}, {}
+        for start in range(0, len(qids), self.query_batch_size):
+            batch = texts[start:start + self.query_batch_size]
+            vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
+            for q, d, x in zip(qids[start:], self._dense_candidates(vectors, self.candidates),
+                               self._lexical_candidates(batch, self.candidates)):
+                dense[q], lexical[q] = d, x
+        weight, report = choose_lexical_weight(dense, lexical, self.store.doc_ids, qrels, self.fusion, self.rrf_k,
+                                               weights, self.candidates)
+        self.lexical_weight = weight
+        return weight, report
+
+
+def _check_lexical(lexical):
+    from embedrank.index.lexical import LexicalIndex
+
+    if lexical is None or lexical is False:
+        return None
+    if lexical is True:
+        return LexicalIndex()
+    if not isinstance(lexical, LexicalIndex):
+        raise InvalidTypeError(f"lexical must be None, True or a LexicalIndex, got {type(lexical).__name__}")
+    if len(lexical) != 0:
+        raise InvalidValueError(f"the lexical index already holds {len(lexical)} documents; a Retriever starts "
+                                "from an empty one")
+    return lexical
 
 
 def _model_reference(model) -> dict:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from embedrank.errors import InvalidTypeError, InvalidValueError
 from embedrank.utils.checks import check_positive_int
 
-__all__ = ["AGGREGATES", "RERANK_TEXTS", "RetrieverSettings"]
+__all__ = ["AGGREGATES", "FUSIONS", "RERANK_TEXTS", "RetrieverSettings"]
 
 AGGREGATES = ("max", "mean")
 RERANK_TEXTS = ("passage", "document")
+FUSIONS = ("convex", "rrf")
 # Settings that retriever.json files written before them lack.
-OPTIONAL_IN_FILES = ("first_stage_weight",)
+OPTIONAL_IN_FILES = ("first_stage_weight", "fusion", "lexical_weight", "rrf_k")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class RetrieverSettings:
     "mean" of a document's window scores; rerank_text: "passage" (the best window) or
     "document"; first_stage_weight: finite float >= 0 added as weight x first-stage score to
     the cross-encoder logit (0: the logit alone); query_batch_size: queries per batch;
-    batch_size: texts per encoder / cross-encoder batch.
+    batch_size: texts per encoder / cross-encoder batch. Hybrid search (a retriever with a
+    lexical index): fusion "convex" (each side's candidate scores min-max normalized, then
+    (1 - lexical_weight) x dense + lexical_weight x lexical) or "rrf" (reciprocal rank fusion,
+    (1 - lexical_weight) / (rrf_k + dense rank) + lexical_weight / (rrf_k + lexical rank));
+    lexical_weight in [0, 1].
     """
 
     candidates: int = 100
@@ -46,6 +51,9 @@ class RetrieverSettings:
     query_batch_size: int = 32
     batch_size: int = 32
     first_stage_weight: float = 0.0
+    fusion: str = "convex"
+    lexical_weight: float = 0.5
+    rrf_k: int = 60
 
     def __post_init__(self) -> None:
         def put(name, value):
@@ -70,6 +78,13 @@ class RetrieverSettings:
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
             raise InvalidValueError(f"first_stage_weight must be a finite number >= 0, got {weight!r}")
         put("first_stage_weight", float(weight))
+        if self.fusion not in FUSIONS:
+            raise InvalidValueError(f"fusion must be 'convex' or 'rrf', got {self.fusion!r}")
+        weight = self.lexical_weight
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight <= 1:
+            raise InvalidValueError(f"lexical_weight must be a number in [0, 1], got {weight!r}")
+        put("lexical_weight", float(weight))
+        put("rrf_k", check_positive_int(self.rrf_k, "rrf_k"))
 
     def replace(self, **changes) -> RetrieverSettings:
         """A copy with `changes` applied and checked (unknown names: InvalidTypeError)."""
