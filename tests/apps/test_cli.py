@@ -292,6 +292,33 @@ def test_index_search_and_eval_a_retriever(adi_retriever):
 
 
 @needs_adi
+def test_index_lexical_and_search_modes(minilm_export, tmp_path):
+    from embedrank.retrieval.retriever import Retriever
+
+    out = tmp_path / "hybrid"
+    built = run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(out), "--quiet",
+                    "--lexical", "--fusion", "rrf", "--lexical-weight", "0.4")
+    assert built.returncode == 0, built.stderr
+    assert "BM25" in built.stdout
+    retriever = Retriever.load(out)
+    assert (retriever.fusion, retriever.lexical_weight) == ("rrf", 0.4) and retriever.lexical is not None
+    for mode in ("dense", "lexical", "hybrid"):
+        found = run_cli("search", str(out), "indexing of documents", "-k", "3", "--json", "--mode", mode)
+        assert found.returncode == 0, found.stderr
+        assert [h["doc_id"] for h in json.loads(found.stdout)[0]] == \
+            [h.doc_id for h in retriever.search("indexing of documents", top_k=3, mode=mode)[0]]
+    scored = run_cli("eval", str(out), "--data", str(ADI), "--json", "--metrics", "ndcg@10", "--mode", "lexical")
+    assert scored.returncode == 0, scored.stderr
+
+
+@needs_adi
+def test_search_mode_needs_a_lexical_index(adi_retriever):
+    failed = run_cli("search", str(adi_retriever), "anything", "--mode", "lexical")
+    assert failed.returncode != 0 and "needs a lexical index" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+@needs_adi
 def test_index_user_errors(minilm_export, adi_retriever, tmp_path):
     assert_user_error(run_cli("index", "--model", str(minilm_export), "--data", str(ADI), "--out", str(adi_retriever)),
                       "not empty")

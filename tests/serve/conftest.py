@@ -94,7 +94,7 @@ def serve_models(minilm_export, minilm_source, tmp_path_factory):
     corpus, _, _ = embedrank.load_beir(SHARED_DATA / "adi", split="test")
     encoder = embedrank.Encoder.load(minilm_export)
     retriever = embedrank.Retriever(encoder, FlatIndex(encoder.dim), embedrank.CrossEncoder.load(cross_encoder),
-                                    candidates=20, top_k=5)
+                                    candidates=20, top_k=5, lexical=True)
     retriever.add(corpus)
     folder = retriever.save(tmp_path_factory.mktemp("serve") / "adi-retriever")
     return minilm_export, cross_encoder, folder

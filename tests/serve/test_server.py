@@ -104,15 +104,16 @@ def test_rerank_equals_predict(server, serve_models):
 def test_search_equals_retriever(server, serve_models):
     retriever = embedrank.Retriever.load(serve_models[2])
     queries = ["how are documents indexed", "evaluation of retrieval systems"]
-    for rerank in (False, True):
-        status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, "rerank": rerank})
+    for rerank, mode in ((False, None), (True, None), (False, "dense"), (False, "lexical"), (True, "hybrid")):
+        status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, "rerank": rerank,
+                                                           "mode": mode})
         assert status == 200, body
-        expected = retriever.search(queries, top_k=5, rerank=rerank)
+        expected = retriever.search(queries, top_k=5, rerank=rerank, mode=mode)
         for result, hits in zip(body["results"], expected):
             assert [h["doc_id"] for h in result["hits"]] == [h.doc_id for h in hits]
             assert max(abs(a["score"] - b.score) for a, b in zip(result["hits"], hits)) <= 1e-4
             assert result["hits"][0]["passage"] == hits[0].passage
-            assert set(result["timings_ms"]) >= {"encode", "search", "rerank", "total", "request"}
+            assert set(result["timings_ms"]) >= {"encode", "search", "lexical", "rerank", "total", "request"}
     status, _, one = request(server.url + "/search", {"query": queries[0]})
     assert status == 200 and len(one["hits"]) == retriever.top_k
 
@@ -151,6 +152,7 @@ def test_health_models_metrics_and_page(server):
     ("/search", {"query": "a", "queries": ["b"]}, 422, "exactly one"),
     ("/search", {"query": "a", "top_k": "ten"}, 422, "top_k"),
     ("/search", {"query": "a", "filter": {"lang": "en"}}, 422, "filter"),
+    ("/search", {"query": "a", "mode": "sparse"}, 422, "mode"),
 ])
 def test_bad_requests_get_a_clear_4xx(server, path, body, status, needle):
     got, _, answer = request(server.url + path, body)

@@ -153,11 +153,18 @@ def _index(args: argparse.Namespace) -> int:
     index = _make_index(args.index, encoder.dim, args.precision, rescore)
     reranker = (CrossEncoder.load(args.reranker, variant=args.reranker_variant, num_threads=args.threads)
                 if args.reranker else None)
+    lexical = None
+    if args.lexical:
+        from embedrank.index.lexical import LexicalIndex
+
+        lexical = LexicalIndex(language=None if args.language == "none" else args.language)
     retriever = Retriever(encoder, index, reranker=reranker, candidates=args.candidates, top_k=args.top_k,
-                          chunking=not args.no_chunking, first_stage_weight=args.first_stage_weight)
+                          chunking=not args.no_chunking, first_stage_weight=args.first_stage_weight,
+                          lexical=lexical, fusion=args.fusion, lexical_weight=args.lexical_weight)
     retriever.add(corpus, show_progress=_progress(args))
     retriever.save(out)
-    print(f"{out}: {len(corpus)} documents, {len(index)} vectors ({args.index}, {args.precision})")
+    print(f"{out}: {len(corpus)} documents, {len(index)} vectors ({args.index}, {args.precision})"
+          f"{' + BM25 over the same windows' if lexical is not None else ''}")
     return 0
 
 
@@ -166,7 +173,7 @@ def _search(args: argparse.Namespace) -> int:
 
     retriever = Retriever.load(args.retriever, num_threads=args.threads)
     results = retriever.search(args.queries, top_k=args.k, rerank=False if args.no_rerank else None,
-                               show_progress=_progress(args))
+                               show_progress=_progress(args), mode=args.mode)
     if args.json:
         print(json.dumps([[{"doc_id": h.doc_id, "score": float(h.score), "passage": h.passage} for h in hits]
                           for hits in results], ensure_ascii=False, indent=1))
@@ -225,7 +232,8 @@ def _eval(args: argparse.Namespace) -> int:
         retriever = Retriever.load(args.retriever, num_threads=args.threads)
         ids = list(queries)
         hits = retriever.search([queries[q] for q in ids], top_k=args.depth,
-                                rerank=False if args.no_rerank else None, show_progress=_progress(args))
+                                rerank=False if args.no_rerank else None, show_progress=_progress(args),
+                                mode=args.mode)
         run = {qid: {h.doc_id: float(h.score) for h in found} for qid, found in zip(ids, hits)}
         if args.save_run:
             write_trec_run(run, args.save_run, tag="embedrank")
@@ -334,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--first-stage-weight", type=arguments.non_negative_float, default=0.0,
                        help="rerank score = cross-encoder logit + this x bi-encoder score (choose it on held-out queries)")
     index.add_argument("--no-chunking", action="store_true", help="embed documents whole (truncated)")
+    index.add_argument("--lexical", action="store_true",
+                       help="also index the windows with BM25 (hybrid search: see `search --mode`)")
+    index.add_argument("--language", default="english",
+                       help="the BM25 analyzer's Snowball stemmer language, or 'none' (with --lexical)")
+    index.add_argument("--fusion", choices=("convex", "rrf"), default="convex",
+                       help="hybrid fusion: min-max normalized scores mixed, or reciprocal rank fusion")
+    index.add_argument("--lexical-weight", type=float, default=0.5, help="weight of the BM25 side in [0, 1]")
     index.add_argument("--overwrite", action="store_true")
     index.set_defaults(handler=_index)
 
@@ -343,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", nargs="+", help="one or more queries")
     search.add_argument("-k", type=arguments.positive_int, default=None, help="results per query (default: the retriever's)")
     search.add_argument("--no-rerank", action="store_true", help="first stage only")
+    search.add_argument("--mode", choices=("dense", "lexical", "hybrid"), default=None,
+                        help="first stage (default: hybrid for a retriever built with --lexical, else dense)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.add_argument("--width", type=arguments.positive_int, default=120, help="passage characters shown")
     search.set_defaults(handler=_search)
@@ -360,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "mrr@10,precision@10)")
     evaluate.add_argument("--depth", type=arguments.positive_int, default=100, help="documents retrieved per query")
     evaluate.add_argument("--no-rerank", action="store_true")
+    evaluate.add_argument("--mode", choices=("dense", "lexical", "hybrid"), default=None,
+                        help="first stage (default: hybrid for a retriever built with --lexical, else dense)")
     evaluate.add_argument("--save-run", default=None, help="also write the run as a TREC file")
     evaluate.add_argument("--per-query", action="store_true")
     evaluate.add_argument("--json", action="store_true")

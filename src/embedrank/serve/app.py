@@ -104,10 +104,10 @@ class Service:
         return scores, None
 
     def _search(self, queries: list[str], settings: tuple):
-        top_k, rerank = settings
+        top_k, rerank, mode = settings
         lock = self._lock(self.retriever.encoder)
         with lock:
-            hits = self.retriever.search(queries, top_k=top_k, rerank=rerank, show_progress=False)
+            hits = self.retriever.search(queries, top_k=top_k, rerank=rerank, show_progress=False, mode=mode)
             timings = self.retriever.last_timings
         per_query = timings.per_query_ms() if timings is not None else {}
         return hits, [per_query] * len(queries)
@@ -304,11 +304,17 @@ async def search(request):
         raise RequestError(422, f"'rerank' must be true, false or absent, got {rerank_value!r}", "rerank")
     if rerank_value and service.retriever.reranker is None:
         raise RequestError(422, "rerank=true but this retriever has no reranker", "rerank")
+    mode = data.get("mode")
+    if mode is not None and mode not in ("dense", "lexical", "hybrid"):
+        raise RequestError(422, f"'mode' must be \"dense\", \"lexical\" or \"hybrid\", got {mode!r}", "mode")
+    if mode in ("lexical", "hybrid") and service.retriever.lexical is None:
+        raise RequestError(422, f"mode={mode!r} needs a retriever built with a lexical index "
+                                "(embedrank index --lexical)", "mode")
     if data.get("filter") is not None:
         raise RequestError(422, "'filter' is not supported by this server's retriever", "filter")
     started = time.perf_counter()
     try:
-        hits, timings = await service.searcher.run(queries, (top_k, rerank_value),
+        hits, timings = await service.searcher.run(queries, (top_k, rerank_value, mode),
                                                    disconnected=_disconnect_watcher(request))
     except QueueFullError as error:
         raise RequestError(429, f"the server is busy: {error}", kind="rate_limit") from None
