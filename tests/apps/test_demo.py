@@ -96,9 +96,13 @@ def test_whole_demo_on_adi(minilm_export, tmp_path, capsys):
     assert "(cached)" in out and "reranker: none (the data set has no train split" in out
     assert out.count("\n  Q: ") == 2 and "[5/5] evaluation on 35 test queries" in out
     rows = {row["config"]: row for row in figures["rows"]}
-    assert len(rows) == 4 and not any("rerank" in config for config in rows)
+    assert len(rows) == 7 and not any("rerank" in config for config in rows)
     exact = rows["exact float32"]
     assert 0.3 < exact["ndcg@10"] <= 1 and 0 < exact["recall@100"] <= 1  # MiniLM on ADI: far above random
-    for row in rows.values():  # rescoring and HNSW recover exact search on 82 documents
-        assert row["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=0.02)
+    dense = [config for config in rows if "BM25" not in config]
+    for config in dense:  # rescoring and HNSW recover exact search on 82 documents
+        assert rows[config]["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=0.02)
+    bm25 = rows["BM25 (LexicalIndex, English stems)"]["ndcg@10"]
+    hybrid = rows["hybrid float32 + BM25 (convex, weight 0.5)"]["ndcg@10"]
+    assert 0.3 < bm25 <= 1 and hybrid > max(bm25, exact["ndcg@10"])
     assert (cache / "embeddings.sqlite").is_file()

@@ -11,7 +11,8 @@
 3. index: the corpus chunked, embedded (embeddings cached) and indexed;
 4. example questions answered with two-stage retrieval, the passages shown;
 5. the evaluation table: NDCG@10 and Recall@100 on the test queries for exact float32, int8 and
-   binary (both rescored with float32), HNSW, and float32 + rerank; then throughput.
+   binary (both rescored with float32), HNSW, float32 + rerank, BM25 (LexicalIndex), hybrid
+   (dense + BM25, convex and RRF fusion) and hybrid + rerank; then throughput.
 
 Everything expensive lives in the cache folder (~/.cache/embedrank/demo by default), so a second
 run takes a fraction of the first.
@@ -175,7 +176,8 @@ def _rerank_on_top(first_stage: list, reranked: list) -> list:
     return merged
 
 
-def _evaluate_config(label: str, retriever, data: DemoData, rerank: bool, depth: int, show_progress) -> dict:
+def _evaluate_config(label: str, retriever, data: DemoData, rerank: bool, depth: int, show_progress,
+                     mode: str | None = None) -> dict:
     """Searches every test query (best `depth` documents; with rerank, the best EVAL_RERANK_DEPTH
     reranked and the rest in first-stage order); NDCG@10, Recall@100, time per query."""
     from embedrank.data.evaluation import evaluate
@@ -185,11 +187,12 @@ def _evaluate_config(label: str, retriever, data: DemoData, rerank: bool, depth:
     started = time.perf_counter()
     if rerank:
         top = retriever.search(texts, top_k=EVAL_RERANK_DEPTH, candidates=EVAL_RERANK_DEPTH, rerank=True,
-                               show_progress=show_progress)
+                               show_progress=show_progress, mode=mode)
         timings = retriever.last_timings
-        hits = _rerank_on_top(retriever.search(texts, top_k=depth, candidates=depth, rerank=False), top)
+        hits = _rerank_on_top(retriever.search(texts, top_k=depth, candidates=depth, rerank=False, mode=mode), top)
     else:
-        hits = retriever.search(texts, top_k=depth, candidates=depth, rerank=False, show_progress=show_progress)
+        hits = retriever.search(texts, top_k=depth, candidates=depth, rerank=False, show_progress=show_progress,
+                                mode=mode)
         timings = retriever.last_timings
     seconds = time.perf_counter() - started
     ranked = {qid: {h.doc_id: float(len(found) - rank) for rank, h in enumerate(found)}
@@ -245,7 +248,7 @@ def run_demo(data: str | os.PathLike | None = None, cache_dir: str | os.PathLike
     from embedrank.models.cache import EmbeddingCache
     from embedrank.models.cross_encoder import CrossEncoder
     from embedrank.models.encoder import Encoder, TruncationWarning
-    from embedrank.index import FlatIndex, HNSWIndex
+    from embedrank.index import FlatIndex, HNSWIndex, LexicalIndex
     from embedrank.kernels import capabilities
     from embedrank.retrieval.retriever import Retriever
 
@@ -278,8 +281,8 @@ def run_demo(data: str | os.PathLike | None = None, cache_dir: str | os.PathLike
                                    show_progress, max_steps=10 if quick else RERANKER_MAX_STEPS)
     reranker = CrossEncoder.load(reranker_dir, variant="int8") if reranker_dir else None
 
-    def build(index) -> Retriever:
-        retriever = Retriever(encoder, index, candidates=RERANK_CANDIDATES, top_k=10)
+    def build(index, lexical=None) -> Retriever:
+        retriever = Retriever(encoder, index, candidates=RERANK_CANDIDATES, top_k=10, lexical=lexical)
         retriever.add(dataset.corpus, show_progress=False)  # the vectors come from the embedding cache
         return retriever
 
@@ -304,6 +307,20 @@ def run_demo(data: str | os.PathLike | None = None, cache_dir: str | os.PathLike
     if reranker is not None:
         rows.append(_evaluate_config(f"float32 + rerank top {EVAL_RERANK_DEPTH} (int8 CE, fusion {fusion_weight:g})",
                                      flat, dataset, True, 100, show_progress))
+    # lexical and hybrid: BM25 over the same windows, fused with the dense side (convex, weight 0.5)
+    hybrid = build(FlatIndex(encoder.dim), lexical=LexicalIndex())
+    rows.append(_evaluate_config("BM25 (LexicalIndex, English stems)", hybrid, dataset, False, 100, show_progress,
+                                 mode="lexical"))
+    rows.append(_evaluate_config("hybrid float32 + BM25 (convex, weight 0.5)", hybrid, dataset, False, 100,
+                                 show_progress, mode="hybrid"))
+    hybrid.fusion = "rrf"
+    rows.append(_evaluate_config("hybrid float32 + BM25 (RRF, k=60)", hybrid, dataset, False, 100, show_progress,
+                                 mode="hybrid"))
+    hybrid.fusion = "convex"
+    if reranker is not None:
+        hybrid.reranker, hybrid.first_stage_weight = reranker, fusion_weight
+        rows.append(_evaluate_config(f"hybrid + rerank top {EVAL_RERANK_DEPTH} (int8 CE, fusion {fusion_weight:g})",
+                                     hybrid, dataset, True, 100, show_progress, mode="hybrid"))
     _say(_table(rows))
 
     n_queries = len(dataset.queries)
@@ -315,7 +332,7 @@ def run_demo(data: str | os.PathLike | None = None, cache_dir: str | os.PathLike
     uncached.encode_queries([dataset.queries[q] for q in dataset.queries], show_progress=False)
     _say(f"    query encoding (no cache, batches of 32): {1e3 * (time.perf_counter() - t0) / n_queries:.2f} ms/query")
     for row in rows:
-        search_ms = row["timings"].search_ms / n_queries
+        search_ms = (row["timings"].search_ms + row["timings"].lexical_ms) / n_queries
         line = f"    {row['config']}: search {search_ms:.2f} ms/query"
         if row["timings"].rerank_ms:
             pairs = n_queries * EVAL_RERANK_DEPTH
