@@ -259,6 +259,13 @@ def test_postgres_specific_bad_input(pg, name):
     assert len(index) == 0
     index.add(unit_rows(1), ids=["a"], metadata=[{"ok": "a\\u0000"}])  # a backslash, not a NUL
     assert index.get_metadata("a") == [{"ok": "a\\u0000"}]
+    assert "a\x00" not in index  # an id the table cannot hold is simply absent
+    with pytest.raises(UnknownIdError, match="ids not in the index"):
+        index.remove(["a", "a\x00"])
+    with pytest.raises(UnknownIdError, match="ids not in the index"):
+        index.get_metadata(["a\x00"])
+    assert index.search(unit_rows(1), 2, filter=["a\x00", "a"]).ids.tolist() == [["a", None]]
+    assert index.ids().tolist() == ["a"]
     for kwargs, error in [({"precision": "fp16"}, InvalidValueError), ({"rescore": "int8"}, InvalidValueError),
                           ({"id_kind": "uuid"}, InvalidValueError), ({"ef_search": 0}, InvalidValueError),
                           ({"ef_search": 1001}, InvalidValueError), ({"oversample": 1.5}, InvalidTypeError)]:

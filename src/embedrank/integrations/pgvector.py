@@ -629,7 +629,7 @@ class PgVectorIndex:
 
         def work(cur, state):
             layout = self._current_layout(cur)
-            if layout is None or layout.id_kind != kind:
+            if layout is None or layout.id_kind != kind or not _storable(ids.tolist()):
                 return False
             return cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE id = %s)").format(self._ident),
                                (ids.tolist()[0],)).fetchone()[0]
@@ -658,9 +658,9 @@ class PgVectorIndex:
             self._check_kind(layout, kind)
             values = wanted.tolist()
             found = {}
-            if layout is not None and values:
+            if layout is not None and _storable(values):
                 found = dict(cur.execute(sql.SQL("SELECT id, metadata FROM {} WHERE id = ANY(%s::{}[])").format(
-                    self._ident, _id_type(layout)), (values,)))
+                    self._ident, _id_type(layout)), (_storable(values),)))
             missing = [v for v in values if v not in found]
             if missing:
                 raise UnknownIdError(f"ids not in the index: {show_ids(missing)}")
@@ -827,7 +827,7 @@ class PgVectorIndex:
                 raise UnknownIdError(f"ids not in the index: {show_ids(values)}")
             self._lock(cur)
             gone = {row[0] for row in cur.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s::{}[]) RETURNING id").format(
-                self._ident, _id_type(layout)), (values,))}
+                self._ident, _id_type(layout)), (_storable(values),))}
             missing = [v for v in values if v not in gone]
             if missing:  # raising rolls the DELETE back
                 raise UnknownIdError(f"ids not in the index: {show_ids(missing)}")
@@ -994,7 +994,7 @@ class PgVectorIndex:
             conditions = compile_filter(filter)
         elif filter is not None:
             allowed, allowed_kind = normalize_ids(list(filter) if isinstance(filter, (set, frozenset)) else filter)
-            allowed = list(dict.fromkeys(allowed.tolist()))
+            allowed = _storable(list(dict.fromkeys(allowed.tolist())))
         nq = q.shape[0]
 
         def work(cur, state):
@@ -1167,6 +1167,11 @@ def _id_array(values: list, kind: str) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def _storable(values: list) -> list:
+    """The ids a table can hold (a str with a NUL character cannot be one, so it is never found)."""
+    return [v for v in values if not isinstance(v, str) or "\x00" not in v]
 
 
 def _check_text_ids(ids: np.ndarray) -> None:
