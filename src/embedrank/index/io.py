@@ -29,7 +29,8 @@ __all__ = ["index_types", "load_index", "register_index_type", "save_index"]
 _REGISTRY: dict[str, type] = {}
 # Where the built-in classes live, so a saved index finds its class before anything imported it.
 _BUILTIN_MODULES = {"FlatIndex": "embedrank.index.flat", "HNSWIndex": "embedrank.index.hnsw",
-                    "LexicalIndex": "embedrank.index.lexical"}
+                    "LexicalIndex": "embedrank.index.lexical",
+                    "PgVectorIndex": "embedrank.integrations.pgvector"}
 
 
 def register_index_type(type_name: str, cls: type) -> None:
@@ -103,6 +104,9 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, 
 def _load_locked(path, mmap: bool, verify: bool) -> BaseIndex:
     directory, manifest = read_manifest(path, verify=verify, recover=False)
     cls = _index_class(manifest["type"], directory)
+    open_reference = getattr(cls, "_open_saved_reference", None)
+    if open_reference is not None:  # vectors kept elsewhere (PgVectorIndex: a table): the folder only names them
+        return open_reference(directory, manifest)
     if METADATA_FILE not in manifest["files"]:
         raise IndexFormatError(f"{directory / METADATA_FILE}: missing from the manifest's file list")
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from embedrank.errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["MetadataStore", "METADATA_FILE", "prepare_metadata"]
+__all__ = ["MetadataStore", "METADATA_FILE", "compile_filter", "prepare_metadata"]
 
 METADATA_FILE = "metadata.sqlite"
 SCHEMA_VERSION = 1
@@ -129,6 +129,32 @@ def prepare_metadata(metadata, n: int) -> list[Prepared | None] | None:
     return [_prepare_one(item, i) for i, item in enumerate(metadata)]
 
 
+def compile_filter(conditions) -> dict[str, list[str]]:
+    """A metadata filter dict, checked: field -> the sorted canonical JSON values it accepts.
+
+    The one reading of the filter grammar (see the module docstring), shared by every store
+    that evaluates filters (this SQLite store, embedrank.integrations.pgvector's SQL). A field
+    mapped to an empty list accepts nothing. Errors: a non-dict filter, a non-str field name, a
+    dict or other non-list iterable as a value (an operator such as ``{"$ne": 1}`` included),
+    or a value that is not a str/int/float/bool/None: InvalidTypeError; NaN or Inf:
+    InvalidValueError.
+    """
+    if not isinstance(conditions, Mapping):
+        raise InvalidTypeError(f"a metadata filter must be a dict, got {type(conditions).__name__}")
+    compiled: dict[str, list[str]] = {}
+    for key, wanted in conditions.items():
+        if not isinstance(key, str):
+            raise InvalidTypeError(f"filter field names must be str, got {type(key).__name__} ({key!r})")
+        if isinstance(wanted, (list, tuple, set, frozenset, np.ndarray)):
+            values = list(wanted.tolist() if isinstance(wanted, np.ndarray) else wanted)
+            compiled[key] = sorted({canonical(v, f"filter[{key!r}]") for v in values})
+        elif isinstance(wanted, (Mapping,)) or (not isinstance(wanted, (str, bytes)) and hasattr(wanted, "__iter__")):
+            raise InvalidTypeError(f"filter[{key!r}] must be a value or a list of values, got {type(wanted).__name__}")
+        else:
+            compiled[key] = [canonical(wanted, f"filter[{key!r}]")]
+    return compiled
+
+
 def _filter_key(conditions: dict) -> tuple:
     return tuple(sorted((k, tuple(sorted(v))) for k, v in conditions.items()))
 
@@ -222,19 +248,7 @@ class MetadataStore:
 
     def match(self, conditions) -> np.ndarray | None:
         """Sorted int64 slots whose metadata satisfies every condition (None: no conditions)."""
-        if not isinstance(conditions, Mapping):
-            raise InvalidTypeError(f"a metadata filter must be a dict, got {type(conditions).__name__}")
-        compiled: dict[str, list[str]] = {}
-        for key, wanted in conditions.items():
-            if not isinstance(key, str):
-                raise InvalidTypeError(f"filter field names must be str, got {type(key).__name__} ({key!r})")
-            if isinstance(wanted, (list, tuple, set, frozenset, np.ndarray)):
-                values = list(wanted.tolist() if isinstance(wanted, np.ndarray) else wanted)
-                compiled[key] = sorted({canonical(v, f"filter[{key!r}]") for v in values})
-            elif isinstance(wanted, (Mapping,)) or (not isinstance(wanted, (str, bytes)) and hasattr(wanted, "__iter__")):
-                raise InvalidTypeError(f"filter[{key!r}] must be a value or a list of values, got {type(wanted).__name__}")
-            else:
-                compiled[key] = [canonical(wanted, f"filter[{key!r}]")]
+        compiled = compile_filter(conditions)
         cache_key = _filter_key(compiled)
         with self._mutex:
             cached = self._cache.get(cache_key)

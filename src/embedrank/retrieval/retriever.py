@@ -140,7 +140,8 @@ class SearchTimings:
 class Retriever:
     """Dense, lexical or hybrid retrieval with optional cross-encoder reranking (see the module docstring).
 
-    encoder: an embedrank Encoder; index: an empty FlatIndex or HNSWIndex of the encoder's
+    encoder: an embedrank Encoder; index: an empty FlatIndex, HNSWIndex or PgVectorIndex
+    (embedrank.integrations.pgvector: the vectors in a Postgres table) of the encoder's
     dimension; reranker: a CrossEncoder or None; lexical: None, an empty LexicalIndex, or True
     (a LexicalIndex with its defaults). The other arguments are the fields of
     :class:`RetrieverSettings` (candidates, top_k, chunking, aggregate, rerank_text,
@@ -159,7 +160,7 @@ class Retriever:
         for method in ("add", "search", "save", "__len__"):
             if not hasattr(index, method):
                 raise InvalidTypeError(
-                    f"index must be an embedrank index (FlatIndex or HNSWIndex), got {type(index).__name__}")
+                    f"index must be an embedrank index (FlatIndex, HNSWIndex or PgVectorIndex), got {type(index).__name__}")
         if index.dim != encoder.dim:
             raise InvalidValueError(f"the index holds {index.dim}-dimensional vectors but the encoder makes {encoder.dim}")
         if len(index) != 0:
