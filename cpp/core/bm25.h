@@ -3,9 +3,15 @@
 // A segment maps its sorted term ids to posting ranges: the postings of terms[i] are
 // docs[offsets[i]:offsets[i+1]] (slots, increasing) with term frequencies tfs[...]. A query is
 // a list of (term id, weight) pairs, weight = idf x the term's count in the query. A posting
-// adds weight * tf / (tf + doc_norm[slot]) to its slot's score (Lucene's BM25; doc_norm[slot]
-// = k1 * (1 - b + b * length / mean length)). Scores are accumulated term at a time in a dense
-// per-worker array, then the k best touched slots are kept (ties to the lower slot).
+// adds weight * (tf / (tf + doc_norm[slot])) to its slot's score (Lucene's BM25; doc_norm[slot]
+// = k1 * (1 - b + b * length / mean length)). A document's postings all live in one segment.
+//
+// Two exact strategies, same results: document at a time with MaxScore pruning (Turtle and
+// Flood 1995): the query's terms sorted by their score upper bound, documents that only the
+// low-bound terms hold are skipped once the k-th best score passes the sum of those bounds,
+// and the low-bound lists are probed by galloping search only for promising documents; used
+// for queries of up to MAXSCORE_MAX_TERMS terms. Longer queries: term at a time into a dense
+// per-worker accumulator. Ties go to the lower slot.
 #pragma once
 
 #include <cstddef>
@@ -21,7 +27,13 @@ struct PostingSegment {
   const int32_t* docs;     // [n_postings] slots
   const float* tfs;        // [n_postings] > 0
   size_t n_postings;
+  // [n_terms] per term: max over its postings of tf / (tf + doc_norm[slot]), NaN until first
+  // needed (filled in here; the caller resets it to NaN whenever doc_norm changes). May be null
+  // (then the term-at-a-time path is used).
+  float* bounds;
 };
+
+constexpr size_t MAXSCORE_MAX_TERMS = 32;
 
 struct Bm25Query {
   const int32_t* terms;   // [n] term ids of all queries, concatenated

@@ -20,6 +20,7 @@ class ScoreHeap {
   // Scores strictly above this may enter (everything may while the heap is not full).
   float threshold() const { return size_ < k_ ? -INFINITY : scores_[0]; }
   size_t size() const { return size_; }
+  size_t capacity() const { return k_; }
   const float* scores() const { return scores_; }
   const int64_t* ids() const { return ids_; }
 

@@ -45,7 +45,8 @@ void register_lexical(py::module_& m) {
     return py::make_tuple(vocabulary, codes, bounds);
   });
 
-  // (segments: list of (terms int32 [t], offsets int64 [t+1], docs int32 [p], tfs float32 [p]),
+  // (segments: list of (terms int32 [t], offsets int64 [t+1], docs int32 [p], tfs float32 [p],
+  //                     bounds None | float32 [t], written: the per-term bound cache),
   //  query_terms int32 [n], query_weights float32 [n], query_bounds int64 [Q+1], doc_norm float32 [slots],
   //  allow None | uint8 [slots], k, out_scores float32 [Q, k], out_slots int64 [Q, k], num_threads)
   m.def("bm25_topk", [](const py::list& segments, CArray<int32_t> q_terms, CArray<float> q_weights,
@@ -55,7 +56,7 @@ void register_lexical(py::module_& m) {
     std::vector<py::object> keep;  // the arrays stay referenced while the GIL is released
     for (const py::handle& item : segments) {
       auto parts = item.cast<py::tuple>();
-      require(parts.size() == 4, "each segment must be (terms, offsets, docs, tfs)");
+      require(parts.size() == 5, "each segment must be (terms, offsets, docs, tfs, bounds)");
       auto terms = parts[0].cast<CArray<int32_t>>();
       auto offsets = parts[1].cast<CArray<int64_t>>();
       auto docs = parts[2].cast<CArray<int32_t>>();
@@ -64,8 +65,16 @@ void register_lexical(py::module_& m) {
               "segment arrays must be 1-D");
       require(offsets.shape(0) == terms.shape(0) + 1, "segment offsets must have one entry more than terms");
       require(docs.shape(0) == tfs.shape(0), "segment docs and tfs differ in length");
+      float* bounds_ptr = nullptr;
+      if (!parts[4].is_none()) {
+        auto bounds = parts[4].cast<CArray<float>>();
+        require(bounds.ndim() == 1 && bounds.shape(0) == terms.shape(0) && bounds.writeable(),
+                "segment bounds must be a writable float32 array with one entry per term");
+        bounds_ptr = bounds.mutable_data();
+        keep.push_back(bounds);
+      }
       segs.push_back(PostingSegment{terms.data(), static_cast<size_t>(terms.shape(0)), offsets.data(), docs.data(),
-                                    tfs.data(), static_cast<size_t>(docs.shape(0))});
+                                    tfs.data(), static_cast<size_t>(docs.shape(0)), bounds_ptr});
       keep.push_back(terms);
       keep.push_back(offsets);
       keep.push_back(docs);

@@ -223,18 +223,66 @@ def test_crafted_files_are_index_format_errors(tmp_path, damage):
             load_index(path)
 
 
-def test_kernel_refuses_postings_outside_the_index():
+@pytest.mark.parametrize("maxscore", [False, True])
+def test_kernel_refuses_postings_outside_the_index(maxscore):
+    bounds = np.full(1, np.nan, np.float32) if maxscore else None
     segment = (np.array([0], np.int32), np.array([0, 2], np.int64), np.array([0, 99], np.int32),
-               np.array([1, 1], np.float32))
+               np.array([1, 1], np.float32), bounds)
     scores, slots = np.empty((1, 2), np.float32), np.empty((1, 2), np.int64)
     with pytest.raises(ValueError, match="outside the index"):
         _kernels.bm25_topk([segment], np.array([0], np.int32), np.array([1], np.float32), np.array([0, 1], np.int64),
                            np.ones(3, np.float32), None, 2, scores, slots, 1)
     bad_offsets = (np.array([0], np.int32), np.array([0, 5], np.int64), np.array([0, 1], np.int32),
-                   np.array([1, 1], np.float32))
+                   np.array([1, 1], np.float32), bounds)
     with pytest.raises(ValueError, match="offsets out of range"):
         _kernels.bm25_topk([bad_offsets], np.array([0], np.int32), np.array([1], np.float32),
                            np.array([0, 1], np.int64), np.ones(3, np.float32), None, 2, scores, slots, 1)
+
+
+class _Arguments:
+    def __init__(self, arguments: tuple) -> None:
+        self.arguments = arguments
+
+    def kernel_arguments(self, maxscore: bool) -> tuple:
+        return self.arguments
+
+
+def _search_both_ways(index: LexicalIndex, queries: list[str], k: int, allowed=None):
+    """The kernel's MaxScore path (bound caches given) and its term-at-a-time path (none), on the
+    same postings and queries."""
+    q = index._as_queries(queries)
+    out = []
+    for maxscore in (True, False):
+        segments = [seg.kernel_arguments(maxscore) for seg in index._segments]
+        original = index._segments
+        try:
+            index._segments = [_Arguments(a) for a in segments]
+            out.append(index._search_slots(q, k, allowed, {}))
+        finally:
+            index._segments = original
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n_docs=st.integers(1, 300), k=st.integers(1, 17), batches=st.integers(1, 4),
+       filtered=st.booleans())
+def test_maxscore_and_term_at_a_time_agree(seed, n_docs, k, batches, filtered):
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(60)]
+    p = 1.0 / np.arange(1, 61)
+    p /= p.sum()
+    texts = [" ".join(rng.choice(vocab, size=rng.integers(0, 30), p=p)) for _ in range(n_docs)]
+    index = LexicalIndex(language=None)
+    for part in np.array_split(np.arange(n_docs), batches):  # several segments
+        if part.size:
+            index.add([texts[i] for i in part], ids=part.tolist())
+    queries = [" ".join(rng.choice(vocab, size=rng.integers(1, 8), p=p)) for _ in range(9)]
+    allowed = (rng.random(index._idmap.slot_count) < 0.5) if filtered else None
+    (s1, i1), (s2, i2) = _search_both_ways(index, queries, k, allowed)
+    np.testing.assert_allclose(s1, s2, rtol=1e-5)
+    # ids equal except where two scores tie within rounding
+    differs = i1 != i2
+    assert np.allclose(s1[differs], s2[differs], rtol=1e-5)
 
 
 def test_searches_during_adds_see_whole_batches():
@@ -294,3 +342,21 @@ def test_a_vector_index_manifest_with_null_dim_is_refused(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError):
         load_index(path)
+
+
+def test_large_index_takes_the_maxscore_path_with_the_same_results():
+    from embedrank.index.lexical import MAXSCORE_MIN_SLOTS
+
+    rng = np.random.default_rng(11)
+    vocab = np.array([f"t{i}" for i in range(3000)], dtype=object)
+    p = 1.0 / np.arange(1, 3001) ** 1.1
+    p /= p.sum()
+    n = MAXSCORE_MIN_SLOTS + 1000
+    words = rng.choice(3000, size=n * 12, p=p).reshape(n, 12)
+    index = LexicalIndex(language=None)
+    index.add([" ".join(vocab[row]) for row in words])
+    queries = [" ".join(vocab[rng.choice(3000, size=4, p=p)]) for _ in range(20)]
+    public = index.search(queries, 10)
+    (_, _), (taat_scores, taat_slots) = _search_both_ways(index, queries, 10)
+    np.testing.assert_allclose(public.scores, taat_scores, rtol=1e-5)
+    assert (public.ids == taat_slots).mean() > 0.99  # only near-ties may swap
