@@ -137,8 +137,8 @@ def test_format_table(rows):
     lines = table.strip().splitlines()
     assert len(lines) == 2 + len(rows)
     assert lines[0].startswith("| precision | dim |")
-    assert any("| binary | 64 | 10x | exact | off |" in line for line in lines)
-    assert any("| float32 | 384 | ef=10xk | hnsw | off |" in line for line in lines)
+    assert any("| binary | 64 | 10x | exact | - | off |" in line for line in lines)
+    assert any("| float32 | 384 | ef=10xk | hnsw | - | off |" in line for line in lines)
 
 
 def test_precomputed_vectors_and_rerank_off_only(adi, vectors):
@@ -146,6 +146,34 @@ def test_precomputed_vectors_and_rerank_off_only(adi, vectors):
     rows = compression_sweep(None, corpus, queries, qrels, precisions=["binary"], dims=[32], multipliers=[2],
                              index_kinds=["exact"], k=10, doc_vectors=vectors[0], query_vectors=vectors[1])
     assert len(rows) == 1 and rows[0]["dim"] == 32 and rows[0]["bytes_per_vector"] == 4 and not rows[0]["rerank"]
+
+
+def test_hybrid_rows_fuse_each_first_pass_row_with_bm25(adi, vectors):
+    from embedrank.index.lexical import LexicalIndex
+    from embedrank.retrieval.fusion import fuse_candidates
+    from embedrank.utils.documents import document_text
+
+    corpus, queries, qrels = adi
+    rows = compression_sweep(None, corpus, queries, qrels, precisions=["float32"], dims=[None], multipliers=[1],
+                             index_kinds=["exact"], k=100, doc_vectors=vectors[0], query_vectors=vectors[1],
+                             hybrid=True)
+    assert [r["hybrid"] for r in rows] == [False, True]
+    doc_ids = list(corpus)
+    lexical = LexicalIndex()
+    lexical.add([document_text(corpus[d]) for d in doc_ids], ids=np.arange(len(doc_ids)))
+    dense_run, _ = _exact_metrics(vectors[0], vectors[1], adi, k=len(doc_ids))
+    run = {}
+    for qid, text in queries.items():
+        found = lexical.search(text, 100)
+        live = found.ids[0] >= 0
+        lex = (found.ids[0][live], found.scores[0][live], found.ids[0][live])
+        dense_docs = np.array([doc_ids.index(d) for d in dense_run[qid]], dtype=np.int64)
+        dense = (dense_docs, np.array(list(dense_run[qid].values()), np.float32), dense_docs)
+        docs, scores, _ = fuse_candidates(dense, lex, "convex", 0.5, 60, 100)
+        run[qid] = {doc_ids[d]: float(s) for d, s in zip(docs, scores)}
+    expected = embedrank.evaluate(run, qrels, metrics=["ndcg@10", "recall@100"])["mean"]
+    assert rows[1]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-9)
+    assert rows[1]["ndcg@10"] > rows[0]["ndcg@10"]  # BM25 helps MiniLM on ADI
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -21,6 +21,10 @@ One row per configuration of the grid
   rerank_configs="best" (default) reranks, per precision, the configuration with the best
   NDCG@10, plus the float32 full-dimension exact baseline; "all" reranks every row.
 
+* hybrid (hybrid=True): every first-pass row once more fused with BM25 (a LexicalIndex over
+  the same documents, searched once; convex fusion of min-max normalized scores, weight 0.5,
+  as Retriever's default); its latency adds the BM25 search's mean per query.
+
 Figures per row: ndcg@10 and recall@100 (embedrank.evaluate, k = 100 retrieved), latency
 p50 / mean in ms per query (each query searched alone, query encoding excluded; with rerank,
 plus the rerank time), bytes per vector of what the first pass scans (float32: 4 x dim, int8:
@@ -108,7 +112,8 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
                       rerank: Sequence[bool] | None = None, rerank_configs: str = "best", rerank_depth: int = 100,
                       k: int = 100, batch_size: int = 32, num_threads: int | None = None,
                       doc_vectors: np.ndarray | None = None, query_vectors: np.ndarray | None = None,
-                      show_progress: bool | None = None, first_stage_weight: float = 0.0) -> list[dict]:
+                      show_progress: bool | None = None, first_stage_weight: float = 0.0,
+                      hybrid: bool = False) -> list[dict]:
     """Runs the grid (see the module docstring); returns one dict per configuration.
 
     encoder: an embedrank Encoder (unused when doc_vectors and query_vectors are given: full
@@ -118,7 +123,8 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
     (False, True) to run; default (False, True) with a reranker, (False,) without. k: depth
     retrieved (recall@100 needs k >= 100). first_stage_weight: a reranked document's score is
     the cross-encoder logit + this x its first-stage score (Retriever's fusion; 0: the logit).
-    Row keys: precision, dim, multiplier, index, rerank, ndcg@10, recall@100,
+    hybrid: also the rows fused with BM25 (see the module docstring).
+    Row keys: precision, dim, multiplier, index, rerank, hybrid, ndcg@10, recall@100,
     latency_ms_p50, latency_ms_mean, bytes_per_vector, index_bytes_per_vector, build_s.
     """
     precisions = _check_choices(precisions, PRECISIONS, "precisions")
@@ -189,6 +195,7 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
                     scanned = {"float32": 4 * dim, "int8": dim, "binary": (dim + 7) // 8}[precision]
                     rows.append({
                         "precision": precision, "dim": dim, "multiplier": multiplier, "index": kind, "rerank": False,
+                        "hybrid": False,
                         **metrics,
                         "latency_ms_p50": float(np.median(seconds) * 1e3),
                         "latency_ms_mean": float(seconds.mean() * 1e3),
@@ -197,13 +204,44 @@ def compression_sweep(encoder, corpus: dict, queries: dict, qrels: dict, reranke
                         "build_s": build_s,
                     })
                     runs[len(rows) - 1] = (run, seconds)
+    first_pass = list(rows)
     if True in rerank:
         rows.extend(_rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, rerank_depth,
                                  float(first_stage_weight),
                                  batch_size, full, show_progress))
+    if hybrid:
+        rows.extend(_hybrid_rows(first_pass, runs, corpus, doc_ids, queries, query_ids, qrels, k))
     if False not in rerank:
         rows = [r for r in rows if r["rerank"]]
     return rows
+
+
+def _hybrid_rows(rows, runs, corpus, doc_ids, queries, query_ids, qrels, k) -> list[dict]:
+    """Each first-pass row fused with one BM25 run (convex, weight 0.5)."""
+    from embedrank.index.lexical import LexicalIndex
+    from embedrank.retrieval.fusion import fuse_candidates
+
+    lexical = LexicalIndex()
+    lexical.add([document_text(corpus[d]) for d in doc_ids], ids=np.arange(len(doc_ids)))
+    start = time.perf_counter()
+    found = lexical.search([queries[q] for q in query_ids], k)
+    lexical_ms = (time.perf_counter() - start) * 1e3 / len(query_ids)
+    position = {d: i for i, d in enumerate(doc_ids)}
+    out = []
+    for number, row in enumerate(rows):
+        run, seconds = runs[number]
+        fused_run = {}
+        for qid, lex_ids, lex_scores in zip(query_ids, found.ids, found.scores):
+            dense_docs = np.array([position[d] for d in run[qid]], dtype=np.int64)
+            dense = (dense_docs, np.array(list(run[qid].values()), dtype=np.float32), dense_docs)
+            live = lex_ids >= 0
+            lex = (lex_ids[live].astype(np.int64), lex_scores[live], lex_ids[live].astype(np.int64))
+            docs, scores, _ = fuse_candidates(dense, lex, "convex", 0.5, 60, k)
+            fused_run[qid] = {doc_ids[d]: float(s) for d, s in zip(docs.tolist(), scores.tolist())}
+        out.append({**row, "hybrid": True, **_evaluate(fused_run, qrels),
+                    "latency_ms_p50": float(np.median(seconds) * 1e3) + lexical_ms,
+                    "latency_ms_mean": float(seconds.mean() * 1e3) + lexical_ms})
+    return out
 
 
 def _evaluate(run: dict, qrels: dict) -> dict:
@@ -259,13 +297,14 @@ def _rerank_rows(rows, runs, reranker, corpus, queries, qrels, rerank_configs, d
 
 def format_table(rows: Sequence[dict]) -> str:
     """The rows as a GitHub markdown table (one line per row, in the given order)."""
-    header = ("precision", "dim", "multiplier", "index", "rerank", "NDCG@10", "Recall@100", "ms/query p50",
+    header = ("precision", "dim", "multiplier", "index", "+BM25", "rerank", "NDCG@10", "Recall@100", "ms/query p50",
               "ms/query mean", "bytes/vector scanned", "index bytes/vector")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         multiplier = f"ef={r['multiplier']}xk" if r["index"] == "hnsw" else (
             "-" if r["precision"] == "float32" else f"{r['multiplier']}x")
-        cells = (r["precision"], r["dim"], multiplier, r["index"], "on" if r["rerank"] else "off",
+        cells = (r["precision"], r["dim"], multiplier, r["index"], "hybrid" if r.get("hybrid") else "-",
+                 "on" if r["rerank"] else "off",
                  f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['latency_ms_p50']:.3f}",
                  f"{r['latency_ms_mean']:.3f}", f"{r['bytes_per_vector']:g}", f"{r['index_bytes_per_vector']:.0f}")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     multipliers = (1, 4) if args.quick else (1, 4, 10)
     rows = compression_sweep(encoder, corpus, queries, qrels, reranker, dims=dims, multipliers=multipliers,
                              rerank_depth=args.rerank_depth, num_threads=args.threads, doc_vectors=doc_vectors,
-                             query_vectors=query_vectors, first_stage_weight=args.first_stage_weight)
+                             query_vectors=query_vectors, first_stage_weight=args.first_stage_weight,
+                             hybrid=True)
     note = (f"rerank rows: {args.reranker} ({args.reranker_variant}), top {args.rerank_depth} reranked, score = "
             f"logit + {args.first_stage_weight:g} x first-stage score; best configuration per precision + the "
             "float32 exact baseline" if reranker is not None else
