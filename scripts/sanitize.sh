@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds embedrank._kernels with AddressSanitizer + UndefinedBehaviorSanitizer and runs the
-# kernel tests against it (every ISA level: the ISA tests start one subprocess per level,
+# kernel tests (and the lexical index, whose BM25 kernel reads postings) against it (every
+# ISA level: the ISA tests start one subprocess per level,
 # which inherits the sanitizer). Usage: bash scripts/sanitize.sh [pytest args...]
 # Needs the test venv (make test creates .venv) for Python, numpy, pytest and hypothesis.
 set -euo pipefail
@@ -28,4 +29,4 @@ export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 "$PY" -c 'import embedrank, sys; assert "stage" in embedrank.__file__, embedrank.__file__; print("sanitized build:", embedrank.__file__)'
-"$PY" -m pytest tests/kernels -q -p no:cacheprovider "$@"
+"$PY" -m pytest tests/kernels tests/index/test_lexical.py -q -p no:cacheprovider "$@"
