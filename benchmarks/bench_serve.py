@@ -473,14 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", help="where the servers' logs go (default: a new temporary folder)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 1 s per setting, 1 and 8 clients, 2 batch clients, 20 sequential calls")
+                        help="a smoke run: 1 s per setting, 1 and 8 clients, 1 batch client, 20 sequential calls")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "serve.json"))
     parser.add_argument("--markdown", default=str(REPO / "benchmarks" / "results" / "serve.md"))
     args = parser.parse_args(argv)
     if args.hf is None and args.infinity_venv:
         parser.error("--infinity-venv needs --hf (the Hugging Face folder infinity loads)")
     if args.quick:
-        args.seconds, args.clients, args.batch_clients, args.sequential_calls = 1.0, [1, 8], 2, 20
+        args.seconds, args.clients, args.batch_clients, args.sequential_calls = 1.0, [1, 8], 1, 20
         args.grace = min(args.grace, 30.0)
     results = asyncio.run(main_async(args))
     text = table(results)
