@@ -173,14 +173,27 @@ class Server:
         finally:
             connection.close()
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (if not sent yet), then SIGKILL to the process group after `timeout` s."""
+        self.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def stop_all(servers: list[Server], timeout: float = 30) -> None:
+    """Stops every server, all told at once so that they drain side by side."""
+    for server in servers:
+        server.terminate()
+    deadline = time.monotonic() + timeout
+    for server in servers:
+        server.stop(max(0.0, deadline - time.monotonic()))
 
 
 # -- one phase -------------------------------------------------------------------------------
@@ -241,8 +254,11 @@ async def load(server: Server, clients: int, bodies: list[tuple[bytes, int]], se
 
 
 async def warm(server: Server, clients: int, bodies: list[tuple[bytes, int]], timeout: float) -> None:
-    """One request from each of up to 8 clients (1 for batches) before a phase, bounded."""
-    n = min(clients, 8) if bodies[0][1] == 1 else 1
+    """One request from each of up to 8 clients before a phase of single texts, bounded (the
+    servers warmed their models when they started; batches of documents go without)."""
+    if bodies[0][1] != 1:
+        return
+    n = min(clients, 8)
     connections = [Connection(server.port) for _ in range(n)]
     try:
         await asyncio.wait_for(asyncio.gather(*(c.request("POST", server.path, bodies[i % len(bodies)][0])
@@ -303,6 +319,24 @@ async def sequential_overhead(model_dir: str, variant: str, server: Server, quer
             "paired_overhead_ms": statistics.median(r - l for r, l in zip(remote, local)) * 1e3}
 
 
+def in_process(model_dir: str, variant: str, queries: list[str], seconds: float) -> dict:
+    """Encoder.encode's own texts/s on the same queries, one per call and 64 per call: what the
+    model allows on this machine without any server, and what batching alone can gain."""
+    import embedrank
+
+    encoder = embedrank.Encoder.load(model_dir, variant=variant)
+    encoder.encode(queries[:64], show_progress=False)
+    out = {"variant": variant}
+    for batch in (1, 64):
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            i = done % len(queries)
+            encoder.encode((queries + queries)[i:i + batch], batch_size=batch, show_progress=False)
+            done += batch
+        out[f"batch_{batch}_texts_per_s"] = done / (time.perf_counter() - started)
+    return out
+
+
 # -- the report ------------------------------------------------------------------------------
 def _f(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -358,6 +392,12 @@ def table(results: dict) -> str:
                   "| server | Encoder.encode in process ms | over HTTP ms | overhead ms |", "|---|---|---|---|"]
         for s in results["sequential"]:
             lines.append(f"| {s['server']} | {s['encode_ms']:.2f} | {s['http_ms']:.2f} | +{s['overhead_ms']:.2f} |")
+    if results.get("in_process"):
+        lines += ["", "Encoder.encode in process, no server (the model's own ceiling for these queries):", "",
+                  "| variant | 1 query per call, texts/s | 64 per call, texts/s | gain |", "|---|---|---|---|"]
+        for m in results["in_process"]:
+            lines.append(f"| {m['variant']} | {m['batch_1_texts_per_s']:.1f} | {m['batch_64_texts_per_s']:.1f} | "
+                         f"{m['batch_64_texts_per_s'] / m['batch_1_texts_per_s']:.2f}x |")
     if results.get("targets"):
         lines += ["", "| target | measured | met |", "|---|---|---|"]
         for t in results["targets"]:
@@ -390,7 +430,7 @@ async def main_async(args) -> dict:
         port = free_port()
         # the same interpreter and environment (PYTHONPATH included) as this script
         return Server(name, [sys.executable, "-m", "embedrank.apps.cli", "serve", "--model", args.model, "--variant",
-                             variant, "--port", str(port), "--max-concurrent-requests", "4096", *extra],
+                             variant, "--port", str(port), "--max-concurrent-requests", "4096", "--graceful-timeout", "5", *extra],
                       port, "/v1/embeddings", "/v1/models", log_dir)
 
     results: dict = {"loads": {}, "cpu": cpu_name(), "seconds": args.seconds, "rounds": args.rounds,
@@ -447,9 +487,12 @@ async def main_async(args) -> dict:
                 log(f"sequential | {server.name}: encode {seq['encode_ms']:.2f} ms, HTTP {seq['http_ms']:.2f} ms, "
                     f"+{seq['overhead_ms']:.2f} ms")
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers)
         log("servers stopped")
+    results["in_process"] = []
+    for variant in args.variants:
+        results["in_process"].append(in_process(args.model, variant, queries, min(args.seconds, 5.0)))
+        log(f"in process | {variant}: {results['in_process'][-1]}")
     results["loadavg_after"] = os.getloadavg()
     results["targets"] = targets(results)
     return results
