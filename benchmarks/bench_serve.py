@@ -220,7 +220,8 @@ async def load(server: Server, clients: int, bodies: list[tuple[bytes, int]], se
                 sent = time.perf_counter()
                 try:
                     status, data = await connection.request("POST", server.path, body)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError, ValueError) as error:
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError,
+                        ValueError) as error:
                     errors[type(error).__name__] += 1
                     first_error[:] = first_error or [f"{type(error).__name__}: {error}"]
                     await asyncio.sleep(0.1)  # a refused or dropped connection must not spin
@@ -250,7 +251,7 @@ async def load(server: Server, clients: int, bodies: list[tuple[bytes, int]], se
             "cpu_s": cpu_seconds(server.process.pid) - cpu_before if alive else None,
             "client_cpu_s": time.process_time() - client_cpu_before,
             "errors": dict(errors), "first_error": first_error[0] if first_error else None,
-            "cut": len(pending), "alive": alive}
+            "cut": len(pending), "alive": alive, "loadavg_1min": os.getloadavg()[0]}
 
 
 async def warm(server: Server, clients: int, bodies: list[tuple[bytes, int]], timeout: float) -> None:
@@ -286,7 +287,8 @@ def summarize(phases: list[dict]) -> dict:
             "cpu_s_per_1000_texts": 1000 * sum(cpu) / texts if texts and None not in cpu else None,
             "client_cpu_s_per_1000_texts": 1000 * sum(p["client_cpu_s"] for p in phases) / texts if texts else None,
             "errors": dict(errors), "cut": sum(p["cut"] for p in phases),
-            "first_error": next((p["first_error"] for p in phases if p["first_error"]), None)}
+            "first_error": next((p["first_error"] for p in phases if p["first_error"]), None),
+            "loadavg_1min": [p["loadavg_1min"] for p in phases]}
 
 
 # -- the sequential client -------------------------------------------------------------------
@@ -388,8 +390,8 @@ def targets(results: dict) -> list[dict]:
     seq = next((s for s in results.get("sequential", []) if s["server"] == ours), None)
     if seq is not None:
         out.append({"target": "one sequential client: <= 2 ms over Encoder.encode",
-                    "value": f"{seq['overhead_ms']:+.2f} ms median ({seq['http_ms']:.2f} vs {seq['encode_ms']:.2f} ms); "
-                             f"{seq['overhead_p10_ms']:+.2f} ms at the 10th percentile",
+                    "value": f"{seq['overhead_ms']:+.2f} ms median ({seq['http_ms']:.2f} vs "
+                             f"{seq['encode_ms']:.2f} ms); {seq['overhead_p10_ms']:+.2f} ms at the 10th percentile",
                     "met": seq["overhead_ms"] <= 2})
     return out
 
@@ -398,7 +400,8 @@ def table(results: dict) -> str:
     lines = [f"CPU: {results['cpu']}. {results['seconds']:g} s per setting x {results['rounds']} round(s), systems "
              f"in rotating order; load average {results['loadavg_before'][0]:.1f} before, "
              f"{results['loadavg_after'][0]:.1f} after.", "",
-             "| load | system | texts/s | x infinity | x no batching | p50 ms | p99 ms | CPU s / 1k texts | errors | cut |",
+             "| load | system | texts/s | x infinity | x no batching | p50 ms | p99 ms | CPU s / 1k texts | errors "
+             "| cut |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     first = results["variants"][0]
     for load_name, systems in results["loads"].items():
@@ -421,7 +424,8 @@ def table(results: dict) -> str:
         lines += ["", "The same calls as means, and inside the server (from its /metrics): waiting for the model "
                   "thread, the model call (tokenizing for usage included), the whole endpoint (HTTP parsing and "
                   "sending excluded):", "",
-                  "| server | encode in process ms | over HTTP ms | server: queue wait ms | model call ms | endpoint ms |",
+                  "| server | encode in process ms | over HTTP ms | server: queue wait ms | model call ms "
+                  "| endpoint ms |",
                   "|---|---|---|---|---|---|"]
         for s in results["sequential"]:
             lines.append(f"| {s['server']} | {s['encode_mean_ms']:.2f} | {s['http_mean_ms']:.2f} | "
@@ -465,7 +469,8 @@ async def main_async(args) -> dict:
         port = free_port()
         # the same interpreter and environment (PYTHONPATH included) as this script
         return Server(name, [sys.executable, "-m", "embedrank.apps.cli", "serve", "--model", args.model, "--variant",
-                             variant, "--port", str(port), "--max-concurrent-requests", "4096", "--graceful-timeout", "5", *extra],
+                             variant, "--port", str(port), "--max-concurrent-requests", "4096",
+                             "--graceful-timeout", "5", *extra],
                       port, "/v1/embeddings", "/v1/models", log_dir)
 
     results: dict = {"loads": {}, "cpu": cpu_name(), "seconds": args.seconds, "rounds": args.rounds,
@@ -521,7 +526,8 @@ async def main_async(args) -> dict:
                 results["sequential"].append(seq)
                 log(f"sequential | {server.name}: encode {seq['encode_ms']:.2f} ms, HTTP {seq['http_ms']:.2f} ms, "
                     f"{seq['overhead_ms']:+.2f} ms; in the server (means): queue {seq['server_queue_mean_ms']:.2f} ms, "
-                    f"model call {seq['server_inference_mean_ms']:.2f} ms, endpoint {seq['server_endpoint_mean_ms']:.2f} ms")
+                    f"model call {seq['server_inference_mean_ms']:.2f} ms, "
+                    f"endpoint {seq['server_endpoint_mean_ms']:.2f} ms")
     finally:
         stop_all(servers)
         log("servers stopped")
