@@ -1,0 +1,1 @@
+"""Optional integrations with other systems (each needs its extra)."""
