@@ -120,8 +120,8 @@ def test_binary_codes_equal_quantized_encode(cluster, minilm_export, encoder):
                    batch_size=16, concurrency=1)
     batch = out.take_batch(len(texts), batch_format="numpy")
     assert batch["embedding"].shape == (len(texts), encoder.dim // 8) and batch["embedding"].dtype == np.int8
-    assert batch["key"].dtype == np.int64
-    got = _by_id(batch["key"], batch["embedding"], [1000 + i for i in range(len(texts))])
+    assert batch["id"].dtype == np.int64  # the output's id column is "id", whatever the input's was called
+    got = _by_id(batch["id"], batch["embedding"], [1000 + i for i in range(len(texts))])
     assert_codes_match(got, encoder.encode(texts), "binary")
 
 
@@ -135,7 +135,7 @@ def test_int8_chunked_documents_to_parquet(cluster, minilm_export, encoder, tmp_
     rows = [{"id": 7 * i, "title": title, "text": text} for i, (title, text) in enumerate(zip(titles, texts))]
     output = tmp_path / "int8_windows"
     _embed()(_dataset(rows), minilm_export, title_column="title", chunking=True, precision="int8",
-             quantizer=quantizer, batch_size=6, concurrency=2, output=output)
+             quantizer=quantizer, batch_size=6, concurrency=1, output=output)
     files = sorted(output.glob("*.parquet"))
     assert len(files) == 4  # 24 documents, 6 per file
     schema = pq.read_schema(files[0])
@@ -253,7 +253,7 @@ def test_killed_driver_resumed_skips_what_was_written(cluster, minilm_export, en
     assert 3 * batch <= len(done_ids) < n // 2  # killed early: most of the job was left
 
     _embed()(_dataset([{"id": i, "text": t} for i, t in zip(ids, texts)], 8), minilm_export,
-             batch_size=batch, concurrency=2, output=output)
+             batch_size=batch, concurrency=1, output=output)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _parts(output)}
     assert {name: after[name] for name in before} == before  # the first run's files untouched
     assert len(after) > len(before)

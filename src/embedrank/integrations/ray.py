@@ -147,7 +147,8 @@ class RayEmbedder:
     model: an embedrank model folder (the same path on every node). Each call takes a
     pyarrow Table with `id_column` (ints or strings) and `text_column` (strings; with
     `title_column`, BEIR documents {"title", "text"}), encodes it with the model's document
-    prompt and returns a dict of numpy arrays: `id_column` [n], ``embedding`` [n, width]
+    prompt and returns a dict of numpy arrays: ``id`` [n] (whatever `id_column` was
+    called), ``embedding`` [n, width]
     (see the module docstring for the dtypes) and, with chunking, ``window`` int32 [n],
     ``start`` / ``end`` int64 [n], one row per window. With `output` (a folder), the rows are
     written there as one Parquet file and the call returns ``{"file": [name or ""], "rows":
@@ -198,8 +199,7 @@ class RayEmbedder:
             raise InvalidValueError(f"column {self.id_column!r} repeats ids within one batch: ids must be unique")
         columns = self._encode(batch, ids)
         if self.output is None:
-            return {self.id_column: _numpy(columns[self.id_column]),
-                    **{k: v for k, v in columns.items() if k != self.id_column}}
+            return {ID_COLUMN: _numpy(columns[ID_COLUMN]), **{k: v for k, v in columns.items() if k != ID_COLUMN}}
         name = ""
         if len(ids):
             name = _file_name(ids)
@@ -233,12 +233,12 @@ class RayEmbedder:
         docs = self._documents(batch)
         if not self.chunking:
             vectors = self.encoder.encode_documents(docs, batch_size=self.encode_batch_size, show_progress=False)
-            return {self.id_column: ids, VECTOR_COLUMN: quantize_embeddings(vectors, self.precision, self.quantizer)}
+            return {ID_COLUMN: ids, VECTOR_COLUMN: quantize_embeddings(vectors, self.precision, self.quantizer)}
         chunked = self.encoder.encode_documents(docs, chunking=True, max_tokens=self.max_tokens, overlap=self.overlap,
                                                 batch_size=self.encode_batch_size, show_progress=False)
         owners = chunked.chunk_to_doc
         first = np.searchsorted(owners, owners)  # owners is sorted: a window's rank is its row minus its doc's first row
-        return {self.id_column: ids.take(pa.array(owners)),
+        return {ID_COLUMN: ids.take(pa.array(owners)),
                 WINDOW_COLUMN: (np.arange(len(owners)) - first).astype(np.int32),
                 "start": np.array([c.start for c in chunked.chunks], dtype=np.int64),
                 "end": np.array([c.end for c in chunked.chunks], dtype=np.int64),
@@ -299,7 +299,7 @@ def _prepare_output(output: Path, settings: dict) -> pa.Array | None:
     _remove_temporaries(output)
     if not files:
         return None
-    done = [pq.read_table(file, columns=[settings["id_column"]]).column(0) for file in files]
+    done = [pq.read_table(file, columns=[ID_COLUMN]).column(0) for file in files]
     return pa.chunked_array([c for chunked in done for c in chunked.chunks]).combine_chunks()
 
 
@@ -321,7 +321,8 @@ def embed_dataset(ds: ray.data.Dataset, model: str | os.PathLike, *, text_column
     """Embeds the rows of `ds` (columns `id_column` and `text_column`, optionally
     `title_column`) on a pool of :class:`RayEmbedder` actors.
 
-    output=None: returns the lazy Dataset of `id_column` and ``embedding`` (a fixed-shape
+    The output names its columns ``id`` (the values of `id_column`) and ``embedding``.
+    output=None: returns the lazy Dataset of ``id`` and ``embedding`` (a fixed-shape
     tensor column [width]; with chunking also ``window``, ``start``, ``end``, one row per
     window), ready for ``write_parquet`` or ``iter_batches``; nothing runs until it is
     consumed. output=a folder: runs the job now, resumably (see the module docstring: ids
@@ -331,7 +332,9 @@ def embed_dataset(ds: ray.data.Dataset, model: str | os.PathLike, *, text_column
     precision: "float32", "int8"/"uint8" (needs `quantizer`, a fitted Int8Quantizer), or
     "binary"/"ubinary" (packed sign bits). compute: an ActorPoolStrategy; else
     ``concurrency`` actors (an int, or (min, max) for an autoscaling pool; None: 1 up to what
-    the cluster holds). num_cpus / num_gpus: the resources of each actor; num_threads:
+    the cluster holds). A fixed pool whose actors take every CPU of the cluster stalls a
+    dataset that still has read tasks to run (they wait for a CPU): leave one free, or use
+    the autoscaling default. num_cpus / num_gpus: the resources of each actor; num_threads:
     onnxruntime threads per actor (None: its num_cpus). max_restarts: restarts of each
     actor and retries of each batch after an actor died (-1: unlimited; None: Ray Data's
     default, unlimited for both in Ray 2.60).
@@ -358,11 +361,11 @@ def embed_dataset(ds: ray.data.Dataset, model: str | os.PathLike, *, text_column
     settings = _settings(model, variant, precision, checked_quantizer, chunking, max_tokens, overlap, text_column,
                          title_column, id_column)
     if output is not None:
-        output = Path(output)
-        if "://" in str(output):
+        if "://" in os.fspath(output):  # before Path, which would make "s3://b" a local "s3:/b"
             raise InvalidValueError(f"output must be a folder path (a shared file system on many machines), got "
-                                    f"{output}; object stores lack the atomic rename that resuming relies on")
-        output = output.absolute()
+                                    f"{os.fspath(output)!r}; object stores lack the atomic rename that resuming "
+                                    "relies on")
+        output = Path(output).absolute()
         done = _prepare_output(output, settings)
         kwargs["output"] = str(output)
         kwargs["skip_ids"] = None if done is None else ray.put(done)
