@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrank.errors import (ExistingPathError, FormatError, InvalidValueError, MissingDependencyError,
+from embedrank.errors import (ExistingPathError, FormatError, InvalidTypeError, InvalidValueError, MissingDependencyError,
                               TruncationWarning)
 from embedrank.index import FlatIndex
 from embedrank.integrations.parquet import add_parquet, iter_embeddings, read_embeddings
@@ -275,6 +275,32 @@ def test_bad_arguments_fail_before_any_work(cluster, minilm_export, tmp_path):
     _write(foreign / "a.parquet", ["a"], np.zeros((1, 4), np.float32))
     with pytest.raises(ExistingPathError, match="did not write"):
         _embed()(ds, minilm_export, output=foreign)
+
+
+def test_embedder_skips_ids_and_checks_its_batches(minilm_export, encoder, tmp_path):
+    """RayEmbedder is a plain class: called here in this process, as an actor would call it."""
+    from embedrank.integrations.ray import RayEmbedder
+
+    texts = make_texts(6)
+    embedder = RayEmbedder(minilm_export, num_threads=1, output=tmp_path, skip_ids=pa.array([1, 3], pa.int32()))
+    summary = embedder(pa.table({"id": pa.array(range(6), pa.int64()), "text": texts}))
+    assert summary["rows"].tolist() == [4] and summary["skipped"].tolist() == [2]
+    ids, vectors = read_embeddings(tmp_path)
+    assert ids.tolist() == [0, 2, 4, 5]
+    np.testing.assert_allclose(vectors, encoder.encode([texts[i] for i in (0, 2, 4, 5)]), atol=TOL, rtol=0)
+    with pytest.raises(InvalidTypeError, match="holds string ids but the output folder holds int64 ids"):
+        embedder(pa.table({"id": ["1"], "text": ["x"]}))
+    with pytest.raises(InvalidValueError, match="repeats ids"):
+        embedder(pa.table({"id": [7, 7], "text": ["x", "y"]}))
+    with pytest.raises(InvalidValueError, match="1 null ids"):
+        embedder(pa.table({"id": pa.array([8, None], pa.int64()), "text": ["x", "y"]}))
+    with pytest.raises(InvalidValueError, match="no column 'text'"):
+        embedder(pa.table({"id": [9], "body": ["x"]}))
+    with pytest.raises(InvalidTypeError, match="must hold strings"):
+        embedder(pa.table({"id": [10], "text": [3]}))
+    everything = RayEmbedder(minilm_export, num_threads=1)  # no skip list, no output: the vectors come back
+    batch = everything({"id": np.array(["b", "a"], dtype=object), "text": np.array(texts[:2], dtype=object)})
+    assert batch["id"].tolist() == ["b", "a"] and batch["embedding"].shape == (2, encoder.dim)
 
 
 def test_missing_ray_is_a_missing_dependency_error():

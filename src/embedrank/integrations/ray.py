@@ -175,11 +175,13 @@ class RayEmbedder:
         self.output = None if output is None else Path(output)
         if isinstance(skip_ids, ray.ObjectRef):
             skip_ids = ray.get(skip_ids)
-        self.skip_ids = skip_ids if skip_ids is not None and len(skip_ids) else None
+        self.skip_ids = _comparable(skip_ids) if skip_ids is not None and len(skip_ids) else None
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
         if isinstance(batch, dict):  # batch_format="numpy"
             batch = pa.table(batch)
+        elif not isinstance(batch, pa.Table):  # batch_format="pandas"
+            batch = pa.Table.from_pandas(batch, preserve_index=False)
         for column in (self.id_column, self.text_column) + ((self.title_column,) if self.title_column else ()):
             if column not in batch.column_names:
                 raise InvalidValueError(f"the dataset has no column {column!r} (it has {batch.column_names})")
@@ -190,7 +192,7 @@ class RayEmbedder:
             raise InvalidValueError(f"column {self.id_column!r} has {ids.null_count} null ids")
         skipped = 0
         if self.skip_ids is not None:
-            keep = pc.invert(pc.is_in(ids, value_set=self._skip_set(ids.type)))
+            keep = self._skip_mask(ids)
             skipped = len(ids) - pc.sum(keep.cast(pa.int64())).as_py()
             if skipped:
                 batch = batch.filter(keep)
@@ -208,14 +210,12 @@ class RayEmbedder:
         return {"file": np.array([name], dtype=object), "rows": np.array([len(columns[VECTOR_COLUMN])]),
                 "skipped": np.array([skipped])}
 
-    def _skip_set(self, id_type) -> pa.Array:
-        if self.skip_ids.type != id_type:
-            try:
-                self.skip_ids = self.skip_ids.cast(id_type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise InvalidTypeError(f"column {self.id_column!r} holds {id_type} ids but the output folder holds "
-                                       f"{self.skip_ids.type} ids") from None
-        return self.skip_ids
+    def _skip_mask(self, ids: pa.Array) -> pa.Array:
+        """True for the ids to keep (int ids never match str ids, not even "12" and 12)."""
+        if pa.types.is_integer(self.skip_ids.type) != pa.types.is_integer(ids.type):
+            raise InvalidTypeError(f"column {self.id_column!r} holds {ids.type} ids but the output folder holds "
+                                   f"{self.skip_ids.type} ids")
+        return pc.invert(pc.is_in(_comparable(ids), value_set=self.skip_ids))
 
     def _documents(self, batch: pa.Table) -> list:
         texts = batch.column(self.text_column).to_pylist()
@@ -243,6 +243,11 @@ class RayEmbedder:
                 "start": np.array([c.start for c in chunked.chunks], dtype=np.int64),
                 "end": np.array([c.end for c in chunked.chunks], dtype=np.int64),
                 VECTOR_COLUMN: quantize_embeddings(chunked.embeddings, self.precision, self.quantizer)}
+
+
+def _comparable(ids: pa.Array) -> pa.Array:
+    """Ids as int64 or large_string, so that ids of one kind compare whatever their width."""
+    return ids.cast(pa.int64() if pa.types.is_integer(ids.type) else pa.large_string())
 
 
 def _numpy(ids: pa.Array) -> np.ndarray:
