@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrank.errors import (ExistingPathError, FormatError, InvalidTypeError, InvalidValueError, MissingDependencyError,
-                              TruncationWarning)
+from embedrank.errors import (ExistingPathError, FormatError, InvalidTypeError, InvalidValueError,
+                              MissingDependencyError, TruncationWarning)
 from embedrank.index import FlatIndex
 from embedrank.integrations.parquet import add_parquet, iter_embeddings, read_embeddings
 from embedrank.kernels import Int8Quantizer

@@ -237,7 +237,7 @@ class RayEmbedder:
         chunked = self.encoder.encode_documents(docs, chunking=True, max_tokens=self.max_tokens, overlap=self.overlap,
                                                 batch_size=self.encode_batch_size, show_progress=False)
         owners = chunked.chunk_to_doc
-        first = np.searchsorted(owners, owners)  # owners is sorted: a window's rank is its row minus its doc's first row
+        first = np.searchsorted(owners, owners)  # owners are sorted: a window's rank = its row - its doc's first row
         return {ID_COLUMN: ids.take(pa.array(owners)),
                 WINDOW_COLUMN: (np.arange(len(owners)) - first).astype(np.int32),
                 "start": np.array([c.start for c in chunked.chunks], dtype=np.int64),
