@@ -4,7 +4,7 @@
 model once, in ``__init__``, with as many onnxruntime threads as CPUs Ray gave it, and turns
 each batch of rows into fixed-shape vectors (float32 [n, d], int8/uint8 [n, d], or packed
 sign bits binary/ubinary [n, ceil(d / 8)], see :func:`embedrank.models.encoder.quantize_embeddings`).
-:func:`embed_dataset` builds that stage with Ray's fault tolerance set.
+:func:`embed_dataset` builds that stage (and, with ``output=``, runs it resumably).
 
 Chunking (``chunking=True``): a long document becomes overlapping token windows (the
 encoder's defaults, 224 tokens with 32 of overlap for a 256-token model) and the output has
@@ -22,7 +22,11 @@ those ids from its batches before encoding, so a rerun over the same input encod
 is missing. A batch that Ray retries (its actor died) is the same rows, so it gets the same
 file name and replaces its own earlier file, if any, atomically: no id is written twice.
 The folder also holds ``_embedrank_embeddings.json`` (model fingerprint, variant, precision,
-chunking...); a rerun with other settings is refused rather than mixing vectors.
+chunking...); a rerun with other settings is refused rather than mixing vectors. One job
+writes to a folder at a time: rerun once the killed job's actors are gone (Ray ends a dead
+driver's actors within seconds), since a writer still running when the rerun reads the ids
+could add a file with ids the rerun encodes again (read_embeddings would then refuse the
+repeated ids rather than return them twice).
 
 Fault tolerance: an actor process that dies (killed, out of memory, its node lost) is
 restarted and the batches it held are run again. That is Ray Data's default for actor pools
