@@ -1,0 +1,157 @@
+"""Ray Data against one process: SciFact documents encoded by 2 actors x 1 thread vs Encoder
+in this process with 2 threads.
+
+    python benchmarks/bench_ray.py --model MODEL_DIR [--data SCIFACT_DIR] [--docs 2000] [--rounds 2]
+
+Both sides encode the same first --docs documents of the SciFact corpus (title + text, the
+model's document prompt, fp32, 32 texts per model call) on this machine's CPUs:
+
+* in-process: ``Encoder.load(model, num_threads=2).encode_documents(docs)``, the model loaded
+  and warmed up beforehand (its load is not timed);
+* Ray: a local cluster ``ray.init(num_cpus=2)``, ``embed_dataset(ds, model, concurrency=2,
+  num_cpus=1, num_threads=1, batch_size=--batch-size)`` consumed with ``iter_batches``.
+  "end to end" is the whole job (actor start, model load in each actor, encoding, transfer
+  back); "steady" leaves out the start: the rows after the first output batch over the time
+  after it arrived.
+
+The two alternate for --rounds rounds and each figure is the best round. The Ray vectors are
+checked against the in-process ones (largest absolute difference). Writes --json and
+--markdown (benchmarks/results/ray.{json,md} by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def in_process(encoder, docs: list[dict]) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    vectors = encoder.encode_documents(docs, show_progress=False)
+    return time.perf_counter() - start, vectors
+
+
+def with_ray(model: str, ids: list[str], docs: list[dict], batch_size: int) -> dict:
+    import ray
+
+    from embedrank.integrations.ray import embed_dataset
+
+    rows = [{"id": i, "title": d["title"], "text": d["text"]} for i, d in zip(ids, docs)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(2, len(rows) // batch_size))
+    start = time.perf_counter()
+    stage = embed_dataset(ds, model, title_column="title", concurrency=2, num_cpus=1, num_threads=1,
+                          batch_size=batch_size)
+    got_ids, got_vectors, first = [], [], None
+    for batch in stage.iter_batches(batch_size=None, batch_format="numpy"):
+        if first is None:
+            first = (time.perf_counter(), len(batch["id"]))
+        got_ids.extend(batch["id"].tolist())
+        got_vectors.append(batch["embedding"])
+    end = time.perf_counter()
+    position = {i: k for k, i in enumerate(got_ids)}
+    vectors = np.concatenate(got_vectors)[[position[i] for i in ids]]
+    return {"seconds": end - start, "steady_seconds": end - first[0], "steady_rows": len(ids) - first[1],
+            "first_output_s": first[0] - start, "vectors": vectors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="an embedrank model folder")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--docs", type=int, default=2000, help="first N corpus documents (SciFact has 5,183)")
+    parser.add_argument("--batch-size", type=int, default=128, help="rows per actor call (Ray)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "ray.json"))
+    parser.add_argument("--markdown", default=str(REPO / "benchmarks" / "results" / "ray.md"))
+    args = parser.parse_args()
+
+    import ray
+
+    from embedrank.data.beir import load_beir
+    from embedrank.models.encoder import Encoder
+
+    corpus, _, _ = load_beir(args.data)
+    ids = list(corpus)[:args.docs]
+    docs = [corpus[i] for i in ids]
+    n = len(docs)
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, shared with other jobs); {n} documents", flush=True)
+
+    encoder = Encoder.load(args.model, num_threads=2)
+    encoder.encode_documents(docs[:64], show_progress=False)  # warm-up
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with warnings.catch_warnings():  # ray 2.60's DataContext() sets fields it deprecates itself
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+
+    local_runs, ray_runs, reference = [], [], None
+    for round_ in range(args.rounds):
+        seconds, reference = in_process(encoder, docs)
+        local_runs.append(seconds)
+        print(f"round {round_ + 1}: in-process {n / seconds:.1f} docs/s", flush=True)
+        run = with_ray(args.model, ids, docs, args.batch_size)
+        run["max_abs_diff"] = float(np.abs(run.pop("vectors") - reference).max())
+        ray_runs.append(run)
+        print(f"round {round_ + 1}: ray end to end {n / run['seconds']:.1f} docs/s, steady "
+              f"{run['steady_rows'] / run['steady_seconds']:.1f} docs/s (first output after "
+              f"{run['first_output_s']:.1f} s), max |diff| {run['max_abs_diff']:.1e}", flush=True)
+    ray.shutdown()
+
+    local = n / min(local_runs)
+    end_to_end = max(n / r["seconds"] for r in ray_runs)
+    steady = max(r["steady_rows"] / r["steady_seconds"] for r in ray_runs)
+    result = {
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "shared_machine": True,
+        "python": sys.version.split()[0], "ray": ray.__version__, "docs": n, "dataset": "SciFact corpus (first N)",
+        "batch_size": args.batch_size, "rounds": args.rounds,
+        "in_process_docs_per_s": local, "ray_end_to_end_docs_per_s": end_to_end, "ray_steady_docs_per_s": steady,
+        "ratio_end_to_end": end_to_end / local, "ratio_steady": steady / local,
+        "load_average_after": os.getloadavg(),
+        "runs": {"in_process_seconds": local_runs, "ray": ray_runs},
+    }
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    md = [
+        "# Ray Data (2 actors x 1 thread) vs one process (2 threads)",
+        "",
+        f"SciFact corpus, first {n:,} of 5,183 documents (capped to bound the run time), title + text, "
+        f"all-MiniLM-L6-v2 fp32, 32 texts per model call. CPU: {result['cpu']}, {os.cpu_count()} logical CPUs, "
+        f"**shared with other jobs** (load average after the run: "
+        f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])}), so the figures are noisy; each is the "
+        f"best of {args.rounds} alternating rounds. Ray {ray.__version__}, local cluster `ray.init(num_cpus=2)`, "
+        f"`embed_dataset(concurrency=2, num_cpus=1, num_threads=1, batch_size={args.batch_size})`.",
+        "",
+        "| run | docs/s | x in-process |",
+        "|---|---|---|",
+        f"| in-process `Encoder.encode_documents`, 2 threads | {local:.1f} | 1.00 |",
+        f"| Ray, 2 actors x 1 thread, steady (after the first output) | {steady:.1f} | {steady / local:.2f} |",
+        f"| Ray, 2 actors x 1 thread, end to end (actor start and model load included) | {end_to_end:.1f} | "
+        f"{end_to_end / local:.2f} |",
+        "",
+        f"Largest |difference| between the Ray and in-process vectors: "
+        f"{max(r['max_abs_diff'] for r in ray_runs):.1e}. First Ray output after "
+        f"{min(r['first_output_s'] for r in ray_runs):.1f} s (the actors start and load the model). "
+        "Made by `benchmarks/bench_ray.py`.",
+        "",
+    ]
+    Path(args.markdown).write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
