@@ -462,12 +462,15 @@ def _mask_session(model, producer, mask_name: str):
 
 def _long_probe(session, read: list[str]) -> np.ndarray | None:
     """A [1, n] mask (its last 3 keys padded) for the longest n of LONG_PROBE_TOKENS at which
-    the mask subgraph runs, or None."""
+    the mask subgraph runs with the other inputs (token ids) all 0 and all 1 (ids equal to the
+    padding id can hide a position limit: RoBERTa-style positions skip them), or None."""
     for tokens in LONG_PROBE_TOKENS:
         probe = np.ones((1, tokens), dtype=np.int64)
         probe[0, -3:] = 0
         try:
-            session.run(None, {name: probe if name == MASK_INPUT else np.zeros_like(probe) for name in read})
+            for fill in (0, 1):
+                session.run(None, {name: probe if name == MASK_INPUT else np.full(probe.shape, fill, np.int64)
+                                   for name in read})
         except Exception:  # noqa: BLE001 (longer than the model's positions: onnxruntime's own error types)
             continue
         return probe
