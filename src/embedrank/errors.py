@@ -27,6 +27,7 @@ __all__ = [
     "MissingFileError",
     "ModelFolderError",
     "NotFittedError",
+    "PromptTruncationWarning",
     "RetrieverFormatError",
     "SourceModelError",
     "TruncationWarning",
@@ -118,6 +119,11 @@ class EmbedrankWarning(EmbedrankError, UserWarning):
 
 class TruncationWarning(EmbedrankWarning):
     """Some texts were longer than the model's max_seq_length and were cut."""
+
+
+class PromptTruncationWarning(TruncationWarning):
+    """The prompt alone fills max_seq_length: no token of the texts fits after it, so every text
+    was cut to the prompt (and gets the same vector)."""
 
 
 class ExportAccuracyWarning(EmbedrankWarning):

@@ -490,7 +490,8 @@ def test_read_source_roberta_style_positions_and_prompts(tmp_path):
         json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}}))
     source = read_source_model(folder)
     assert source.max_seq_length == 512
-    assert source.prompts == {"query": "query: ", "document": "passage: "}
+    # every prompt keeps its sentence-transformers name (Encoder.encode_document finds "passage")
+    assert source.prompts == {"query": "query: ", "passage": "passage: "}
     import hashlib
 
     assert source.fingerprint() == "sha256:" + hashlib.sha256(b"weights").hexdigest()
@@ -507,7 +508,10 @@ def test_read_source_cls_pooling_and_unsupported(minilm_dir, tmp_path):
     source = read_source_model(folder)
     assert (source.pooling, source.normalize) == ("cls", False)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
-    with pytest.raises(SourceModelError, match="pooling \\['max'\\] is not supported"):
+    assert read_source_model(folder).pooling == "max"
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True,
+                                                                   "pooling_mode_mean_tokens": True}))
+    with pytest.raises(SourceModelError, match="pooling \\['max', 'mean'\\] concatenates several modes"):
         read_source_model(folder)
 
 

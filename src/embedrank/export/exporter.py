@@ -44,8 +44,12 @@ writes ``models/minilm/`` with
   with it and the FFN down-projections fp32. Dynamic int8 is not accurate to 1e-4: its error
   is measured on the sample and recorded, never bounded. Its activation scales are taken per
   batch tensor, so an int8 vector also moves slightly with the texts batched beside it.
-* ``model_pooled.onnx`` (``pooled=True``, off by default): mean (or CLS) pooling and L2
-  normalization inside the graph, output ``sentence_embedding`` [batch, hidden].
+* ``model_pooled.onnx`` (``pooled=True``, off by default): the pooling, the Dense modules and L2
+  normalization inside the graph, output ``sentence_embedding`` [batch, dimension] (not for a
+  Pooling that leaves the prompt out: the graph cannot know the prompt's length).
+* ``dense_<i>.npz``: the weights of each sentence-transformers Dense module after pooling
+  (sentence-t5's projection, a Tanh head), applied by the Encoder in numpy
+  (embedrank.models.head), since the token-level graphs end before pooling.
 * ``model_fp16.onnx`` (``fp16=True``, off by default; with ``pooled=True`` also
   ``model_pooled_fp16.onnx``): the ORT-optimized graph (the fp32 one with
   ``optimize=False``; the pooled one for the pooled variant) with weights and activations
@@ -75,6 +79,22 @@ Why ``torch.onnx.export`` (its TorchScript exporter, ``dynamo=False``) and not o
 * The model is loaded with ``attn_implementation="eager"``: the explicit softmax(QK^T + mask)
   pattern is what ORT's fusion recognises (SDPA-exported graphs got no Attention fusion),
   and tracing uses a padded dummy batch so no "mask is all ones" shortcut can be baked in.
+
+Families. A folder is loaded as sentence-transformers loads it: AutoModel, or the encoder alone
+for T5-family models (T5EncoderModel, as sentence-t5 and GTR use), in float32 with eager
+attention. Tested on tiny random-weight models of BERT, XLM-RoBERTa, MPNet, ModernBERT, Qwen3
+(a decoder: last-token pooling, instructions as prompts) and T5's encoder, each equal to
+sentence-transformers within 1e-5 in fp32 (tests/export/test_architectures.py,
+benchmarks/results/architectures.md); other architectures built into transformers are tried and
+verified the same way. Refused with an error naming the architecture: a folder whose code lives
+in it (config.json auto_map: trust_remote_code), a model_type transformers does not know, an
+encoder-decoder outside the T5 family, and CLS pooling on a causal decoder (its first token sees
+nothing else). Pooling: sentence-transformers' mean, cls, lasttoken, weightedmean, max and
+mean_sqrt_len_tokens (one mode), its include_prompt, Dense (Identity, Tanh, ReLU, Sigmoid) and
+Normalize modules. Prompts: config_sentence_transformers.json's prompts (every name) and
+default_prompt_name go into embedrank.json as they are. embedrank.json's "attention" says how
+many attention layers a CPU session runs on embedrank's fused kernel and why the others do not
+(embedrank.runtime.attention_fusion.explain).
 
 Every variant except int8 is verified against the torch model on sample texts of varied
 lengths (tokenized from tokenizer.json with its baked-in padding and truncation turned off,
@@ -130,10 +150,11 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, kind:
                  opset: int = OPSET) -> Path:
     """Exports a local Hugging Face model folder to an embedrank model folder; returns its path.
 
-    model_dir: a local folder (BERT, MPNet or XLM-R families) with config.json, the weights
-    (safetensors or .bin) and tokenizer.json; sentence-transformers' modules.json,
-    1_Pooling/config.json, sentence_bert_config.json and config_sentence_transformers.json
-    are read when present (pooling, normalization, max_seq_length, prompts). Without them:
+    model_dir: a local folder (see "Families" in the module docstring) with config.json, the
+    weights (safetensors or .bin) and tokenizer.json; sentence-transformers' modules.json,
+    1_Pooling/config.json, Dense folders, sentence_bert_config.json and
+    config_sentence_transformers.json are read when present (pooling, Dense, normalization,
+    max_seq_length, prompts). Without them:
     mean pooling, normalize=True, max_seq_length = min(tokenizer model_max_length,
     usable position embeddings).
     kind: "bi-encoder" (AutoModel, output last_hidden_state) or "cross-encoder"
@@ -147,8 +168,10 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, kind:
     atol: verification tolerance; texts: verification texts (default verify.SAMPLE_TEXTS;
     cross-encoders use verify.SAMPLE_PAIRS).
 
-    embedrank.json holds: format_version, kind, pooling, normalize, max_seq_length,
-    dimension, prompts {query, document}, inputs, token_type_ids, output, variants
+    embedrank.json holds: format_version, kind, pooling, normalize, include_prompt, dense (the
+    Dense layers' files and sizes), hidden_size, causal (a decoder), max_seq_length, dimension
+    (after Dense), prompts {name: text}, default_prompt_name, attention (fused layers and the
+    fallback reasons), inputs, token_type_ids, output, variants
     {name: file}, fingerprint ("sha256:" over the weight files' bytes), source, export
     (versions, opset, settings, seconds) and verification (per variant: max_abs_diff,
     min/mean cosine).
@@ -171,6 +194,9 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, kind:
     if isinstance(atol, bool) or not (isinstance(atol, (int, float)) and atol >= 0):
         raise InvalidValueError(f"atol must be a non-negative number, got {atol!r}")
     source = read_source_model(model_dir, kind)
+    if pooled and not source.include_prompt:
+        raise InvalidValueError(f"pooled=True cannot be exported for {source.path}: its Pooling leaves the prompt out "
+                                "(include_prompt: false), which a pooled graph cannot know; pool outside the graph")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, source.path, overwrite)
     _check_export_extra()
@@ -265,22 +291,101 @@ def _versions() -> dict:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+def _load_dense(source: SourceModel) -> list:
+    """The Dense modules' weights as embedrank.models.head.DenseLayer (float32 numpy)."""
+    import torch
+
+    from embedrank.models.head import DenseLayer
+
+    layers = []
+    for dense in source.dense:
+        path = dense["weights"]
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(path))
+            else:
+                tensors = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 (safetensors / torch raise their own types)
+            raise SourceModelError(f"{path} could not be read as Dense weights: {error}") from None
+        expected = (dense["out_features"], dense["in_features"])
+        weight = tensors.get("linear.weight")
+        if weight is None or tuple(weight.shape) != expected:
+            raise SourceModelError(f"{path}: linear.weight has shape {None if weight is None else tuple(weight.shape)}, "
+                                   f"expected {expected} (config.json's out_features, in_features)")
+        bias = tensors.get("linear.bias") if dense["bias"] else None
+        if dense["bias"] and (bias is None or tuple(bias.shape) != expected[:1]):
+            raise SourceModelError(f"{path}: linear.bias is missing or not of shape {expected[:1]}")
+        residual = None
+        if dense["residual"]:
+            if dense["in_features"] == dense["out_features"]:
+                residual = "identity"
+            else:
+                residual = tensors.get("residual.weight")
+                if residual is None or tuple(residual.shape) != expected:
+                    raise SourceModelError(f"{path}: residual.weight is missing or not of shape {expected}")
+                residual = residual.float().numpy()
+        layers.append(DenseLayer(weight.float().numpy(), None if bias is None else bias.float().numpy(),
+                                 dense["activation"], residual))
+    return layers
+
+
+def _write_dense(work: Path, layers: list) -> list[dict]:
+    """dense_<i>.npz per layer (weight, bias, residual); their embedrank.json entries."""
+    entries = []
+    for i, layer in enumerate(layers):
+        name = f"dense_{i}.npz"
+        arrays = {"weight": layer.weight.astype(np.float32)}
+        if layer.bias is not None:
+            arrays["bias"] = layer.bias.astype(np.float32)
+        if layer.residual is not None and not isinstance(layer.residual, str):
+            arrays["residual"] = layer.residual.astype(np.float32)
+        np.savez(work / name, **arrays)
+        entries.append({"file": name, "in_features": layer.in_features, "out_features": layer.out_features,
+                        "bias": layer.bias is not None, "activation": layer.activation,
+                        "residual": None if layer.residual is None else
+                        ("identity" if isinstance(layer.residual, str) else "matrix")})
+    return entries
+
+
+def _trace(wrapper, args, path: Path, input_names: list[str], output_name: str, output_axes: dict, opset: int,
+           source: SourceModel) -> None:
+    """trace.torch_export, its failures turned into an ExportError naming the architecture."""
+    try:
+        trace.torch_export(wrapper, args, path, input_names, output_name, output_axes, opset)
+    except ExportError:
+        raise
+    except Exception as error:  # noqa: BLE001 (torch.onnx raises many types for graphs it cannot trace)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"{source.architecture} could not be traced to ONNX: {type(error).__name__}: {first}") from None
+
+
 def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, quantize: bool, pooled: bool,
                  fp16: bool, atol: float, samples: list, opset: int) -> None:
+    from embedrank.models.head import Head
+    from embedrank.runtime import attention_fusion
+
     started = time.perf_counter()
     with trace.offline_quiet():
         model = trace.load_torch_model(source, kind)
     uses_types = trace.uses_token_type_ids(model)
     input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_types else [])
     output_name = "logits" if kind == "cross-encoder" else "last_hidden_state"
-    pooling = source.pooling
+    dense = _load_dense(source) if kind == "bi-encoder" else []
+    pooling = Head(pooling=source.pooling, dense=tuple(dense), include_prompt=source.include_prompt)
     output_axes = {0: "batch"} if kind == "cross-encoder" else {0: "batch", 1: "sequence"}
     pad_id = verify.load_tokenizer(source.tokenizer_path)[1]
     vocab = int(getattr(model.config, "vocab_size", 0) or 1000)
+    causal = kind == "bi-encoder" and trace.is_causal(model, input_names, vocab)
+    if causal and source.pooling == "cls":
+        raise ExportError(f"{source.path}: CLS pooling on {source.architecture}, a causal decoder: its first token "
+                          "sees no other token, so every text would get the vector of its first token (decoder "
+                          "embedders pool the last token: pooling_mode 'lasttoken')")
 
     fp32 = work / VARIANT_FILES["fp32"]
-    trace.torch_export(trace.make_wrapper(model, input_names, kind), trace.dummy_inputs(input_names, pad_id, vocab), fp32,
-                  input_names, output_name, output_axes, opset)
+    _trace(trace.make_wrapper(model, input_names, kind), trace.dummy_inputs(input_names, pad_id, vocab), fp32,
+           input_names, output_name, output_axes, opset, source)
     trace.check_graph(fp32, input_names, output_name, opset)
 
     batch = verify.tokenize_sample(source.tokenizer_path, samples, source.max_seq_length)
@@ -314,9 +419,10 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
     if pooled:
         pooled_path = work / VARIANT_FILES["pooled"]
         raw = work / "model_pooled_raw.onnx"
-        wrapper = trace.make_wrapper(model, input_names, kind, pooling=pooling, normalize=source.normalize)
-        trace.torch_export(wrapper, trace.dummy_inputs(input_names, pad_id, vocab), raw, input_names, "sentence_embedding",
-                      {0: "batch"}, opset)
+        wrapper = trace.make_wrapper(model, input_names, kind, pooling=source.pooling, normalize=source.normalize,
+                                     dense=dense)
+        _trace(wrapper, trace.dummy_inputs(input_names, pad_id, vocab), raw, input_names, "sentence_embedding",
+               {0: "batch"}, opset, source)
         if optimize:
             variants.optimize_graph(raw, pooled_path, variants.optimizer_settings(source))
             raw.unlink()
@@ -340,18 +446,23 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
             variant_files[half_name] = half.name
         settings["fp16"] = {"method": "onnxruntime.transformers.float16.convert_float_to_float16",
                             "keep_io_types": True, "rtol": verify.FP16_RTOL, "from": base}
+    dense_entries = _write_dense(work, dense)
+    attention = attention_fusion.explain_file(fp32)
 
     shutil.copyfile(source.tokenizer_path, work / TOKENIZER_FILE)
     config = model.config
-    dimension = int(config.num_labels if kind == "cross-encoder" else source.hidden_size)
+    dimension = int(config.num_labels if kind == "cross-encoder" else
+                    (dense[-1].out_features if dense else source.hidden_size))
     settings["seconds"] = round(time.perf_counter() - started, 2)
     document = {
         "kind": kind,
-        **({"pooling": pooling, "normalize": source.normalize} if kind == "bi-encoder" else
+        **({"pooling": source.pooling, "normalize": source.normalize, "include_prompt": source.include_prompt,
+            "dense": dense_entries, "hidden_size": source.hidden_size, "causal": causal} if kind == "bi-encoder" else
            {"num_labels": int(config.num_labels)}),
         "max_seq_length": int(source.max_seq_length),
         "dimension": dimension,
         "prompts": dict(source.prompts),
+        "default_prompt_name": source.default_prompt_name,
         "inputs": input_names,
         "token_type_ids": uses_types,
         "output": output_name,
@@ -364,8 +475,10 @@ def _export_into(source: SourceModel, work: Path, kind: str, optimize: bool, qua
             "architectures": list(config.architectures or []),
             "hidden_size": source.hidden_size,
             "weight_files": [p.name for p in source.weight_files],
+            "padding_side": source.padding_side,
             "settings_from": dict(source.sources),
         },
+        "attention": attention,
         "export": {**settings, "versions": _versions()},
         "verification": verify.rounded(verification),
     }

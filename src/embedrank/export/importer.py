@@ -19,7 +19,7 @@ embedrank error that names the problem):
   checked as well (onnxruntime refuses an index past the table);
 * the graph runs on one text of max_seq_length tokens (not above its position embeddings);
 * a probe run on ``PROBE_TEXTS``, padded into one batch, gives a float32 output of the
-  declared pooling's shape: [batch, tokens, hidden] for "mean", "cls" and "last" (embedrank
+  declared pooling's shape: [batch, tokens, hidden] for "mean", "cls" and "lasttoken" (embedrank
   pools it), [batch, hidden] for "pooled" (the graph pools). The output is chosen among the
   graph's outputs by that shape; ``output`` names it when several fit;
 * each probe text run alone gives the vector it got in the padded batch (cosine at least
@@ -61,9 +61,12 @@ from embedrank.errors import (ExistingPathError, InvalidTypeError, InvalidValueE
                               SourceModelError)
 from embedrank.export import verify
 from embedrank.export.exporter import _check_replaceable
-from embedrank.models.folder import DEFAULT_VARIANT_FILES, POOLINGS, TOKENIZER_FILE, write_config
+from embedrank.models.folder import DEFAULT_VARIANT_FILES, TOKENIZER_FILE, write_config
 from embedrank.models.onnx_model import MODEL_INPUTS
 from embedrank.utils.files import write_directory
+
+# The poolings an imported graph is checked against (the others need sentence-transformers' modules).
+IMPORT_POOLINGS = ("mean", "cls", "lasttoken", "pooled")
 
 __all__ = ["INPUT_ALIASES", "PADDING_MIN_COSINE", "PROBE_TEXTS", "REWRITE_RTOL", "import_onnx"]
 
@@ -127,7 +130,7 @@ def import_onnx(onnx_path: str | os.PathLike, tokenizer: str | os.PathLike, out_
     tokenizer.json, or a folder holding one; its own padding and truncation are ignored
     (embedrank pads each batch and cuts at max_seq_length). out_dir: the folder to write.
     max_seq_length: the most tokens per text (special tokens included) the model is run
-    with; it must run at this length (the probe does). pooling: "mean", "cls" or "last"
+    with; it must run at this length (the probe does). pooling: "mean", "cls" or "lasttoken"
     (the last non-padding token) for a graph whose output is token states [batch, tokens,
     hidden], pooled by embedrank; "pooled" for a graph whose output is one vector per text
     [batch, hidden]. normalize: L2-normalize the vectors. prompts: {"query": str,
@@ -225,8 +228,8 @@ def import_onnx(onnx_path: str | os.PathLike, tokenizer: str | os.PathLike, out_
 
 # -- arguments -------------------------------------------------------------------------------
 def _check_settings(pooling, normalize, max_seq_length, prompts):
-    if pooling not in POOLINGS:
-        raise InvalidValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    if pooling not in IMPORT_POOLINGS:
+        raise InvalidValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(IMPORT_POOLINGS)}")
     if not isinstance(normalize, bool):
         raise InvalidTypeError(f"normalize must be True or False, got {normalize!r}")
     if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int):
@@ -527,7 +530,7 @@ def _probe(session, info: _GraphInfo, tokenizer, pooling: str, wanted: str | Non
 
 def _pooling_hint(pooling: str, name, token_level: list, pooled: list) -> str:
     if pooling == "pooled" and token_level:
-        return f"; {(name if name in token_level else token_level[0])!r} is token-level: pass pooling='mean', 'cls' or 'last'"
+        return f"; {(name if name in token_level else token_level[0])!r} is token-level: pass pooling='mean', 'cls' or 'lasttoken'"
     if pooling != "pooled" and pooled:
         return f"; {(name if name in pooled else pooled[0])!r} is pooled [batch, hidden]: pass pooling='pooled'"
     return ""
@@ -548,7 +551,7 @@ def _batch_rows(batch, row: int):
 
 def _pool(output: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
     """Pooled, L2-normalized float64 rows (numpy: the reference for embedrank's kernels)."""
-    if pooling == "last":
+    if pooling == "lasttoken":
         last = np.maximum(mask.sum(axis=1) - 1, 0)
         output = np.asarray(output)[np.arange(len(output)), last]
     return verify.pool(output, mask, "cls" if pooling == "cls" else "mean")

@@ -11,8 +11,13 @@ from pathlib import Path
 from embedrank.errors import ExportError, MissingFileError
 from embedrank.export.source import SourceModel
 
-__all__ = ["check_graph", "dummy_inputs", "load_torch_model", "make_wrapper", "offline_quiet", "torch_export",
-           "uses_token_type_ids"]
+__all__ = ["ENCODER_ONLY_CLASSES", "check_graph", "dummy_inputs", "is_causal", "load_torch_model", "make_wrapper",
+           "offline_quiet", "torch_export", "uses_token_type_ids"]
+
+# Encoder-decoder families whose encoder alone is the embedder (sentence-t5, GTR), loaded as
+# sentence-transformers does: model_type -> the transformers class of the encoder.
+ENCODER_ONLY_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel",
+                        "longt5": "LongT5EncoderModel"}
 
 @contextlib.contextmanager
 def offline_quiet():
@@ -31,18 +36,51 @@ def offline_quiet():
 
 
 def load_torch_model(source: SourceModel, kind: str):
+    """The torch model as sentence-transformers loads it (AutoModel; the encoder alone for the
+    T5 family), in float32 with eager attention. ExportError naming the architecture when
+    transformers does not know it or it is an encoder-decoder other than the T5 family."""
     import torch
+    import transformers
     from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    cls = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
+    if source.model_type not in CONFIG_MAPPING_NAMES:
+        raise ExportError(f"{source.transformer_path}: architecture {source.architecture} is unknown to transformers "
+                          f"{transformers.__version__} (a newer transformers, or a model that needs trust_remote_code)")
+    if kind == "cross-encoder":
+        cls = AutoModelForSequenceClassification
+    elif source.model_type in ENCODER_ONLY_CLASSES:
+        cls = getattr(transformers, ENCODER_ONLY_CLASSES[source.model_type])
+    else:
+        cls = AutoModel
     try:
         model = cls.from_pretrained(str(source.transformer_path), local_files_only=True, attn_implementation="eager")
     except OSError as error:
         raise MissingFileError(f"could not load the model from {source.transformer_path}: {error}") from None
-    except ValueError as error:
-        raise ExportError(f"transformers could not load {source.transformer_path}: {error}") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"transformers could not load {source.transformer_path} ({source.architecture}): "
+                          f"{error}") from None
+    if kind == "bi-encoder" and getattr(model.config, "is_encoder_decoder", False) and cls is AutoModel:
+        raise ExportError(f"{source.transformer_path}: {source.architecture} is an encoder-decoder model; embedrank "
+                          f"exports the encoder of {', '.join(sorted(ENCODER_ONLY_CLASSES))} models only")
     model = model.to(torch.float32).eval()
     return model
+
+
+def is_causal(model, input_names: list[str], vocab_size: int) -> bool:
+    """True when the model's token states never depend on later tokens (a decoder): checked by
+    changing the last token of a 6-token text and comparing the states of the first five."""
+    import torch
+
+    ids = (torch.arange(6, dtype=torch.long).reshape(1, 6) * 7) % max(vocab_size - 8, 1) + 5
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 3) % max(vocab_size - 8, 1) + 5
+    states = []
+    for tokens in (ids, changed):
+        feeds = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens), "token_type_ids": torch.zeros_like(tokens)}
+        with torch.no_grad():
+            states.append(model(**{n: feeds[n] for n in input_names}, return_dict=True).last_hidden_state[0, :5])
+    return bool(torch.allclose(states[0], states[1], rtol=0, atol=1e-6))
 
 
 def uses_token_type_ids(model) -> bool:
@@ -55,9 +93,20 @@ def uses_token_type_ids(model) -> bool:
     return bool(accepts and embeddings is not None and types > 1)
 
 
-def make_wrapper(model, input_names: list[str], kind: str, pooling: str | None = None, normalize: bool = False):
-    """A module taking the inputs positionally and returning one tensor."""
+def make_wrapper(model, input_names: list[str], kind: str, pooling: str | None = None, normalize: bool = False,
+                 dense: list | None = None):
+    """A module taking the inputs positionally and returning one tensor: the token states, the
+    logits, or (pooling given) pooled vectors, after `dense` (embedrank.models.head.DenseLayer
+    list) and L2 normalization when asked. Pooling is over right-padded batches."""
     import torch
+
+    activations = {"Identity": lambda x: x, "Tanh": torch.tanh, "ReLU": torch.relu, "Sigmoid": torch.sigmoid}
+    layers = []
+    for layer in dense or []:
+        residual = layer.residual
+        layers.append((torch.from_numpy(layer.weight), None if layer.bias is None else torch.from_numpy(layer.bias),
+                       activations[layer.activation],
+                       residual if residual is None or isinstance(residual, str) else torch.from_numpy(residual)))
 
     class Wrapper(torch.nn.Module):
         def __init__(self):
@@ -72,16 +121,42 @@ def make_wrapper(model, input_names: list[str], kind: str, pooling: str | None =
             hidden = out.last_hidden_state
             if pooling is None:
                 return hidden
-            if pooling == "cls":
-                vectors = hidden[:, 0]
-            else:
-                mask = feeds["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                vectors = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            vectors = _torch_pool(hidden, feeds["attention_mask"], pooling)
+            for weight, bias, activation, residual in layers:
+                y = activation(torch.nn.functional.linear(vectors, weight, bias))
+                if isinstance(residual, str):
+                    y = y + vectors
+                elif residual is not None:
+                    y = y + torch.nn.functional.linear(vectors, residual)
+                vectors = y
             if normalize:
                 vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)
             return vectors
 
     return Wrapper().eval()
+
+
+def _torch_pool(hidden, attention_mask, pooling: str):
+    """embedrank.models.head.pool_tokens in torch, for a graph (right-padded masks)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling in ("mean", "mean_sqrt_len_tokens"):
+        count = mask.sum(dim=1).clamp(min=1e-9)
+        return (hidden * mask).sum(dim=1) / (count if pooling == "mean" else count.sqrt())
+    if pooling == "lasttoken":
+        last = (attention_mask.sum(dim=1) - 1).clamp(min=0)
+        index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        return torch.gather(hidden * mask, 1, index).squeeze(1)
+    if pooling == "weightedmean":
+        positions = torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype).view(1, -1, 1)
+        weights = mask * positions
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    raise ExportError(f"pooling {pooling!r} has no graph form")
 
 
 def dummy_inputs(input_names: list[str], pad_id: int, vocab_size: int):

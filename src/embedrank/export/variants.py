@@ -105,7 +105,8 @@ def quantize_int8(src: Path, dst: Path, source: SourceModel, kind: str, measure)
     when it measures better (recorded as an attempt with "reduce_range": true).
     `measure(path) -> dict` is the comparison with the torch model.
     """
-    intermediate = int(source.config.get("intermediate_size") or 4 * source.hidden_size)
+    intermediate = int(next((source.config[k] for k in ("intermediate_size", "d_ff", "n_inner", "ffn_dim")
+                             if isinstance(source.config.get(k), int)), 4 * source.hidden_size))
     down = ffn_down_projections(src, intermediate, source.hidden_size)
     tries = ([[]] if kind == "bi-encoder" and down else []) + [down]
     attempts = []

@@ -109,21 +109,26 @@ def tokenize_sample(tokenizer_path: Path, samples: list, max_length: int) -> Sam
     return batch
 
 
-def pool(output: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
-    """Pooled, L2-normalized vectors from [B, T, H] (the metric's pooling; numpy, float64)."""
+def pool(output: np.ndarray, attention_mask: np.ndarray, pooling) -> np.ndarray:
+    """Pooled, L2-normalized vectors (numpy, float64) from token states [B, T, H], or from a
+    pooled graph's [B, D]. pooling: a mode name, or an embedrank.models.head.Head (pooling and
+    Dense layers; its Dense layers are applied to token states' pools only, a pooled graph
+    has them inside)."""
+    from embedrank.models.head import Head, pool_tokens
+
+    head = pooling if isinstance(pooling, Head) else Head(pooling=pooling)
     hidden = np.asarray(output, dtype=np.float64)
     if hidden.ndim == 2:
         vectors = hidden
-    elif pooling == "cls":
-        vectors = hidden[:, 0]
     else:
-        mask = attention_mask[..., None].astype(np.float64)
-        vectors = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        vectors = pool_tokens(hidden, attention_mask, head.pooling)
+        for layer in head.dense:
+            vectors = layer(vectors)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
 
-def torch_reference(model, batch: SampleBatch, input_names: list[str], kind: str, pooling: str) -> np.ndarray:
+def torch_reference(model, batch: SampleBatch, input_names: list[str], kind: str, pooling) -> np.ndarray:
     """What the torch model gives on the padded batch: pooled normalized vectors, or logits."""
     import torch
 
@@ -145,7 +150,7 @@ def onnx_session(path: Path, level: str = "all"):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session, batch: SampleBatch, input_names: list[str], kind: str, pooling: str) -> np.ndarray:
+def run_onnx(session, batch: SampleBatch, input_names: list[str], kind: str, pooling) -> np.ndarray:
     out = session.run(None, batch.feeds(input_names))[0]
     if kind == "cross-encoder":
         return out.astype(np.float64)
@@ -153,7 +158,7 @@ def run_onnx(session, batch: SampleBatch, input_names: list[str], kind: str, poo
 
 
 def compare(path: Path, reference: np.ndarray, batch: SampleBatch, input_names: list[str], kind: str,
-             pooling: str, levels: Sequence[str] = ("all",)) -> dict:
+             pooling, levels: Sequence[str] = ("all",)) -> dict:
     """Runs a variant on the padded batch, and on the first, middle and last text one at a time
     (batch 1, no padding); returns the largest error (and cosines to the reference)."""
     worst = 0.0

@@ -7,16 +7,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from embedrank.errors import InvalidValueError, ModelFolderError
+from embedrank.models.head import POOLINGS as HEAD_POOLINGS
 
 CONFIG_FILE = "embedrank.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 DEFAULT_VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx", "pooled": "model_pooled.onnx",
                          "fp16": "model_fp16.onnx", "pooled_fp16": "model_pooled_fp16.onnx"}
-# How token states become one vector: "mean" (over the attention mask), "cls" (the first token),
-# "last" (the last non-padding token), "pooled" (the graph itself outputs [batch, hidden]; set by
+# How token states become one vector: sentence-transformers' pooling modes (embedrank.models.head:
+# "mean", "cls", "lasttoken", ...), or "pooled" (the graph itself outputs [batch, hidden]; set by
 # embedrank.import_onnx for graphs that pool inside).
-POOLINGS = ("mean", "cls", "last", "pooled")
+POOLINGS = (*HEAD_POOLINGS, "pooled")
 
 
 
@@ -34,6 +35,12 @@ class ModelConfig:
     prompts: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    # sentence-transformers' default_prompt_name: the prompt encode() uses when given none
+    default_prompt_name: str | None = None
+    # the Pooling's include_prompt (False: the prompt's tokens are left out of the pool)
+    include_prompt: bool = True
+    # Dense layers after pooling: {"file", "in_features", "out_features", "bias", "activation", "residual"}
+    dense: list = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ModelConfig:
@@ -56,7 +63,14 @@ class ModelConfig:
             prompts=_field(raw, "prompts", dict, config_path, {}),
             variants=_field(raw, "variants", dict, config_path, DEFAULT_VARIANT_FILES),
             raw=raw,
+            include_prompt=_field(raw, "include_prompt", bool, config_path, True),
         )
+        default_prompt = raw.get("default_prompt_name")
+        if default_prompt is not None and (not isinstance(default_prompt, str) or default_prompt not in config.prompts):
+            raise ModelFolderError(f"{config_path}: default_prompt_name {default_prompt!r} is not one of the prompts "
+                                   f"({', '.join(sorted(config.prompts)) or 'none'})")
+        config.default_prompt_name = default_prompt
+        config.dense = _dense_entries(raw.get("dense"), folder, config_path)
         if config.max_seq_length < 2:
             raise ModelFolderError(f"{config_path}: max_seq_length must be at least 2, got {config.max_seq_length}")
         if config.dimension < 0:
@@ -71,6 +85,10 @@ class ModelConfig:
         if config.pooling not in POOLINGS:
             raise ModelFolderError(f"{config_path}: unknown pooling {config.pooling!r} (expected one of "
                                    f"{', '.join(POOLINGS)})")
+        if config.dense and config.kind == "bi-encoder" and config.dimension \
+                and config.dense[-1]["out_features"] != config.dimension:
+            raise ModelFolderError(f"{config_path}: dimension is {config.dimension} but the last Dense layer gives "
+                                   f"{config.dense[-1]['out_features']}")
         _check_member_name(folder, TOKENIZER_FILE, "the tokenizer", config_path)
         if not (folder / TOKENIZER_FILE).is_file():
             raise ModelFolderError(f"{folder / TOKENIZER_FILE} is missing")
@@ -89,6 +107,48 @@ class ModelConfig:
     @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
+
+    @property
+    def token_width(self) -> int:
+        """The width of the token states a token-level graph gives (the first Dense layer's
+        input; the dimension when there is no Dense)."""
+        return int(self.dense[0]["in_features"]) if self.dense else self.dimension
+
+
+_DENSE_RESIDUALS = (None, "identity", "matrix")
+
+
+def _dense_entries(value, folder: Path, config_path: Path) -> list[dict]:
+    """embedrank.json's "dense" list, checked: plain file names, positive sizes that chain up,
+    a known activation (the weights themselves are read by models.head.load_dense)."""
+    from embedrank.models.head import ACTIVATIONS
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ModelFolderError(f"{config_path}: field 'dense' must be a list, got {type(value).__name__}")
+    entries, width = [], None
+    for i, entry in enumerate(value):
+        where = f"dense[{i}]"
+        if not isinstance(entry, dict):
+            raise ModelFolderError(f"{config_path}: {where} must be an object")
+        for key in ("in_features", "out_features"):
+            size = entry.get(key)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ModelFolderError(f"{config_path}: {where}.{key} must be a positive integer, got {size!r}")
+        if width is not None and entry["in_features"] != width:
+            raise ModelFolderError(f"{config_path}: {where}.in_features is {entry['in_features']} but the layer "
+                                   f"before gives {width}")
+        width = entry["out_features"]
+        if entry.get("activation") not in ACTIVATIONS:
+            raise ModelFolderError(f"{config_path}: {where}.activation must be one of {', '.join(ACTIVATIONS)}, "
+                                   f"got {entry.get('activation')!r}")
+        if not isinstance(entry.get("bias"), bool) or entry.get("residual") not in _DENSE_RESIDUALS:
+            raise ModelFolderError(f"{config_path}: {where} needs bias (true/false) and residual (null, "
+                                   "\"identity\" or \"matrix\")")
+        _check_member_name(folder, entry.get("file"), f"{where}.file", config_path)
+        entries.append(dict(entry))
+    return entries
 
 
 def _field(raw: dict, name: str, kind: type, config_path: Path, default=None):

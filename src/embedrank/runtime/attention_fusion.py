@@ -14,6 +14,13 @@ padding mask built from the ``attention_mask`` input: the mask subgraph is run o
 masks and must give 0 for attended keys and at most MASKED_BELOW for padded ones, the same
 for every query row, whatever the token ids. Anything else (relative position bias as in MPNet, scale applied
 before the product, other layouts) is left to onnxruntime as it was.
+
+:func:`explain` says, per attention layer, why a core was not rewritten: an additive position
+bias on the scores (MPNet's and T5's relative attention: the kernel takes no bias input),
+rotary position embeddings applied to Q and K between the projection and the product (ModernBERT,
+Qwen3: the pattern wants plain per-head reshapes), K/V heads shared by several query heads
+(grouped-query attention), or a mask that is not a key padding mask (a decoder's causal mask,
+ModernBERT's sliding window). The exporter records it in embedrank.json ("attention").
 """
 
 from __future__ import annotations
@@ -35,6 +42,12 @@ _FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 # attends uniformly, which is what the kernel does; with a mild mask such as -10000 it would
 # attend to every key by its score instead, so such graphs are left unfused.
 MASKED_BELOW = -1e30
+# A mask is also probed on one long sequence, the longest of these that its subgraph runs at (the
+# mask is often built from the embeddings' shape, so a model's position limit applies): a
+# sliding-window mask (ModernBERT's local attention, a window of 128) looks like a padding mask
+# on short probes. A window wider than the probe, or than the model's positions, is not told apart
+# (nor does it act).
+LONG_PROBE_TOKENS = (1024, 512, 256, 128, 64)
 
 
 def library_path() -> Path:
@@ -92,6 +105,160 @@ def fuse_attention(model) -> int:
 
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return len(replacements)
+
+
+def explain(model) -> dict:
+    """What fuse_attention would do with `model` (an onnx.ModelProto, left unchanged):
+    {"layers": attention cores (Softmax nodes), "fused": cores it would rewrite, "fallback":
+    {reason: number of cores}} with the reasons in words (see the module docstring)."""
+    graph = model.graph
+    softmaxes = [n for n in graph.node if n.op_type == "Softmax"]
+    report: dict = {"layers": len(softmaxes), "fused": 0, "fallback": {}}
+    if not softmaxes:
+        return report
+    blanket = None
+    if MASK_INPUT not in {i.name for i in graph.input}:
+        blanket = f"the graph has no {MASK_INPUT} input"
+    elif any(i.data_type == _FLOAT16 for i in graph.initializer):
+        blanket = "a float16 graph (the kernel is float32)"
+    elif any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
+        blanket = "the graph has subgraphs (If/Loop/Scan)"
+    if blanket:
+        report["fallback"] = {blanket: len(softmaxes)}
+        return report
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for output in graph.output:
+        consumers.setdefault(output.name, []).append(_GRAPH_OUTPUT)
+    constants = _Constants(graph, producer)
+    mask_kinds: dict[str, str] = {}
+    for softmax in softmaxes:
+        core = _match_core(softmax, producer, consumers, constants, default_opset)
+        if core is not None:
+            if core["mask"] not in mask_kinds:
+                mask_kinds[core["mask"]] = _mask_kind(model, producer, core["mask"])
+            if mask_kinds[core["mask"]] == "padding":
+                report["fused"] += 1
+                continue
+            reasons = [_MASK_REASONS[mask_kinds[core["mask"]]]]
+        else:
+            reasons = _diagnose(model, softmax, producer, mask_kinds)
+        reason = "; ".join(reasons)
+        report["fallback"][reason] = report["fallback"].get(reason, 0) + 1
+    return report
+
+
+def explain_file(path) -> dict:
+    """explain() of the ONNX file at `path`."""
+    import onnx
+
+    return explain(onnx.load(str(path)))
+
+
+_MASK_REASONS = {
+    "causal": "causal mask (a decoder: each token sees the tokens before it only)",
+    "sliding": "sliding-window mask (local attention)",
+    "other": "the additive mask is not a key padding mask",
+}
+
+
+def _mask_kind(model, producer, mask_name: str) -> str:
+    """"padding" (a key padding mask fuse_attention accepts), "causal", "sliding" or "other",
+    from the mask subgraph run on probe masks."""
+    if _is_key_padding_mask(model, producer, mask_name):
+        return "padding"
+    made = _mask_session(model, producer, mask_name)
+    if made is None:
+        return "other"
+    session, read = made
+    probe = _long_probe(session, read)
+    if probe is None:
+        return "other"
+    probe[:] = 1
+    tokens = probe.shape[1]
+    try:
+        value = np.asarray(session.run(None, {name: probe if name == MASK_INPUT else np.zeros_like(probe)
+                                              for name in read})[0], dtype=np.float32)
+    except Exception:  # noqa: BLE001 (onnxruntime's own exception types)
+        return "other"
+    if value.ndim != 4 or value.shape[-1] != tokens or value.shape[-2] != tokens:
+        return "other"
+    blocked = value[0, 0] <= MASKED_BELOW
+    rows, cols = np.indices(blocked.shape)
+    if np.array_equal(blocked, cols > rows):
+        return "causal"
+    distance = np.abs(rows - cols)
+    if blocked.any() and not blocked[distance == 0].any():
+        window = distance[~blocked].max()
+        if np.array_equal(blocked, distance > window):
+            return "sliding"
+    return "other"
+
+
+def _diagnose(model, softmax, producer, mask_kinds: dict) -> list[str]:
+    """Why the core ending in `softmax` does not match: the features of it that the kernel
+    does not handle, in words (a generic reason when none is recognised)."""
+    reasons: list[str] = []
+    # the addends of the scores: through Add (and Cast) nodes down from the Softmax input
+    addends, stack = [], [softmax.input[0]]
+    while stack:
+        name = stack.pop()
+        node = producer.get(name)
+        if node is not None and node.op_type == "Add":
+            stack.extend(node.input)
+        elif node is not None and node.op_type == "Cast":
+            stack.append(node.input[0])
+        else:
+            addends.append(name)
+    product, qk = None, None
+    for name in addends:
+        node = producer.get(name)
+        while node is not None and node.op_type in ("Mul", "Div", "Cast") and qk is None:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "MatMul":
+            product, qk = name, node
+            break
+    others = [a for a in addends if a != product]
+    masks = [a for a in others if MASK_INPUT in _ancestors(producer, a)[1]]
+    if len(others) > len(masks):
+        reasons.append("an additive position bias on the scores (relative attention; the kernel takes no bias)")
+    if qk is not None:
+        q_node, k_node = producer.get(qk.input[0]), producer.get(qk.input[1])
+        plain = (q_node is not None and q_node.op_type == "Transpose" and _feeds_from(producer, q_node, "Reshape")
+                 and k_node is not None and k_node.op_type == "Transpose" and _feeds_from(producer, k_node, "Reshape"))
+        if not plain:
+            reasons.append("rotary position embedding or a norm applied to Q/K (not plain per-head reshapes)")
+        if _has_near(producer, qk.input[1], "Expand", 6):
+            reasons.append("grouped-query attention (K/V heads repeated for several query heads)")
+    for mask in masks:
+        if mask not in mask_kinds:
+            mask_kinds[mask] = _mask_kind(model, producer, mask)
+        if mask_kinds[mask] != "padding":
+            reasons.append(_MASK_REASONS[mask_kinds[mask]])
+    return reasons or ["the attention pattern is not one the rewrite recognises"]
+
+
+def _feeds_from(producer, node, op_type: str) -> bool:
+    """True when `node`'s first input is computed by an `op_type` node, through Casts."""
+    source = producer.get(node.input[0])
+    while source is not None and source.op_type == "Cast":
+        source = producer.get(source.input[0])
+    return source is not None and source.op_type == op_type
+
+
+def _has_near(producer, name: str, op_type: str, depth: int) -> bool:
+    """True when an `op_type` node is among the ancestors of `name` within `depth` steps."""
+    frontier = [name]
+    for _ in range(depth):
+        nodes = [producer[n] for n in frontier if n in producer]
+        if any(n.op_type == op_type for n in nodes):
+            return True
+        frontier = [i for n in nodes for i in n.input if i]
+    return False
 
 
 @functools.lru_cache(maxsize=2)
@@ -259,11 +426,10 @@ def _ancestors(producer, name: str) -> tuple[list, set[str]]:
     return nodes, inputs
 
 
-def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
-    """True when the tensor `mask_name` gives 0 for attended keys and <= MASKED_BELOW for
-    padded keys, equally for every query row, on probe masks; and the other inputs it reads
-    (exporters build the mask from the shape of input_ids or of the embeddings) change
-    nothing in it."""
+def _mask_session(model, producer, mask_name: str):
+    """(onnxruntime session computing the tensor `mask_name` from the graph inputs it reads, those
+    inputs' names), or None when it reads anything but int64 graph inputs including
+    attention_mask, or needs ops that cannot run on their own."""
     import onnx
     from onnx import helper
 
@@ -273,25 +439,59 @@ def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
     initializers = {i.name: i for i in graph.initializer}
     read = sorted(i for i in inputs if i not in initializers)
     if MASK_INPUT not in read or any(i not in graph_inputs for i in read):
-        return False
+        return None
     if any(graph_inputs[i].type.tensor_type.elem_type != onnx.TensorProto.INT64 for i in read):
-        return False
+        return None
     if any(n.op_type in ("If", "Loop", "Scan") or n.domain not in ("", "ai.onnx") for n in nodes):
-        return False
+        return None
     order = {id(n): i for i, n in enumerate(graph.node)}
     nodes.sort(key=lambda n: order[id(n)])
     sub = helper.make_graph(nodes, "embedrank_mask_probe", [graph_inputs[i] for i in read],
                             [helper.make_tensor_value_info(mask_name, onnx.TensorProto.FLOAT, None)],
                             [initializers[i] for i in inputs if i in initializers])
     probe_model = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    probes = [np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], dtype=np.int64),
-              np.array([[1, 1, 0]], dtype=np.int64)]
     try:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(probe_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        options.log_severity_level = 4  # probes past the model's positions fail on purpose: no error log
+        return ort.InferenceSession(probe_model.SerializeToString(), options, providers=["CPUExecutionProvider"]), read
+    except Exception:  # a subgraph onnxruntime cannot run on its own
+        return None
+
+
+def _long_probe(session, read: list[str]) -> np.ndarray | None:
+    """A [1, n] mask (its last 3 keys padded) for the longest n of LONG_PROBE_TOKENS at which
+    the mask subgraph runs with the other inputs (token ids) all 0 and all 1 (ids equal to the
+    padding id can hide a position limit: RoBERTa-style positions skip them), or None."""
+    for tokens in LONG_PROBE_TOKENS:
+        probe = np.ones((1, tokens), dtype=np.int64)
+        probe[0, -3:] = 0
+        try:
+            for fill in (0, 1):
+                session.run(None, {name: probe if name == MASK_INPUT else np.full(probe.shape, fill, np.int64)
+                                   for name in read})
+        except Exception:  # noqa: BLE001 (longer than the model's positions: onnxruntime's own error types)
+            continue
+        return probe
+    return None
+
+
+def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
+    """True when the tensor `mask_name` gives 0 for attended keys and <= MASKED_BELOW for
+    padded keys, equally for every query row, on probe masks; and the other inputs it reads
+    (exporters build the mask from the shape of input_ids or of the embeddings) change
+    nothing in it."""
+    made = _mask_session(model, producer, mask_name)
+    if made is None:
+        return False
+    session, read = made
+    probes = [np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], dtype=np.int64),
+              np.array([[1, 1, 0]], dtype=np.int64)]
+    long_probe = _long_probe(session, read)
+    if long_probe is not None:
+        probes.append(long_probe)
+    try:
         for probe in probes:
             values = []
             for fill in (0, 1):  # the other inputs (token ids) must not matter

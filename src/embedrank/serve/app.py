@@ -178,9 +178,10 @@ def _check_model(data: dict, service: Service, names: tuple) -> None:
 
 
 def _prompt(service: Service, name) -> str:
-    if name is None:
-        return ""
     prompts = service.encoder.config.prompts
+    if name is None:  # the model's default prompt, if it has one (as sentence-transformers and TEI do)
+        default = service.encoder.config.default_prompt_name
+        return (prompts.get(default) or "") if default is not None else ""
     if not isinstance(name, str) or name not in prompts:
         known = ", ".join(sorted(prompts)) or "none"
         raise RequestError(422, f"prompt_name {name!r} is not one of the model's prompts ({known})", "prompt_name")

@@ -24,7 +24,7 @@ import torch
 
 from embedrank.export.source import SourceModel, read_source_model
 from embedrank.models.tokenization import TextTokenizer
-from embedrank.errors import InvalidValueError, MissingDependencyError
+from embedrank.errors import InvalidValueError, MissingDependencyError, SourceModelError
 
 __all__ = ["BiEncoderModel", "CrossEncoderModel", "TOKENIZER_FILES"]
 
@@ -93,6 +93,12 @@ class BiEncoderModel(torch.nn.Module):
     def load(cls, model_dir: str | os.PathLike) -> BiEncoderModel:
         """From a Hugging Face / sentence-transformers folder (pooling etc. as export reads them)."""
         source = read_source_model(model_dir, "bi-encoder")
+        if source.pooling not in ("mean", "cls") or source.dense or not source.include_prompt:
+            # export runs these heads; training pools with mean or CLS only and would drop the rest
+            raise SourceModelError(
+                f"{model_dir}: training supports mean or CLS pooling over every token and no Dense module; this model "
+                f"has pooling {source.pooling!r}{', Dense modules' if source.dense else ''}"
+                f"{', include_prompt false' if not source.include_prompt else ''}")
         return cls(source, _load_transformers("bi-encoder", source.transformer_path))
 
     @property
