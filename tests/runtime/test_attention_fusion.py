@@ -156,6 +156,61 @@ def test_a_mask_that_other_ids_change_is_refused():
     assert attention_fusion.fuse_attention(model) == 0
 
 
+def _with_position_mask(kind: str, window: int = 8):
+    """attention_graph() whose additive mask also blocks keys by position: "sliding" (|i - j| >
+    window, ModernBERT's local attention) or "causal" (j > i, a decoder), built from the shape of
+    attention_mask as exporters build it."""
+    model = attention_graph()
+    graph = model.graph
+    n = helper.make_node
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
+                              (("i0", 0), ("i1", 1), ("window", window), ("ax0", [0]), ("ax1", [1]))])
+    nodes = [n("Shape", ["attention_mask"], ["shape"]), n("Gather", ["shape", "i1"], ["tokens"], axis=0),
+             n("Range", ["i0", "tokens", "i1"], ["pos"]),
+             n("Unsqueeze", ["pos", "ax1"], ["rows"]), n("Unsqueeze", ["pos", "ax0"], ["cols"]),
+             n("Sub", ["cols", "rows"], ["offset"])]
+    if kind == "sliding":
+        nodes += [n("Abs", ["offset"], ["distance"]), n("Greater", ["distance", "window"], ["blocked"])]
+    else:
+        nodes += [n("Greater", ["offset", "i0"], ["blocked"])]
+    nodes += [n("Cast", ["blocked"], ["blocked_f"], to=TensorProto.FLOAT),
+              n("Mul", ["blocked_f", "mask_value"], ["position_additive"]),
+              n("Add", ["additive", "position_additive"], ["combined"])]
+    add = next(node for node in graph.node if node.op_type == "Add" and node.input[0] == "scaled")
+    add.input[1] = "combined"
+    at = list(graph.node).index(add)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
+    return model
+
+
+@pytest.mark.parametrize("kind, words", [("sliding", "sliding-window mask"), ("causal", "causal mask")])
+def test_a_position_mask_is_refused_and_explained(kind, words, monkeypatch):
+    """A sliding window wider than the short probes looks like a padding mask on them: the long
+    probe (LONG_PROBE_TOKENS) tells it apart. explain() names the mask."""
+    model = _with_position_mask(kind)
+    report = attention_fusion.explain(model)
+    assert (report["layers"], report["fused"], list(report["fallback"].values())) == (1, 0, [1])
+    assert words in next(iter(report["fallback"]))
+    assert attention_fusion.fuse_attention(model) == 0
+    # without the long probe the 8-token window passes for a padding mask (what used to happen)
+    monkeypatch.setattr(attention_fusion, "LONG_PROBE_TOKENS", ())
+    assert attention_fusion.fuse_attention(_with_position_mask(kind)) == (1 if kind == "sliding" else 0)
+
+
+def test_explain_names_a_position_bias_and_counts_fused_cores():
+    assert attention_fusion.explain(attention_graph()) == {"layers": 1, "fused": 1, "fallback": {}}
+    model = attention_graph()
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "bias"))
+    add = next(node for node in graph.node if node.op_type == "Add" and node.input[0] == "scaled")
+    add.input[0] = "scaled_biased"  # (QK^T / sqrt(d) + bias) + mask, as MPNet and T5 add their relative bias
+    graph.node.insert(list(graph.node).index(add), helper.make_node("Add", ["scaled", "bias"], ["scaled_biased"]))
+    report = attention_fusion.explain(model)
+    assert report["fused"] == 0 and "additive position bias" in next(iter(report["fallback"]))
+    assert attention_fusion.fuse_attention(model) == 0
+
+
 def test_softmax_with_its_default_axis_is_fused_from_opset_13():
     assert attention_fusion.fuse_attention(attention_graph(softmax_axis=None)) == 1
 

@@ -90,6 +90,8 @@ class TinySpec:
             parts.append(f"dense{self.dense[0]}")
         if self.padding_side != "right":
             parts.append(f"{self.padding_side}pad")
+        if not self.include_prompt:
+            parts.append("promptless")
         return "-".join(parts)
 
 
@@ -379,7 +381,8 @@ def _ours_pair(export: Path, texts, variant: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _measure(spec: TinySpec, work: Path, full: bool) -> dict:
-    """Builds, exports and compares one spec; a failure is recorded, not raised."""
+    """Builds, exports and compares one spec in `work` (a new folder); a failure is recorded,
+    not raised."""
     import warnings
 
     from embedrank.export import export_model
@@ -387,12 +390,12 @@ def _measure(spec: TinySpec, work: Path, full: bool) -> dict:
     row: dict = {"name": spec.name, "family": spec.family, "pooling": spec.pooling, "padding_side": spec.padding_side,
                  "dense": list(spec.dense) if spec.dense else None, "normalize": spec.normalize,
                  "include_prompt": spec.include_prompt, "prompts": dict(spec.prompts)}
-    source = build_st_folder(spec, work / spec.name / "st")
+    source = build_st_folder(spec, work / "st")
     started = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # int8 accuracy warnings: measured below
-            export = export_model(source, work / spec.name / "export", optimize=full, quantize=full)
+            export = export_model(source, work / "export", optimize=full, quantize=full)
     except Exception as error:  # noqa: BLE001 (the report records what failed and how)
         row.update(export="failed", error=f"{type(error).__name__}: {error}")
         return row
@@ -425,8 +428,9 @@ def architecture_report(work: str | Path, families=FAMILIES, pooling_grid=POOLIN
     import transformers
 
     work = Path(work)
-    rows = [_measure(default_spec(family), work, full=True) for family in families]
-    grid = [_measure(default_spec(family, **changes), work, full=False) for family, changes in pooling_grid]
+    rows = [_measure(default_spec(family), work / f"family-{i}", full=True) for i, family in enumerate(families)]
+    grid = [_measure(default_spec(family, **changes), work / f"pooling-{i}", full=False)
+            for i, (family, changes) in enumerate(pooling_grid)]
     return {"texts": len(REPORT_TEXTS), "families": rows, "poolings": grid,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "sentence_transformers": sentence_transformers.__version__,
@@ -434,12 +438,16 @@ def architecture_report(work: str | Path, families=FAMILIES, pooling_grid=POOLIN
 
 
 def _fusion_cell(attention: dict) -> str:
-    if attention["fused"] == attention["layers"]:
-        return f"yes ({attention['fused']}/{attention['layers']} layers)"
-    reasons = "; ".join(f"{reason} ({n})" if len(attention["fallback"]) > 1 else reason
-                        for reason, n in attention["fallback"].items())
-    head = "no" if attention["fused"] == 0 else f"{attention['fused']}/{attention['layers']} layers"
-    return f"{head}: {reasons}"
+    """"yes (2/2 layers)", or "no (0/3 layers): reason (3 layers); other reason (2 layers)"."""
+    layers, fused = attention["layers"], attention["fused"]
+    if fused == layers:
+        return f"yes ({fused}/{layers} layers)"
+    counts: dict[str, int] = {}
+    for reasons, n in attention["fallback"].items():
+        for reason in reasons.split("; "):
+            counts[reason] = counts.get(reason, 0) + n
+    head = "no" if fused == 0 else "partly"
+    return f"{head} ({fused}/{layers} layers): " + "; ".join(f"{reason} ({n} layers)" for reason, n in counts.items())
 
 
 def _prompts_cell(row: dict) -> str:

@@ -225,7 +225,7 @@ def _diagnose(model, softmax, producer, mask_kinds: dict) -> list[str]:
     others = [a for a in addends if a != product]
     masks = [a for a in others if MASK_INPUT in _ancestors(producer, a)[1]]
     if len(others) > len(masks):
-        reasons.append("an additive position bias on the scores (relative attention; the kernel takes no bias)")
+        reasons.append("an additive position bias on the scores (relative attention, and the kernel takes no bias)")
     if qk is not None:
         q_node, k_node = producer.get(qk.input[0]), producer.get(qk.input[1])
         plain = (q_node is not None and q_node.op_type == "Transpose" and _feeds_from(producer, q_node, "Reshape")
