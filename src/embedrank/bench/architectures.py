@@ -148,19 +148,34 @@ def _wordpiece_tokenizer(mpnet: bool = False):
     return tok
 
 
-def _unigram_tokenizer(specials: list[str], template: tuple[str, str], vocab_size: int = 400):
-    """A SentencePiece-style Unigram (NFKC, Metaspace) trained on CORPUS; template (prefix,
-    suffix) special tokens around each text ("" for none)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def _unigram_tokenizer(specials: list[str], template: tuple[str, str]):
+    """A SentencePiece-style Unigram (NFKC, Metaspace) over CORPUS; template (prefix, suffix)
+    special tokens around each text ("" for none). The pieces and their log-probabilities are
+    counted here rather than trained (tokenizers' UnigramTrainer is not deterministic): every
+    word of the corpus, every character, and "▁" alone, so unseen words split into characters."""
+    import math
+    import unicodedata
+    from collections import Counter
 
-    unk = next(s for s in specials if "unk" in s)
-    tok = Tokenizer(models.Unigram())
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    words, chars = Counter(), Counter()
+    for text in CORPUS:
+        for word in unicodedata.normalize("NFKC", text).split():
+            words["\u2581" + word] += 1
+            chars.update(word)
+    chars["\u2581"] = sum(words.values())
+    n_words, n_chars = sum(words.values()), sum(chars.values())
+    scored = {piece: math.log(count / n_words) for piece, count in words.items()}
+    for char, count in chars.items():  # characters well below words, so known words stay whole
+        scored.setdefault(char, math.log(count / n_chars) - 8.0)
+    pieces = [(token, 0.0) for token in specials] + sorted(scored.items(), key=lambda item: (-item[1], item[0]))
+    unk = next(i for i, token in enumerate(specials) if "unk" in token)
+    tok = Tokenizer(models.Unigram(pieces, unk_id=unk))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=unk,
-                                      show_progress=False)
-    tok.train_from_iterator(list(CORPUS) * 4, trainer=trainer)
+    tok.add_special_tokens(specials)
     _template(tok, template)
     return tok
 
@@ -258,7 +273,7 @@ def _family_model(spec: TinySpec, folder: Path):
                              relative_attention_num_buckets=16, relative_attention_max_distance=32,
                              feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
                              pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                             initializer_factor=INIT_STD / 0.05)
+                             initializer_factor=1.0)  # T5 scales its init by d_model ** -0.5 itself
         model = tf.T5EncoderModel(config)
         special = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
     else:
