@@ -112,15 +112,21 @@ def with_ray(model: str, ids: list[str], docs: list[dict], batch_size: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="an embedrank model folder")
+    parser.add_argument("--model", help="an embedrank model folder (required unless --report-only)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "scifact"))
     parser.add_argument("--docs", type=int, default=2000, help="first N corpus documents (SciFact has 5,183)")
     parser.add_argument("--batch-size", type=int, default=128, help="rows per actor call (Ray)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "ray.json"))
     parser.add_argument("--markdown", default=str(REPO / "benchmarks" / "results" / "ray.md"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite --markdown from --json, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads(Path(args.json).read_text()), args.markdown)
+        return
 
+    if not args.model:
+        parser.error("--model is required")
     import ray
 
     from embedrank.data.beir import load_beir
@@ -179,15 +185,27 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
     }
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_report(result, args.markdown)
+
+
+def write_report(result: dict, path: str) -> None:
+    """The Markdown table and notes, from the JSON result alone."""
+    n, local, steady, end_to_end = (result["docs"], result["in_process_docs_per_s"], result["ray_steady_docs_per_s"],
+                                    result["ray_end_to_end_docs_per_s"])
+    local_per_cpu, ray_per_cpu, ray_steady_per_cpu = (result["in_process_docs_per_cpu_s"],
+                                                      result["ray_docs_per_actor_cpu_s"],
+                                                      result["ray_steady_docs_per_actor_cpu_s"])
+    ray_runs = result["runs"]["ray"]
     md = [
         "# Ray Data (2 actors x 1 thread) vs one process (2 threads)",
         "",
         f"SciFact corpus, first {n:,} of 5,183 documents (capped to bound the run time), title + text, "
-        f"all-MiniLM-L6-v2 fp32, 32 texts per model call. CPU: {result['cpu']}, {os.cpu_count()} logical CPUs, "
-        f"**shared with other jobs** (load average after the run: "
+        f"all-MiniLM-L6-v2 fp32, 32 texts per model call. CPU: {result['cpu']}, {result['logical_cpus']} logical "
+        f"CPUs, **shared with other jobs** (load average after the run: "
         f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])}), so the figures are noisy; each is the "
-        f"best of {args.rounds} alternating rounds. Ray {ray.__version__}, local cluster `ray.init(num_cpus=2)`, "
-        f"`embed_dataset(concurrency=2, num_cpus=1, num_threads=1, batch_size={args.batch_size})`.",
+        f"best of {result['rounds']} alternating rounds. Ray {result['ray']}, local cluster "
+        f"`ray.init(num_cpus=2)`, `embed_dataset(concurrency=2, num_cpus=1, num_threads=1, "
+        f"batch_size={result['batch_size']})`.",
         "",
         "| run | docs/s (wall) | x in-process | docs per CPU second | x in-process |",
         "|---|---|---|---|---|",
@@ -199,16 +217,16 @@ def main() -> None:
         "",
         "Docs per CPU second: documents over the user + system CPU time of the process(es) that encode "
         "(this process for in-process; the two actor processes for Ray, read from /proc as the batches "
-        "arrive; the raylet and the driver are not counted). On an idle 2-core machine where both sides keep "
-        "both cores busy, this ratio is the wall-clock ratio; on this shared machine it is the fair one. "
-        + ("The wall-clock ratio here favours Ray: the kernel's autogroup scheduling "
-           f"(`/proc/sys/kernel/sched_autogroup_enabled` = {autogroup()}) shares the CPUs between sessions, and "
-           "Ray's actors run in sessions of their own, so two actors get about two shares of the contended "
-           "CPUs where the in-process run gets one. " if own_sessions and autogroup() == "1" else "")
+        "arrive; the raylet and the driver are not counted). It does not depend on how much of the shared "
+        "CPUs each side happened to get, but the contention itself changes it, so neither ratio is the one an "
+        "idle 2-core machine would give (none was available). "
+        + ("The wall-clock ratio may favour Ray: the kernel's autogroup scheduling shares the CPUs between "
+           "sessions, and Ray's actors ran in sessions of their own. " if result["actors_in_own_sessions"] else
+           "Ray's actors ran in the driver's session, so the autogroup scheduler gave both sides the same share. ")
         + (f"The in-process run spends more CPU per document ({100 / local_per_cpu:.0f} CPU seconds per 100 "
-           f"documents against {100 / ray_steady_per_cpu:.0f} for the actors, steady): the likely cause is that its "
-           "two onnxruntime intra-op threads wait for each other (spinning, onnxruntime's default) whenever the "
-           "shared cores deschedule one of them, while a one-thread actor never waits on a partner; the "
+           f"documents against {100 / ray_steady_per_cpu:.0f} for the actors, steady): the likely cause is that "
+           "its two onnxruntime intra-op threads wait for each other (spinning, onnxruntime's default) whenever "
+           "the shared cores deschedule one of them, while a one-thread actor never waits on a partner; the "
            "in-process figure also sorts all documents by length at once, the actors only within each batch."
            if ray_steady_per_cpu > local_per_cpu else ""),
         "",
@@ -218,7 +236,7 @@ def main() -> None:
         "Made by `benchmarks/bench_ray.py`.",
         "",
     ]
-    Path(args.markdown).write_text("\n".join(md))
+    Path(path).write_text("\n".join(md))
     print("\n".join(md))
 
 
