@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=default_data_dir("scifact"))
     parser.add_argument("--documents", type=int, default=600, help="corpus cap (0: the whole corpus)")
+    parser.add_argument("--queries", type=int, default=0,
+                        help="only the first N test queries (qrels order) and their judgements (0: all 300)")
+    parser.add_argument("--chunks", type=int, default=DOCUMENT_CHUNKS, help="interleaved chunks of the corpus")
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--export-dir", type=Path, default=model_cache_dir() / "all-mpnet-base-v2-embedrank")
     parser.add_argument("--output", type=Path, default=RESULTS / "mpnet.json")
@@ -121,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     config = json.loads((model_dir / "embedrank.json").read_text())
 
     corpus, queries, qrels = embedrank.load_beir(args.data, split="test")
+    if args.queries > 0:
+        qrels = dict(list(qrels.items())[:args.queries])
+        queries = {qid: queries[qid] for qid in qrels if qid in queries}
     doc_ids = capped_corpus(corpus, qrels, args.documents)
     docs = [document_text(corpus[d]) for d in doc_ids]
     query_ids = list(queries)
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         encode(docs[:8])  # warm-up
     systems = {name: _logged(name, encode) for name, encode in systems.items()}
     log("encoding the documents, systems interleaved by chunk ...")
-    doc_vectors, doc_seconds = interleaved_passes(systems, docs, DOCUMENT_CHUNKS)
+    doc_vectors, doc_seconds = interleaved_passes(systems, docs, args.chunks)
     log("encoding the queries ...")
     query_vectors, query_seconds = interleaved_passes(systems, query_texts, 1)
     ratios = chunk_ratios(doc_seconds, "sentence-transformers fp32")
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                   "int8_quantization": config["export"].get("quantization", {}).get("kept_fp32"),
                   "export_verification": config["verification"]},
         "data": {"documents": len(docs), "corpus_documents": len(corpus), "queries": len(query_texts),
-                 "cap": args.documents, "seed": SEED,
+                 "cap": args.documents, "query_cap": args.queries, "chunks": args.chunks, "seed": SEED,
                  "protocol": "test split; judged documents + random others up to the cap; title + ' ' + text; "
                              "no chunking; exact float32 search"},
         "systems": {},
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{chunk['median']:.2f} ({chunk['min']:.2f}-{chunk['max']:.2f})", f"{r['queries_per_s']:.1f}",
                      f"{r['ndcg@10']:.4f}", f"{r['ndcg@10'] - st_entry['ndcg@10']:+.4f}", f"{r['recall@100']:.4f}",
                      f"{r['cosine_to_st']['min']:.6f} / {r['cosine_to_st']['mean']:.6f}"))
-    header = ("system", "docs/s", "x ST", f"x ST per chunk, median (range), {DOCUMENT_CHUNKS} chunks", "queries/s",
+    header = ("system", "docs/s", "x ST", f"x ST per chunk, median (range), {args.chunks} chunks", "queries/s",
               "NDCG@10", "vs ST", "Recall@100", "cosine to ST, min / mean")
     table = markdown_table(header, rows)
     machine = results["machine"]
@@ -190,8 +196,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{machine['usable_cpus']} usable cores, {machine['threads']} threads per system, "
             f"shared with other jobs (load average {machine['load_average_end']:.1f} at the end): speeds vary "
             f"from run to run, the per-chunk ratios are the steadier figure.\n\n"
-            f"Corpus: {len(docs)} of SciFact's {len(corpus)} documents (every document judged for a test query, "
-            f"plus random others, seed {SEED}), {len(query_texts)} test queries, title + \" \" + text, no "
+            f"Corpus: {len(docs)} of SciFact's {len(corpus)} documents (every document judged for the queries, "
+            f"plus random others, seed {SEED}), {len(query_texts)} test queries"
+            f"{f' (the first {args.queries} of the test split, qrels order)' if args.queries else ''}, "
+            f"title + \" \" + text, no "
             f"chunking, max_seq_length {config['max_seq_length']}, exact float32 search; the same documents and "
             "queries for every system. NDCG@10 on a capped corpus is higher than on the whole one (fewer "
             "distractors): compare the systems, not with published figures.\n\n" + table +
