@@ -135,7 +135,8 @@ def test_reranking_orders_candidates_by_the_cross_encoder(encoder, reranker, adi
     assert isinstance(timings, SearchTimings) and timings.queries == 6
     assert timings.encode_ms > 0 and timings.search_ms > 0 and timings.rerank_ms > 0
     assert timings.total_ms >= timings.encode_ms + timings.search_ms + timings.rerank_ms
-    assert set(timings.per_query_ms()) == {"encode", "search", "rerank", "total"}
+    assert set(timings.per_query_ms()) == {"encode", "search", "lexical", "rerank", "total"}
+    assert timings.lexical_ms == 0.0  # dense mode: no BM25 stage ran
     without = reranked.search(query_texts, rerank=False, top_k=5)
     assert [[h.doc_id for h in hits] for hits in without] == [[h.doc_id for h in hits[:5]] for hits in before]
     assert reranked.last_timings.rerank_ms == 0

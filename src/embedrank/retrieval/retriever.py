@@ -379,7 +379,9 @@ class Retriever:
                     found = self._rerank(batch, found, show_progress)
                     rerank_s += time.perf_counter() - t3
                 results.extend(self._hits(docs, scores, windows, top_k) for docs, scores, windows in found)
-                encode_s, search_s, lexical_s = encode_s + t1 - t0, search_s + t2 - t1, lexical_s + t3 - t2
+                encode_s, search_s = encode_s + t1 - t0, search_s + t2 - t1
+                if mode != "dense":  # dense mode reports 0, not the cost of skipping the stage
+                    lexical_s += t3 - t2
         else:
             results = [[] for _ in queries]
         total = time.perf_counter() - started
