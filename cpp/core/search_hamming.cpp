@@ -1,8 +1,10 @@
 // Exact Hamming search over packed bit codes, with counting selection.
 //
-// A panel holds 32 codes as 64-bit words transposed ([words][32] uint64), so AVX-512
-// VPOPCNTDQ scores 4 queries x 32 codes per word with xor + popcount + add, and distances
-// below each query's bound go to its CountingTopK.
+// Many queries: a panel holds 32 codes as 64-bit words transposed ([words][32] uint64), so
+// AVX-512 VPOPCNTDQ scores 4 queries x 32 codes per word with xor + popcount + add, and
+// distances below each query's bound go to its CountingTopK.
+// A few queries: packing a row costs more than scoring it, so rows are scored where they lie
+// (a single query over millions of codes is the first stage of a large binary cascade).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -118,6 +120,79 @@ HammingTileFn hamming_tiles() {
   return tables.active();
 }
 
+// -- a few queries: rows scored in place -----------------------------------------------------
+constexpr size_t kInPlaceMaxQueries = 4;
+constexpr size_t kInPlaceBlockRows = 8192;
+
+using HammingRowsFn = void (*)(const uint64_t* q, size_t nq, size_t n_bytes, const uint8_t* base, size_t first,
+                               size_t end, const uint8_t* allow, CountingTopK* selectors);
+
+// Distance of one row to one query over kWords full 64-bit words (0: `full` words, known only
+// at run time) plus `tail` trailing bytes (the prepared query is zero-padded past them).
+template <size_t kWords>
+__attribute__((always_inline)) inline int32_t row_distance(const uint64_t* q, const uint8_t* row, size_t full,
+                                                           size_t tail) {
+  size_t words = kWords ? kWords : full;
+  int32_t d = 0;
+#pragma GCC unroll 16
+  for (size_t w = 0; w < words; ++w) {
+    uint64_t x;
+    std::memcpy(&x, row + w * 8, 8);
+    d += __builtin_popcountll(q[w] ^ x);
+  }
+  if (tail) {
+    uint64_t x = 0;
+    std::memcpy(&x, row + words * 8, tail);
+    d += __builtin_popcountll(q[words] ^ x);
+  }
+  return d;
+}
+
+template <size_t kWords>
+__attribute__((always_inline)) inline void score_rows(const uint64_t* q, size_t nq, size_t n_bytes,
+                                                      const uint8_t* base, size_t first, size_t end,
+                                                      const uint8_t* allow, CountingTopK* selectors) {
+  size_t full = n_bytes / 8, words = words_of(n_bytes), tail = n_bytes - full * 8;
+  for (size_t r = first; r < end; ++r) {
+    if (allow && !allow[r]) continue;
+    const uint8_t* row = base + r * n_bytes;
+    for (size_t i = 0; i < nq; ++i) {
+      int32_t d = row_distance<kWords>(q + i * words, row, full, tail);
+      if (d < selectors[i].bound()) selectors[i].push(d, static_cast<int64_t>(r));
+    }
+  }
+}
+
+// Inlined into each ISA's wrapper below, so __builtin_popcountll becomes POPCNT where the
+// wrapper's target has it. Common code widths get a fully unrolled row.
+__attribute__((always_inline)) inline void score_rows_in_place(const uint64_t* q, size_t nq, size_t n_bytes,
+                                                               const uint8_t* base, size_t first, size_t end,
+                                                               const uint8_t* allow, CountingTopK* selectors) {
+  switch (n_bytes) {
+    case 32: return score_rows<4>(q, nq, n_bytes, base, first, end, allow, selectors);      // 256 bits
+    case 48: return score_rows<6>(q, nq, n_bytes, base, first, end, allow, selectors);      // 384 bits
+    case 64: return score_rows<8>(q, nq, n_bytes, base, first, end, allow, selectors);      // 512 bits
+    case 96: return score_rows<12>(q, nq, n_bytes, base, first, end, allow, selectors);     // 768 bits
+    case 128: return score_rows<16>(q, nq, n_bytes, base, first, end, allow, selectors);    // 1024 bits
+    default: return score_rows<0>(q, nq, n_bytes, base, first, end, allow, selectors);
+  }
+}
+
+void rows_scalar(const uint64_t* q, size_t nq, size_t n_bytes, const uint8_t* base, size_t first, size_t end,
+                 const uint8_t* allow, CountingTopK* selectors) {
+  score_rows_in_place(q, nq, n_bytes, base, first, end, allow, selectors);
+}
+
+EMBEDRANK_TARGET_AVX2 void rows_popcnt(const uint64_t* q, size_t nq, size_t n_bytes, const uint8_t* base, size_t first,
+                                       size_t end, const uint8_t* allow, CountingTopK* selectors) {
+  score_rows_in_place(q, nq, n_bytes, base, first, end, allow, selectors);
+}
+
+HammingRowsFn hamming_rows() {
+  static const IsaTables<HammingRowsFn> tables(rows_scalar, rows_popcnt, rows_popcnt);
+  return tables.active();
+}
+
 }  // namespace
 
 void topk_hamming(const uint8_t* queries, size_t nq, const uint8_t* base, size_t n, size_t n_bytes,
@@ -128,7 +203,21 @@ void topk_hamming(const uint8_t* queries, size_t nq, const uint8_t* base, size_t
   size_t threads = static_cast<size_t>(resolve_num_threads(o.num_threads));
   int32_t max_distance = static_cast<int32_t>(n_bytes * 8);
   std::vector<CountingTopK> selectors(threads * nq, CountingTopK(o.k, max_distance));
-  HammingTileFn tiles = hamming_tiles();
+  if (nq <= kInPlaceMaxQueries) {
+    HammingRowsFn rows = hamming_rows();
+    size_t n_tasks = (n + kInPlaceBlockRows - 1) / kInPlaceBlockRows;
+    // Tasks go out in increasing order, so each worker sees increasing ids (ties: lower id).
+    parallel_for(
+        n_tasks, static_cast<int>(std::min(threads, std::max<size_t>(n_tasks, 1))),
+        [&](size_t task, int worker) {
+          if (cancellation_requested()) return;
+          size_t first = task * kInPlaceBlockRows;
+          rows(prepared.data(), nq, n_bytes, base, first, std::min(n, first + kInPlaceBlockRows), o.allow,
+               &selectors[static_cast<size_t>(worker) * nq]);
+        },
+        o.interrupted);
+  } else {
+    HammingTileFn tiles = hamming_tiles();
   run_panel_search(
       nq, n, words * kPanelRows * sizeof(uint64_t), 24, static_cast<int>(threads), o.interrupted, o.allow,
       [&](size_t first, size_t count, uint8_t* dst) { pack_bit_panels(base, first, count, n_bytes, dst); },
@@ -136,6 +225,7 @@ void topk_hamming(const uint8_t* queries, size_t nq, const uint8_t* base, size_t
         tiles(&prepared[q * words], count, words, reinterpret_cast<const uint64_t*>(panel),
               static_cast<int64_t>(first), lanes, &selectors[static_cast<size_t>(worker) * nq + q]);
       });
+  }
   for (auto& s : selectors) s.prune();
   merge_counting(selectors, threads, nq, o.k, out_distances, out_ids);
 }

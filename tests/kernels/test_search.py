@@ -262,6 +262,25 @@ def test_binarize_then_hamming_many_ties_large_k():
         assert_exact_topk(topk_hamming(q, bits, k), ref.topk_hamming(q, bits, k))
 
 
+@pytest.mark.parametrize("n_bytes", [1, 5, 32, 47, 48, 96, 130])
+def test_hamming_few_queries_scan_rows_in_place_over_many_blocks(n_bytes):
+    """Up to 4 queries score rows where they lie (no panels), in blocks of 8192 rows split over
+    the workers: exact at odd and unrolled code widths, ties across block boundaries to the
+    lower id, with an allow mask, for any thread count; 5 queries take the panel path."""
+    rng = np.random.default_rng(n_bytes)
+    n = 3 * 8192 + 77
+    distinct = rng.integers(0, 256, size=(300, n_bytes), dtype=np.uint8)
+    bits = distinct[rng.integers(0, 300, n)]  # every code ~80 times, in every block: masses of ties
+    allow = rng.random(n) < 0.8
+    for nq in (1, 2, 4, 5):
+        q = rng.integers(0, 256, size=(nq, n_bytes), dtype=np.uint8)
+        for k in (1, 10, 500):
+            expected = ref.topk_hamming(q, bits, k)
+            for threads in (1, 2, 3):
+                assert_exact_topk(topk_hamming(q, bits, k, num_threads=threads), expected, f"nq={nq} k={k} t={threads}")
+            assert_exact_topk(topk_hamming(q, bits, k, allow=allow), ref.topk_hamming(q, bits, k, allow), "allow")
+
+
 # ---- rescore -----------------------------------------------------------------------------------
 @st.composite
 def rescore_case(draw):
