@@ -191,7 +191,7 @@ def test_metadata_filter_on_an_index_without_metadata_matches_nothing():
 
 
 def test_unknown_search_params(index):
-    with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['ef', 'nprobe'\].*accepted: \['oversample', 'rescore'\]"):
+    with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['ef', 'nprobe'\].*accepted: \['oversample', 'refine', 'rescore'\]"):
         index.search(np.ones(4, dtype=np.float32), 2, ef=3, nprobe=2)
 
 

@@ -11,7 +11,7 @@ from embedrank.kernels import Int8Quantizer
 from tests.index.reference import clustered, exact_topk, queries_near, recall_at_k, small_ints
 
 COMBOS = [("float32", None), ("int8", "float32"), ("int8", None), ("binary", "float32"), ("binary", "int8"),
-          ("binary", None)]
+          ("binary", "int8+float32"), ("binary", None)]
 
 
 def test_exact_float32_equals_numpy_argsort_with_ties_to_lower_id():

@@ -384,6 +384,9 @@ BAD_INPUTS = [
     (lambda: topk_int8(QUERIES, CODES.astype(np.int16), QUANTIZER, 3), TypeError, r"codes must be a int8 array, got int16"),
     (lambda: topk_int8(QUERIES, CODES.view(np.uint8), QUANTIZER, 3), TypeError, r"codes must be a int8 array, got uint8"),
     (lambda: topk_int8(QUERIES, np.full_like(CODES, -128), QUANTIZER, 3), ValueError, r"codes hold -128"),
+    # a rescore checks only the rows it reads (it must not scan all N codes per call)
+    (lambda: rescore(QUERIES[:1], (np.where(np.arange(len(CODES))[:, None] == 5, -128, CODES).astype(np.int8), QUANTIZER),
+                     np.array([[1, 5, -1]]), 2), ValueError, r"codes hold -128"),
     (lambda: topk_int8(QUERIES, CODES, "quantizer", 3), TypeError, r"quantizer must be an Int8Quantizer, got str"),
     (lambda: topk_int8(QUERIES, CODES[:, :4], QUANTIZER, 3), ValueError, r"codes have dimension 4 but the quantizer has 8"),
     (lambda: topk_int8(QUERIES[:, :4], CODES, QUANTIZER, 3), ValueError, r"queries have dimension 4 but codes have dimension 8"),

@@ -8,7 +8,9 @@ Precisions (what the first pass scans; all on embedrank's native kernels):
   rescored exactly against the float32 originals.
 - ``"binary"``: sign bits (``binarize``, ``topk_hamming``); the best ``k * oversample``
   by Hamming distance are rescored with the float32 originals (``rescore="float32"``,
-  default) or the int8 codes (``rescore="int8"``).
+  default) or the int8 codes (``rescore="int8"``), or both in turn
+  (``rescore="int8+float32"``: the int8 codes keep the best ``k * refine`` for the float32
+  pass, so a large binary pool costs few reads of the originals).
 
 Scores: after float32 rescoring (or at precision float32) the exact float32 inner product;
 after int8 rescoring ``q . decode(code)`` (float query against dequantized codes); with
@@ -18,11 +20,15 @@ after int8 rescoring ``q . decode(code)`` (float query against dequantized codes
 Results are best first; ties go to the vector added earlier.
 
 Memory: only what the cascade reads is kept: float32 rows when precision or rescore is
-float32, int8 codes when precision or rescore is int8, bits at precision binary. After
-``load_index(path, mmap=True)`` all of them are memory-mapped read-only from the index
-directory; the float32 originals of a cascade are then only paged in for the candidates
-being rescored. The first add, remove-compaction or upsert after such a load copies the
-arrays into memory.
+float32, int8 codes when precision or rescore is int8, bits at precision binary. The kinds
+named in ``on_disk`` (e.g. ``("float32",)``) live in scratch files (:class:`ScratchRows`,
+in ``scratch_dir``) instead of RAM, so an index can be built by streaming ``add`` calls
+(``embedrank.index.streaming.add_npy``) past the machine's memory. After
+``load_index(path, mmap=True)`` every array is memory-mapped read-only from the index
+directory (``mmap=("float32",)``: only those kinds; the others are read into RAM); the
+float32 originals of a cascade are then only paged in for the candidates being rescored.
+The first add, remove-compaction or upsert after such a load copies the mapped arrays into
+memory, or into scratch files for the ``on_disk`` kinds (block by block, never whole in RAM).
 
 The int8 quantizer is fitted (per-dimension min-max) on the vectors of the first add unless
 a fitted ``quantizer=`` is passed; later vectors outside the fitted range are clipped to it
@@ -43,25 +49,38 @@ from pathlib import Path
 import numpy as np
 
 from embedrank.index.base import BaseIndex
-from embedrank.index.storage import IndexFormatError
+from embedrank.index.scratch import ScratchRows, copy_rows
+from embedrank.index.storage import VECTOR_KINDS, IndexFormatError
 from embedrank.kernels import Int8Quantizer, binarize, rescore, topk_float32, topk_hamming, topk_int8
 from embedrank.errors import InvalidTypeError, InvalidValueError
 from embedrank.utils.threads import check_num_threads
 
 __all__ = ["FlatIndex", "DEFAULT_OVERSAMPLE"]
 
-PRECISIONS = ("float32", "int8", "binary")
-RESCORES = ("float32", "int8", None)
+PRECISIONS = VECTOR_KINDS  # what the first pass scans = the arrays an index may keep
+RESCORES = ("float32", "int8", "int8+float32", None)
 DEFAULT_OVERSAMPLE = {"float32": 1, "int8": 4, "binary": 10}
+DEFAULT_REFINE = 4  # int8 -> float32 pool of the three-stage cascade, per result
+_ATTRS = {"float32": "_f32", "int8": "_codes", "binary": "_bits"}
 _MIN_CAPACITY = 256
 _FILES = {"float32": "vectors.npy", "int8": "codes.npy", "binary": "bits.npy"}
 _QUANTIZER_FILE = "quantizer.json"
 
 
-def _check_oversample(oversample) -> int:
+def _check_oversample(oversample, name: str = "oversample") -> int:
     if isinstance(oversample, bool) or not isinstance(oversample, numbers.Integral) or oversample < 1:
-        raise InvalidValueError(f"oversample must be an integer >= 1, got {oversample!r}")
+        raise InvalidValueError(f"{name} must be an integer >= 1, got {oversample!r}")
     return int(oversample)
+
+
+def _check_kinds(kinds, name: str) -> frozenset:
+    """A collection of array kinds ("float32", "int8", "binary") as a frozenset."""
+    if isinstance(kinds, str) or not isinstance(kinds, (tuple, list, set, frozenset)):
+        raise InvalidTypeError(f"{name} must be a tuple of array kinds from {PRECISIONS}, got {kinds!r}")
+    unknown = [k for k in kinds if k not in PRECISIONS]
+    if unknown:
+        raise InvalidValueError(f"{name} names unknown array kinds {unknown}; expected some of {PRECISIONS}")
+    return frozenset(kinds)
 
 
 class FlatIndex(BaseIndex):
@@ -70,17 +89,22 @@ class FlatIndex(BaseIndex):
     dim: vector dimension. precision: "float32", "int8" or "binary". rescore: "float32",
     "int8" (binary only) or None (use the first pass's scores); ignored at precision float32.
     oversample: candidates per result for the rescoring pass (default 4 for int8, 10 for
-    binary). quantizer: a fitted Int8Quantizer for the int8 codes (default: fitted on the
-    first add). compact_threshold: fraction of tombstoned rows that triggers a compaction.
-    num_threads: kernel threads (None: all cores); not saved with the index.
-    Per-search overrides: ``search(..., oversample=..., rescore=...)``.
+    binary). refine: candidates per result the int8 pass of ``rescore="int8+float32"`` hands
+    to the float32 pass (default 4). quantizer: a fitted Int8Quantizer for the int8 codes
+    (default: fitted on the first add). compact_threshold: fraction of tombstoned rows that
+    triggers a compaction. on_disk: array kinds kept in scratch files rather than RAM (e.g.
+    ``("float32",)``; saved with the index). scratch_dir: the folder for those files (None:
+    the system's temporary folder; not saved). num_threads: kernel threads (None: all
+    cores); not saved. Per-search overrides: ``search(..., oversample=..., rescore=...,
+    refine=...)``.
     """
 
     _type_name = "FlatIndex"
 
     def __init__(self, dim: int, precision: str = "float32", rescore: str | None = "float32",
-                 oversample: int | None = None, *, quantizer: Int8Quantizer | None = None,
-                 compact_threshold: float = 0.25, num_threads: int | None = None) -> None:
+                 oversample: int | None = None, *, refine: int = DEFAULT_REFINE,
+                 quantizer: Int8Quantizer | None = None, compact_threshold: float = 0.25,
+                 on_disk: tuple = (), scratch_dir=None, num_threads: int | None = None) -> None:
         super().__init__(dim)
         if precision not in PRECISIONS:
             raise InvalidValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -88,8 +112,10 @@ class FlatIndex(BaseIndex):
             raise InvalidValueError(f"rescore must be one of {RESCORES}, got {rescore!r}")
         if precision == "float32":
             rescore = None  # already exact
-        if precision == "int8" and rescore == "int8":
-            raise InvalidValueError("rescore='int8' needs precision='binary' (int8 candidates are already int8-scored)")
+        if precision == "int8" and rescore in ("int8", "int8+float32"):
+            raise InvalidValueError(f"rescore={rescore!r} needs precision='binary' (int8 candidates are already "
+                                    "int8-scored; use rescore='float32')")
+        self._refine = _check_oversample(refine, "refine")
         self._precision = precision
         self._rescore = rescore
         self._oversample = DEFAULT_OVERSAMPLE[precision] if oversample is None else _check_oversample(oversample)
@@ -98,8 +124,17 @@ class FlatIndex(BaseIndex):
             raise InvalidValueError(f"compact_threshold must be in (0, 1], got {compact_threshold!r}")
         self._compact_threshold = float(compact_threshold)
         self.num_threads = num_threads
-        self._keep_float32 = precision == "float32" or rescore == "float32"
-        self._keep_codes = precision == "int8" or rescore == "int8"
+        self._keep_float32 = precision == "float32" or rescore in ("float32", "int8+float32")
+        self._keep_codes = precision == "int8" or rescore in ("int8", "int8+float32")
+        self._on_disk = _check_kinds(on_disk, "on_disk")
+        kept = self._layout()
+        if not self._on_disk <= kept.keys():
+            raise InvalidValueError(f"on_disk names {sorted(self._on_disk - kept.keys())}, which this index does not "
+                                    f"keep (precision={precision!r}, rescore={rescore!r} keep {sorted(kept)})")
+        if scratch_dir is not None and not Path(scratch_dir).is_dir():
+            raise InvalidValueError(f"scratch_dir {str(scratch_dir)!r} is not an existing folder")
+        self._scratch_dir = scratch_dir
+        self._scratch: dict[str, ScratchRows] = {}  # kind -> its scratch file, for the on_disk kinds
         if quantizer is not None:
             if not isinstance(quantizer, Int8Quantizer):
                 raise InvalidTypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
@@ -131,6 +166,14 @@ class FlatIndex(BaseIndex):
         return self._oversample
 
     @property
+    def refine(self) -> int:
+        return self._refine
+
+    @property
+    def on_disk(self) -> tuple:
+        return tuple(k for k in PRECISIONS if k in self._on_disk)
+
+    @property
     def quantizer(self) -> Int8Quantizer | None:
         return self._quantizer
 
@@ -143,11 +186,16 @@ class FlatIndex(BaseIndex):
         self._num_threads = check_num_threads(value)
 
     def _config(self) -> dict:
-        return {"precision": self._precision, "rescore": self._rescore, "oversample": self._oversample,
-                "compact_threshold": self._compact_threshold}
+        config = {"precision": self._precision, "rescore": self._rescore, "oversample": self._oversample,
+                  "compact_threshold": self._compact_threshold}
+        if self._refine != DEFAULT_REFINE:  # written only when set, so older readers load the rest
+            config["refine"] = self._refine
+        if self._on_disk:
+            config["on_disk"] = list(self.on_disk)
+        return config
 
     def _search_params(self) -> set[str]:
-        return {"oversample", "rescore"}
+        return {"oversample", "rescore", "refine"}
 
     # -- storage -------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -171,19 +219,37 @@ class FlatIndex(BaseIndex):
             layout["binary"] = (np.uint8, (self._dim + 7) // 8)
         return layout
 
+    def _owns(self, kind: str, array: np.ndarray) -> bool:
+        """True when `array` is this index's own writable storage for `kind`."""
+        if kind in self._on_disk:
+            scratch = self._scratch.get(kind)
+            return scratch is not None and array is scratch.array
+        return array.flags.writeable and not isinstance(array, np.memmap)
+
     def _new_rows(self, capacity: int) -> None:
-        """Moves every array into fresh writable memory of `capacity` rows (keeping the used rows)."""
+        """Gives every array `capacity` rows of writable storage (keeping the used rows): RAM, or
+        a scratch file for the on_disk kinds (grown in place when the index already owns it)."""
         for kind, (dtype, width) in self._layout().items():
-            rows = np.empty((capacity, width), dtype=dtype)
             old = self._arrays().get(kind)
+            if kind in self._on_disk:
+                scratch = self._scratch.get(kind)
+                if old is not None and scratch is not None and old is scratch.array:
+                    setattr(self, _ATTRS[kind], scratch.grow(capacity))
+                    continue
+                scratch = ScratchRows(self._scratch_dir, kind, dtype, width, capacity)
+                rows = scratch.array
+            else:
+                scratch, rows = None, np.empty((capacity, width), dtype=dtype)
             if old is not None and self._rows:
-                rows[: self._rows] = old[: self._rows]
-            setattr(self, {"float32": "_f32", "int8": "_codes", "binary": "_bits"}[kind], rows)
+                copy_rows(rows, old, self._rows)
+            if kind in self._on_disk:
+                self._scratch[kind] = scratch  # the previous scratch file (if any) goes with its last view
+            setattr(self, _ATTRS[kind], rows)
 
     def _reserve(self, total_rows: int) -> None:
-        arrays = list(self._arrays().values())
-        capacity = arrays[0].shape[0] if arrays else 0
-        writable = all(a.flags.writeable and not isinstance(a, np.memmap) for a in arrays)
+        arrays = self._arrays()
+        capacity = min((a.shape[0] for a in arrays.values()), default=0)
+        writable = all(self._owns(kind, a) for kind, a in arrays.items())
         if arrays and total_rows <= capacity and writable:
             return
         self._new_rows(max(total_rows, 2 * capacity if total_rows > capacity else capacity, _MIN_CAPACITY))
@@ -225,13 +291,16 @@ class FlatIndex(BaseIndex):
         """Drops tombstoned rows (renumbering slots; call under the write lock)."""
         kept = self._renumber_slots()
         capacity = max(kept.size, _MIN_CAPACITY)
-        for name in ("_f32", "_codes", "_bits"):
-            old = getattr(self, name)
-            if old is None:
-                continue
-            rows = np.empty((capacity, old.shape[1]), dtype=old.dtype)
-            rows[: kept.size] = old[kept]
-            setattr(self, name, rows)
+        for kind, old in self._arrays().items():
+            if kind in self._on_disk:
+                scratch = ScratchRows(self._scratch_dir, kind, old.dtype, old.shape[1], capacity)
+                copy_rows(scratch.array, old, kept)
+                self._scratch[kind] = scratch
+                rows = scratch.array
+            else:
+                rows = np.empty((capacity, old.shape[1]), dtype=old.dtype)
+                copy_rows(rows, old, kept)
+            setattr(self, _ATTRS[kind], rows)
         self._rows = int(kept.size)
         self._tombstones = 0
 
@@ -242,16 +311,17 @@ class FlatIndex(BaseIndex):
     def _search_slots(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
                       params: dict) -> tuple[np.ndarray, np.ndarray]:
         oversample = _check_oversample(params.get("oversample", self._oversample))
+        refine = _check_oversample(params.get("refine", self._refine), "refine")
         how = params.get("rescore", self._rescore)
         if how not in RESCORES:
             raise InvalidValueError(f"rescore must be one of {RESCORES}, got {how!r}")
         if self._precision == "float32":
             how = None
-        elif how == "float32" and self._f32 is None:
-            raise InvalidValueError("rescore='float32' needs the float32 originals, which this index does not keep "
+        elif how in ("float32", "int8+float32") and self._f32 is None:
+            raise InvalidValueError(f"rescore={how!r} needs the float32 originals, which this index does not keep "
                              f"(it was built with rescore={self._rescore!r})")
-        elif how == "int8" and (self._precision != "binary" or self._codes is None):
-            raise InvalidValueError("rescore='int8' needs precision='binary' and the int8 codes "
+        if how in ("int8", "int8+float32") and (self._precision != "binary" or self._codes is None):
+            raise InvalidValueError(f"rescore={how!r} needs precision='binary' and the int8 codes "
                              f"(this index: precision={self._precision!r}, rescore={self._rescore!r})")
         n = self._rows
         mask = allowed
@@ -275,6 +345,10 @@ class FlatIndex(BaseIndex):
                                             num_threads=threads)
             if how is None:  # dim - 2 * hamming: the inner product of the +-1 sign vectors
                 scores = np.where(slots >= 0, self._dim - 2 * distances.astype(np.float32), -np.inf).astype(np.float32)
+        if how == "int8+float32":  # the int8 codes narrow the binary pool before the originals are read
+            _, slots = rescore(queries, (self._codes[:n], self._quantizer), slots, min(pool, k_run * refine),
+                               num_threads=threads)
+            how = "float32"
         if how == "float32":
             scores, slots = rescore(queries, self._f32[:n], slots, k_run, num_threads=threads)
         elif how == "int8":
@@ -303,7 +377,7 @@ class FlatIndex(BaseIndex):
         return names
 
     @classmethod
-    def _load_payload(cls, directory: Path, manifest: dict, mmap: bool) -> FlatIndex:
+    def _load_payload(cls, directory: Path, manifest: dict, mmap) -> FlatIndex:
         config = dict(manifest["config"])
         files = manifest["files"]
         quantizer = None
@@ -325,6 +399,7 @@ class FlatIndex(BaseIndex):
         index._quantizer = quantizer
         rows = manifest["slot_count"]
         layout = index._layout()
+        mapped = frozenset(PRECISIONS) if mmap is True else frozenset() if mmap is False else mmap  # checked by load_index
         for kind in PRECISIONS:
             name = _FILES[kind]
             if kind not in layout:
@@ -336,13 +411,13 @@ class FlatIndex(BaseIndex):
                 raise IndexFormatError(f"{directory / name}: missing from the manifest (needed by config {config})")
             path = directory / name
             try:
-                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+                array = np.load(path, mmap_mode="r" if kind in mapped else None, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 raise IndexFormatError(f"{path}: not a readable .npy file ({exc})") from None
             if array.dtype != dtype or array.ndim != 2 or array.shape != (rows, width) or not array.flags.c_contiguous:
                 raise IndexFormatError(f"{path}: expected a C-ordered {np.dtype(dtype)} array of shape {(rows, width)}, "
                                        f"got {array.dtype} of shape {array.shape}")
-            setattr(index, {"float32": "_f32", "int8": "_codes", "binary": "_bits"}[kind], array)
+            setattr(index, _ATTRS[kind], array)
         index._rows = rows
         return index
 

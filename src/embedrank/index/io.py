@@ -15,10 +15,10 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedrank.errors import IndexFormatError, InvalidValueError
+from embedrank.errors import IndexFormatError, InvalidTypeError, InvalidValueError
 from embedrank.index.ids import IdMap
 from embedrank.index.metadata import METADATA_FILE, MetadataStore
-from embedrank.index.storage import MANIFEST, read_manifest, recover_index, write_index
+from embedrank.index.storage import MANIFEST, VECTOR_KINDS, read_manifest, recover_index, write_index
 from embedrank.utils.files import read_lock
 
 if TYPE_CHECKING:
@@ -78,10 +78,12 @@ def save_index(index: BaseIndex, path, timeout: float | None = None) -> Path:
         return write_index(path, write_files, manifest, timeout=timeout)
 
 
-def load_index(path, mmap: bool = True, *, verify: bool = True, timeout: float | None = None) -> BaseIndex:
+def load_index(path, mmap: bool | tuple = True, *, verify: bool = True, timeout: float | None = None) -> BaseIndex:
     """Loads an index directory written by ``save`` (its class from the manifest).
 
-    mmap=True memory-maps the flat vector files (read only when searched); verify=True (the
+    mmap=True memory-maps the flat vector files (read only when searched); a tuple of kinds
+    from ("float32", "int8", "binary") maps only those FlatIndex arrays and reads the others
+    into RAM (e.g. ``("float32",)``: codes in RAM, originals on disk); verify=True (the
     default) checks every file's size and sha256 first. A path that is not an index, or a
     missing, truncated, corrupted, foreign or symlinked file: IndexFormatError naming the file
     (also with verify=False, whatever the damage). The files are read under the shared lock
@@ -89,9 +91,21 @@ def load_index(path, mmap: bool = True, *, verify: bool = True, timeout: float |
     this load sees the old index or the new one, whole. timeout: seconds to wait for a save in
     progress (None: no limit), then LockTimeoutError.
     """
+    mmap = _check_mmap(mmap)
     recover_index(path)
     with read_lock(path, timeout):
         return _load_locked(path, mmap, verify)
+
+
+def _check_mmap(mmap) -> bool | frozenset:
+    if isinstance(mmap, bool):
+        return mmap
+    if isinstance(mmap, str) or not isinstance(mmap, (tuple, list, set, frozenset)):
+        raise InvalidTypeError(f"mmap must be True, False or a tuple of array kinds from {VECTOR_KINDS}, got {mmap!r}")
+    unknown = [k for k in mmap if k not in VECTOR_KINDS]
+    if unknown:
+        raise InvalidValueError(f"mmap names unknown array kinds {unknown}; expected some of {VECTOR_KINDS}")
+    return frozenset(mmap)
 
 
 # What a damaged file can raise from numpy, json, sqlite3 or hnswlib's reader on its way in
@@ -101,7 +115,7 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, 
                 zipfile.BadZipFile)
 
 
-def _load_locked(path, mmap: bool, verify: bool) -> BaseIndex:
+def _load_locked(path, mmap: bool | frozenset, verify: bool) -> BaseIndex:
     directory, manifest = read_manifest(path, verify=verify, recover=False)
     cls = _index_class(manifest["type"], directory)
     open_reference = getattr(cls, "_open_saved_reference", None)

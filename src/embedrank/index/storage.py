@@ -46,6 +46,7 @@ from embedrank.errors import IndexFormatError, InvalidValueError
 from embedrank.utils.files import recover_directory, write_directory, write_lock
 
 __all__ = [
+    "VECTOR_KINDS",
     "FORMAT",
     "FORMAT_VERSION",
     "IndexFormatError",
@@ -67,6 +68,8 @@ CHECKSUM_FIELD = "manifest_sha256"
 # The largest vector dimension an index accepts: hnswlib takes a C int, and one vector of
 # this size is already 64 MiB of float32.
 MAX_DIM = 1 << 24
+# The vector arrays a FlatIndex may keep (one .npy file each); load_index(mmap=...) names them.
+VECTOR_KINDS = ("float32", "int8", "binary")
 _INT64_MAX = (1 << 63) - 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_BLOCK = 1 << 22

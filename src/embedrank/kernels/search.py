@@ -94,14 +94,17 @@ def topk_float32(queries, base, k: int, allow=None, num_threads: int | None = No
     return scores, ids
 
 
-def _int8_codes(codes, quantizer) -> np.ndarray:
+def _int8_codes(codes, quantizer, rows: np.ndarray | None = None) -> np.ndarray:
+    """codes checked: int8 [N, d] of the quantizer's dimension, no -128 anywhere (rows=None) or
+    in the rows that will be read (rows: ids, -1 ignored; a rescore must not scan all N)."""
     if not isinstance(quantizer, Int8Quantizer):
         raise InvalidTypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
     c = as_code_matrix(codes, "codes", np.int8)
     if c.shape[1] != quantizer.dim:
         raise InvalidValueError(f"codes have dimension {c.shape[1]} but the quantizer has {quantizer.dim}")
     check_nonempty(c, "codes")
-    if c.min() < -127:
+    read = c if rows is None else c[rows[(rows >= 0) & (rows < c.shape[0])]]
+    if read.size and read.min() < -127:
         raise InvalidValueError("codes hold -128, which Int8Quantizer never produces (codes are in [-127, 127])")
     return c
 
@@ -187,7 +190,7 @@ def rescore(queries, base, candidates, k: int, num_threads: int | None = None) -
     if isinstance(base, tuple):
         if len(base) != 2:
             raise InvalidTypeError("base must be a float32 array or a tuple (codes, quantizer)")
-        codes = _int8_codes(base[0], base[1])
+        codes = _int8_codes(base[0], base[1], rows=cand.reshape(-1))
         check_same_dim(q, codes, "queries", "codes")
         n = codes.shape[0]
     else:

@@ -1,0 +1,256 @@
+"""FlatIndex past RAM: arrays in scratch files (on_disk), the binary -> int8 -> float32 cascade,
+partial memory maps on load, and streaming builds (add_npy, add_batches), including threads
+searching while a writer grows the scratch files and a builder process killed mid-save."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrank.errors import FormatError, IndexFormatError
+from embedrank.index import FlatIndex, load_index
+from embedrank.index.streaming import add_batches, add_npy
+from embedrank.kernels import binarize, rescore, topk_hamming
+from tests.index.reference import clustered, exact_topk, queries_near, recall_at_k
+
+ROOT = Path(__file__).resolve().parents[2]
+DISK_COMBOS = [("float32", None, ("float32",)), ("int8", "float32", ("float32",)), ("int8", "float32", ("int8", "float32")),
+               ("binary", "float32", ("float32",)), ("binary", "int8+float32", ("float32",)),
+               ("binary", "int8+float32", ("float32", "int8", "binary")), ("binary", "int8", ("int8",))]
+
+
+def scratch_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".rows")
+
+
+def assert_same(a, b) -> None:
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("precision, rescore_, on_disk", DISK_COMBOS)
+def test_on_disk_arrays_give_the_in_memory_results_through_growth_removal_and_upsert(tmp_path, precision, rescore_,
+                                                                                      on_disk):
+    base = clustered(3001, 33, seed=1)  # odd sizes: 33 dims -> 5-byte codes
+    queries = queries_near(base, 7, seed=2)
+    memory = FlatIndex(33, precision, rescore_, oversample=8)
+    disk = FlatIndex(33, precision, rescore_, oversample=8, on_disk=on_disk, scratch_dir=tmp_path)
+    for start in range(0, 3001, 97):  # many adds: the scratch files grow in place
+        for index in (memory, disk):
+            index.add(base[start:start + 97])
+    assert len(scratch_files(tmp_path)) == len(on_disk)
+    for kind in on_disk:
+        array = {"float32": disk._f32, "int8": disk._codes, "binary": disk._bits}[kind]
+        assert isinstance(array, np.memmap) and Path(array.filename).parent == tmp_path
+    assert_same(disk.search(queries, 10), memory.search(queries, 10))
+    for index in (memory, disk):
+        index.remove(list(range(0, 3001, 3)))  # past compact_threshold: compaction into fresh scratch files
+        index.add(base[:5] * -1, ids=[1, 2, 4, 5, 7], upsert=True)
+    assert_same(disk.search(queries, 10), memory.search(queries, 10))
+    assert len(scratch_files(tmp_path)) == len(on_disk)  # the replaced files were deleted
+    del disk, index
+    gc.collect()
+    assert scratch_files(tmp_path) == []
+
+
+def test_three_stage_cascade_equals_its_kernels_composed():
+    base = clustered(5000, 64, clusters=20, seed=3)
+    queries = queries_near(base, 9, seed=4)
+    index = FlatIndex(64, "binary", "int8+float32", oversample=30, refine=3)
+    index.add(base)
+    _, pool = topk_hamming(binarize(queries), binarize(base), 10 * 30)
+    _, narrowed = rescore(queries, (index._codes[:5000], index.quantizer), pool, 10 * 3)
+    scores, rows = rescore(queries, base, narrowed, 10)
+    got = index.search(queries, 10)
+    np.testing.assert_array_equal(got.ids, rows)
+    np.testing.assert_array_equal(got.scores, scores)
+    truth = exact_topk(queries, base, 10)[1]
+    assert recall_at_k(got.ids, truth) >= 0.9
+    # refine=1 hands the float32 pass only k candidates: the int8 order decides the set
+    assert recall_at_k(index.search(queries, 10, refine=1).ids, truth) <= recall_at_k(got.ids, truth)
+    wide = index.search(queries, 10, refine=30)  # every binary candidate reaches float32
+    assert_same(wide, index.search(queries, 10, rescore="float32"))
+
+
+def test_partial_memory_map_on_load_and_adds_after_it_stay_on_disk(tmp_path):
+    base = clustered(2000, 48, seed=5)
+    queries = queries_near(base, 5, seed=6)
+    index = FlatIndex(48, "binary", "int8+float32", on_disk=("float32",), scratch_dir=tmp_path)
+    add_batches(index, (base[i:i + 500] for i in range(0, 2000, 500)))
+    path = index.save(tmp_path / "ix")
+    expected = index.search(queries, 10)
+    del index
+    gc.collect()
+    loaded = load_index(path, mmap=("float32",))
+    assert loaded.on_disk == ("float32",)
+    assert isinstance(loaded._f32, np.memmap) and not loaded._f32.flags.writeable
+    assert not isinstance(loaded._codes, np.memmap) and not isinstance(loaded._bits, np.memmap)
+    assert_same(loaded.search(queries, 10), expected)
+    loaded._scratch_dir = tmp_path  # not saved: a loaded index uses the system's temporary folder unless told
+    loaded.add(base[:3] * 0.5, ids=[9000, 9001, 9002])  # the mapped originals move to a scratch file, not RAM
+    assert isinstance(loaded._f32, np.memmap) and loaded._f32.flags.writeable
+    assert Path(loaded._f32.filename).parent == tmp_path and len(scratch_files(tmp_path)) == 1
+    loaded.remove([9000, 9001, 9002])
+    assert_same(loaded.search(queries, 10), expected)
+    everything = load_index(path, mmap=True)
+    assert all(isinstance(a, np.memmap) for a in (everything._f32, everything._codes, everything._bits))
+    nothing = load_index(path, mmap=False)
+    assert not any(isinstance(a, np.memmap) for a in (nothing._f32, nothing._codes, nothing._bits))
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match=r"on_disk names \['int8'\], which this index does not keep"):
+        FlatIndex(8, "binary", "float32", on_disk=("int8",))
+    with pytest.raises(TypeError, match="on_disk must be a tuple of array kinds"):
+        FlatIndex(8, "binary", "float32", on_disk="float32")
+    with pytest.raises(ValueError, match=r"on_disk names unknown array kinds \['fp16'\]"):
+        FlatIndex(8, on_disk=("fp16",))
+    with pytest.raises(ValueError, match=r"rescore='int8\+float32' needs precision='binary'"):
+        FlatIndex(8, "int8", "int8+float32")
+    with pytest.raises(ValueError, match="refine must be an integer >= 1, got 0"):
+        FlatIndex(8, "binary", "int8+float32", refine=0)
+    with pytest.raises(ValueError, match="is not an existing folder"):
+        FlatIndex(8, on_disk=("float32",), scratch_dir="/nonexistent/scratch")
+    index = FlatIndex(8, "binary", "int8+float32")
+    index.add(np.eye(8, dtype=np.float32))
+    with pytest.raises(ValueError, match="refine must be an integer >= 1, got -2"):
+        index.search(np.ones(8), 2, refine=-2)
+    only_f32 = FlatIndex(8, "binary", "float32")
+    only_f32.add(np.eye(8, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"rescore='int8\+float32' needs precision='binary' and the int8 codes"):
+        only_f32.search(np.ones(8), 2, rescore="int8+float32")
+
+
+def test_load_index_mmap_argument_is_checked(tmp_path):
+    index = FlatIndex(4)
+    index.add(np.eye(4, dtype=np.float32))
+    path = index.save(tmp_path / "ix")
+    with pytest.raises(ValueError, match=r"mmap names unknown array kinds \['fp16'\]"):
+        load_index(path, mmap=("fp16",))
+    with pytest.raises(TypeError, match="mmap must be True, False or a tuple"):
+        load_index(path, mmap="float32")
+
+
+def test_add_npy_streams_a_file_in_batches(tmp_path):
+    base = clustered(1234, 20, seed=7)
+    np.save(tmp_path / "x.npy", base)
+    streamed = FlatIndex(20, "int8", "float32", on_disk=("float32",), scratch_dir=tmp_path)
+    assert add_npy(streamed, tmp_path / "x.npy", batch_rows=101) == 1234
+    whole = FlatIndex(20, "int8", "float32", quantizer=streamed.quantizer)  # same codes: fitted on the same first batch
+    whole.add(base)
+    queries = queries_near(base, 6, seed=8)
+    assert_same(streamed.search(queries, 8), whole.search(queries, 8))
+    named = FlatIndex(20)
+    add_npy(named, tmp_path / "x.npy", batch_rows=500, ids=[f"d{i}" for i in range(1234)])
+    assert named.search(base[17], 1).ids[0, 0] == "d17"
+
+
+def test_add_npy_and_add_batches_bad_input(tmp_path):
+    index = FlatIndex(20)
+    (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY\x01\x00garbage that is not a header")
+    with pytest.raises(FormatError, match=r"junk\.npy: not a readable \.npy file"):
+        add_npy(index, tmp_path / "junk.npy")
+    np.save(tmp_path / "flat.npy", np.ones(20, dtype=np.float32))
+    with pytest.raises(FormatError, match=r"expected a 2-D array \[n, dim\], got shape \(20,\)"):
+        add_npy(index, tmp_path / "flat.npy")
+    np.save(tmp_path / "wide.npy", np.ones((3, 21), dtype=np.float32))
+    with pytest.raises(ValueError, match="21"):
+        add_npy(index, tmp_path / "wide.npy")
+    np.save(tmp_path / "ok.npy", np.ones((3, 20), dtype=np.float32))
+    with pytest.raises(ValueError, match="got 2 ids for the 3 rows"):
+        add_npy(index, tmp_path / "ok.npy", ids=[1, 2])
+    with pytest.raises(ValueError, match="batch_rows"):
+        add_npy(index, tmp_path / "ok.npy", batch_rows=0)
+    with pytest.raises(TypeError, match=r"batch 1: expected an array or \(ids, array\), got a tuple of 3"):
+        add_batches(index, [np.ones((1, 20)), (1, 2, 3)])
+    assert len(index) == 1  # the batch before the bad one was added
+
+
+def test_threads_search_while_a_writer_grows_the_scratch_files(tmp_path):
+    base = clustered(20_000, 32, seed=9)
+    index = FlatIndex(32, "binary", "int8+float32", oversample=20, on_disk=("float32", "int8"), scratch_dir=tmp_path)
+    index.add(base[:300])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                result = index.search(base[:4], 1)
+                assert result.ids[:, 0].tolist() == [0, 1, 2, 3]
+                np.testing.assert_allclose(result.scores[:, 0], 1.0, atol=1e-5)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for start in range(300, 20_000, 700):
+            index.add(base[start:start + 700])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    assert len(index) == 20_000
+    memory = FlatIndex(32, "binary", "int8+float32", oversample=20, quantizer=index.quantizer)
+    memory.add(base)
+    assert_same(index.search(base[:50], 10), memory.search(base[:50], 10))
+
+
+BUILDER = """
+import sys, numpy as np
+from embedrank.index import FlatIndex
+from tests.index.reference import clustered
+path, scratch = sys.argv[1], sys.argv[2]
+base = clustered(40_000, 32, seed=10)
+index = FlatIndex(32, "binary", "int8+float32", on_disk=("float32",), scratch_dir=scratch)
+for n, start in enumerate(range(0, 40_000, 2_000)):
+    index.add(base[start:start + 2_000])
+    index.save(path)
+    print(len(index), flush=True)
+"""
+
+
+def test_builder_killed_mid_stream_leaves_a_whole_saved_index(tmp_path):
+    """SIGKILL a process that streams adds and saves after each batch: the saved index is one of
+    the saved states, whole (checksums pass, results equal a fresh index of that prefix)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    path = tmp_path / "ix"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, "-c", BUILDER, str(path), str(scratch)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    saved = 0
+    while saved < 8000:  # a few saves done; the next one is in flight or about to be
+        line = proc.stdout.readline()
+        assert line, "the builder exited early"
+        saved = int(line)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    loaded = load_index(path, mmap=("float32",))
+    n = len(loaded)
+    assert n % 2000 == 0 and 8000 <= n <= 40_000
+    base = clustered(40_000, 32, seed=10)
+    fresh = FlatIndex(32, "binary", "int8+float32", quantizer=loaded.quantizer)
+    fresh.add(base[:n])
+    queries = queries_near(base[:n], 5, seed=11)
+    assert_same(loaded.search(queries, 10), fresh.search(queries, 10))
+    with pytest.raises(IndexFormatError):  # and a damaged copy of it is refused, not half-read
+        vectors = path / "vectors.npy"
+        data = bytearray(vectors.read_bytes())
+        data[-7] ^= 0xFF
+        vectors.write_bytes(bytes(data))
+        load_index(path)
