@@ -1,5 +1,6 @@
 """Indexes: exact / quantized flat search (FlatIndex), HNSW graphs (HNSWIndex) and BM25 over
-texts (LexicalIndex).
+texts (LexicalIndex). ``add_npy`` / ``add_batches`` stream vectors into any of them one batch
+at a time (with ``FlatIndex(on_disk=...)``, past the machine's RAM).
 
 All share one protocol (``add``, ``search``, ``remove``, ``save``; ``load_index`` reads
 either back), int or str ids, per-vector metadata in SQLite with dict filters, and a
@@ -15,8 +16,10 @@ from embedrank.index.base import BaseIndex
 from embedrank.index.flat import FlatIndex
 from embedrank.index.io import load_index
 from embedrank.index.result import QueryHits, SearchResult
+from embedrank.index.streaming import add_batches, add_npy
 
-__all__ = ["BaseIndex", "FlatIndex", "HNSWIndex", "IndexFormatError", "LexicalIndex", "QueryHits", "SearchResult", "load_index"]
+__all__ = ["BaseIndex", "FlatIndex", "HNSWIndex", "IndexFormatError", "LexicalIndex", "QueryHits", "SearchResult",
+           "add_batches", "add_npy", "load_index"]
 
 
 def __getattr__(name: str):
