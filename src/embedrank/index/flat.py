@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from embedrank.index.base import BaseIndex
-from embedrank.index.scratch import ScratchRows, copy_rows
+from embedrank.index.scratch import ScratchRows, advise_random, copy_rows
 from embedrank.index.storage import VECTOR_KINDS, IndexFormatError
 from embedrank.kernels import Int8Quantizer, binarize, rescore, topk_float32, topk_hamming, topk_int8
 from embedrank.errors import InvalidTypeError, InvalidValueError
@@ -219,6 +219,10 @@ class FlatIndex(BaseIndex):
             layout["binary"] = (np.uint8, (self._dim + 7) // 8)
         return layout
 
+    def _random_reads(self, kind: str) -> bool:
+        """True for the arrays searches only read at candidate rows (the rescoring passes)."""
+        return kind != self._precision
+
     def _owns(self, kind: str, array: np.ndarray) -> bool:
         """True when `array` is this index's own writable storage for `kind`."""
         if kind in self._on_disk:
@@ -236,7 +240,7 @@ class FlatIndex(BaseIndex):
                 if old is not None and scratch is not None and old is scratch.array:
                     setattr(self, _ATTRS[kind], scratch.grow(capacity))
                     continue
-                scratch = ScratchRows(self._scratch_dir, kind, dtype, width, capacity)
+                scratch = ScratchRows(self._scratch_dir, kind, dtype, width, capacity, self._random_reads(kind))
                 rows = scratch.array
             else:
                 scratch, rows = None, np.empty((capacity, width), dtype=dtype)
@@ -293,7 +297,8 @@ class FlatIndex(BaseIndex):
         capacity = max(kept.size, _MIN_CAPACITY)
         for kind, old in self._arrays().items():
             if kind in self._on_disk:
-                scratch = ScratchRows(self._scratch_dir, kind, old.dtype, old.shape[1], capacity)
+                scratch = ScratchRows(self._scratch_dir, kind, old.dtype, old.shape[1], capacity,
+                                      self._random_reads(kind))
                 copy_rows(scratch.array, old, kept)
                 self._scratch[kind] = scratch
                 rows = scratch.array
@@ -417,7 +422,7 @@ class FlatIndex(BaseIndex):
             if array.dtype != dtype or array.ndim != 2 or array.shape != (rows, width) or not array.flags.c_contiguous:
                 raise IndexFormatError(f"{path}: expected a C-ordered {np.dtype(dtype)} array of shape {(rows, width)}, "
                                        f"got {array.dtype} of shape {array.shape}")
-            setattr(index, _ATTRS[kind], array)
+            setattr(index, _ATTRS[kind], advise_random(array) if index._random_reads(kind) else array)
         index._rows = rows
         return index
 

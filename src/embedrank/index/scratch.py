@@ -9,6 +9,7 @@ deleted when its ScratchRows is collected; mappings still open keep their pages 
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import uuid
@@ -19,7 +20,7 @@ import numpy as np
 
 from embedrank.errors import InvalidValueError
 
-__all__ = ["ScratchRows", "copy_rows"]
+__all__ = ["ScratchRows", "advise_random", "copy_rows"]
 
 COPY_BLOCK_BYTES = 64 << 20  # rows moved per step by copy_rows: bounded RAM for any array size
 
@@ -31,20 +32,33 @@ def _unlink(path: str) -> None:
         pass
 
 
+def advise_random(array: np.ndarray) -> np.ndarray:
+    """Tells the kernel that a memory-mapped array is read at random rows (madvise MADV_RANDOM):
+    no readahead, so rescoring 40 candidates reads about 40 pages, not 40 readahead windows
+    (less I/O on a cold file, less resident memory). A no-op for an array in RAM."""
+    handle = getattr(array, "_mmap", None)
+    if handle is not None and hasattr(mmap, "MADV_RANDOM"):
+        handle.madvise(mmap.MADV_RANDOM)
+    return array
+
+
 class ScratchRows:
     """A [capacity, width] array of `dtype` backed by a fresh file in `directory`.
 
     directory: an existing folder (None: the system's temporary folder); the file is
     ``embedrank-<kind>-<random>.rows`` and is removed when this object is collected.
+    random_reads: searches read scattered rows (see :func:`advise_random`).
     """
 
-    def __init__(self, directory: str | os.PathLike | None, kind: str, dtype, width: int, capacity: int) -> None:
+    def __init__(self, directory: str | os.PathLike | None, kind: str, dtype, width: int, capacity: int,
+                 random_reads: bool = False) -> None:
         folder = Path(tempfile.gettempdir() if directory is None else directory)
         if not folder.is_dir():
             raise InvalidValueError(f"scratch_dir {str(folder)!r} is not an existing folder")
         self.path = folder / f"embedrank-{kind}-{uuid.uuid4().hex}.rows"
         self.dtype = np.dtype(dtype)
         self.width = int(width)
+        self.random_reads = random_reads
         with open(self.path, "xb"):
             pass
         self._finalizer = weakref.finalize(self, _unlink, str(self.path))
@@ -62,6 +76,8 @@ class ScratchRows:
             return self.array
         os.truncate(self.path, capacity * self.width * self.dtype.itemsize)  # sparse: no disk used until written
         self.array = np.memmap(self.path, dtype=self.dtype, mode="r+", shape=(capacity, self.width))
+        if self.random_reads:
+            advise_random(self.array)
         return self.array
 
     def close(self) -> None:
