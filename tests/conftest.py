@@ -1,4 +1,5 @@
-"""Shared fixtures: the real all-MiniLM-L6-v2, exported once per test session."""
+"""Shared fixtures: the real all-MiniLM-L6-v2 (exported once per test session), the ADI data set,
+the encoder and the test cross-encoder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # The real data sets (BEIR layout) beside the project root; tests that need one skip without it.
 SHARED_DATA = REPO.parent / "shared" / "data"
+ADI = SHARED_DATA / "adi"
 
 
 def _require_export_stack():
@@ -37,3 +39,32 @@ def minilm_export(minilm_source, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
     return export_model(minilm_source, out, pooled=True, fp16=True)
+
+
+# Module scope, as when each test module defined these itself: every module gets its own models,
+# so nothing one module does to them reaches another.
+@pytest.fixture(scope="module")
+def adi():
+    """ADI as load_beir returns it: (corpus, queries, qrels) of the test split."""
+    if not (ADI / "corpus.jsonl").is_file():
+        pytest.skip(f"ADI not found at {ADI}")
+    import embedrank
+
+    return embedrank.load_beir(ADI, "test")
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_export):
+    """The exported all-MiniLM-L6-v2, loaded with default settings."""
+    from embedrank.models.encoder import Encoder
+
+    return Encoder.load(minilm_export)
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory, minilm_source):
+    """The test cross-encoder (seeded head, see tests/models/cross_encoder_fixtures.py)."""
+    from embedrank.models.cross_encoder import CrossEncoder
+    from tests.models.cross_encoder_fixtures import cross_encoder_folders
+
+    return CrossEncoder.load(cross_encoder_folders(tmp_path_factory, minilm_source)[1])

@@ -8,36 +8,13 @@ import pytest
 
 import embedrank
 from embedrank.bench.compression import compression_sweep, format_table
-from embedrank.models.cross_encoder import CrossEncoder
-from embedrank.models.encoder import Encoder
 from embedrank.utils.documents import document_text
-from tests.models.cross_encoder_fixtures import cross_encoder_folders
-from tests.conftest import SHARED_DATA
-
-ADI = SHARED_DATA / "adi"
-
-
-@pytest.fixture(scope="module")
-def adi():
-    if not (ADI / "corpus.jsonl").is_file():
-        pytest.skip(f"ADI not found at {ADI}")
-    return embedrank.load_beir(ADI, "test")
-
-
-@pytest.fixture(scope="module")
-def encoder(minilm_export):
-    return Encoder.load(minilm_export)
 
 
 @pytest.fixture(scope="module")
 def vectors(encoder, adi):
     corpus, queries, _ = adi
     return encoder.encode_documents(list(corpus.values())), encoder.encode_queries(list(queries.values()))
-
-
-@pytest.fixture(scope="module")
-def reranker(tmp_path_factory, minilm_source):
-    return CrossEncoder.load(cross_encoder_folders(tmp_path_factory, minilm_source)[1])
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,11 @@ import pytest
 import embedrank
 from embedrank.errors import InvalidTypeError, InvalidValueError, RetrieverFormatError
 from embedrank.index import FlatIndex, LexicalIndex
-from embedrank.models.encoder import Encoder
 from embedrank.retrieval.fusion import fuse_candidates
 from embedrank.retrieval.retriever import Retriever
-from tests.conftest import SHARED_DATA
 
-ADI = SHARED_DATA / "adi"
 LONG = {"title": "Report", "text": " ".join(f"Paragraph {i} is about card catalogues." for i in range(60))
         + " The last one mentions a unique word: xylophonist."}
-
-
-@pytest.fixture(scope="module")
-def adi():
-    if not (ADI / "corpus.jsonl").is_file():
-        pytest.skip(f"ADI not found at {ADI}")
-    return embedrank.load_beir(ADI, "test")
-
-
-@pytest.fixture(scope="module")
-def encoder(minilm_export):
-    return Encoder.load(minilm_export)
 
 
 @pytest.fixture(scope="module")

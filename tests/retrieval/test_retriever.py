@@ -18,33 +18,13 @@ import pytest
 import embedrank
 from embedrank.models.chunking import aggregate_chunk_scores
 from embedrank.models.cross_encoder import CrossEncoder
-from embedrank.models.encoder import Encoder
 from embedrank.errors import InvalidValueError
 from embedrank.index import FlatIndex, HNSWIndex
 from embedrank.retrieval.retriever import Hit, Retriever, RetrieverFormatError, SearchTimings, _config_checksum
-from tests.models.cross_encoder_fixtures import cross_encoder_folders
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO
 
-ADI = SHARED_DATA / "adi"
 FILLER = " ".join(f"Paragraph {i} discusses library catalogues, indexing vocabularies and card files." for i in range(40))
 LONG_DOC = {"title": "A long report", "text": FILLER + " Finally, volcanic eruptions in Iceland disrupted air travel across Europe."}
-
-
-@pytest.fixture(scope="module")
-def adi():
-    if not (ADI / "corpus.jsonl").is_file():
-        pytest.skip(f"ADI not found at {ADI}")
-    return embedrank.load_beir(ADI, "test")
-
-
-@pytest.fixture(scope="module")
-def encoder(minilm_export):
-    return Encoder.load(minilm_export)
-
-
-@pytest.fixture(scope="module")
-def reranker(tmp_path_factory, minilm_source):
-    return CrossEncoder.load(cross_encoder_folders(tmp_path_factory, minilm_source)[1])
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ from embedrank.index.result import SearchResult
 from embedrank.index.rwlock import ReadWriteLock
 from embedrank.index.storage import MAX_DIM
 
-__all__ = ["BaseIndex", "MAX_PADDED_K", "check_dim", "check_k", "as_vectors", "as_queries"]
+__all__ = ["BaseIndex", "MAX_PADDED_K", "check_dim", "check_k", "check_add_ids", "as_vectors", "as_queries"]
 
 # search() pads results to k columns only up to this many: a k far above the index size must
 # not allocate k-sized outputs (see BaseIndex.search).
@@ -79,6 +79,20 @@ def check_k(k) -> int:
     if k < 1:
         raise InvalidValueError(f"k must be >= 1, got {int(k)}")
     return int(k)
+
+
+def check_add_ids(ids, n: int) -> tuple[np.ndarray | None, str | None]:
+    """add()'s `ids` for n items: (None, None) for ids=None, else (the ids, "int" or "str");
+    InvalidValueError when there are not n of them or one repeats."""
+    if ids is None:
+        return None, None
+    given, kind = normalize_ids([ids] if isinstance(ids, str) else ids)
+    if len(given) != n:
+        raise InvalidValueError(f"got {len(given)} ids for {n} vectors")
+    dup = duplicates(given)
+    if dup:
+        raise InvalidValueError(f"ids repeated within this add: {show_ids(dup)}")
+    return given, kind
 
 
 def _as_float_matrix(x, name: str, dim: int) -> np.ndarray:
@@ -250,14 +264,7 @@ class BaseIndex(ABC):
         x = self._as_items(vectors)
         n = len(x)
         prepared = prepare_metadata(metadata, n)
-        given = None
-        if ids is not None:
-            given, kind = normalize_ids([ids] if isinstance(ids, str) else ids)
-            if len(given) != n:
-                raise InvalidValueError(f"got {len(given)} ids for {n} vectors")
-            dup = duplicates(given)
-            if dup:
-                raise InvalidValueError(f"ids repeated within this add: {show_ids(dup)}")
+        given, kind = check_add_ids(ids, n)
         with self._lock.write():
             if given is None:
                 given = self._idmap.auto_ids(n) if n or self._idmap.kind != "str" else np.empty(0, dtype=object)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,10 @@ class LexicalIndex(BaseIndex):
         self._total_length = 0.0
         self._segments: list[_Segment] = []
         self._norm = np.zeros(0, dtype=np.float32)        # [slot_count]: k1 * (1 - b + b * |d| / avgdl)
+        # add and remove only mark the norms stale: rebuilding them is O(slots), too much for
+        # every one-document add; the next search rebuilds them once (see _fresh_norm)
+        self._norm_stale = False
+        self._norm_mutex = threading.Lock()
 
     # -- hooks: items and queries are texts ------------------------------------------------
     def _as_items(self, items) -> AnalyzedTexts:
@@ -134,7 +139,8 @@ class LexicalIndex(BaseIndex):
     def _memory_bytes(self) -> int:
         postings = sum(s.terms.nbytes + s.offsets.nbytes + s.docs.nbytes + s.tfs.nbytes for s in self._segments)
         vocab = sum(len(t) + 49 + 8 + 72 for t in self._terms)  # str object + list slot + dict entry, roughly
-        return postings + vocab + self._df.nbytes + self._doc_lengths.nbytes + self._norm.nbytes
+        norm = 4 * self._idmap.slot_count  # float32 per slot, as the next search holds it
+        return postings + vocab + self._df.nbytes + self._doc_lengths.nbytes + norm
 
     @property
     def vocabulary_size(self) -> int:
@@ -167,7 +173,7 @@ class LexicalIndex(BaseIndex):
         self._segments.append(segment)
         if len(self._segments) > MAX_SEGMENTS:
             self._merge_segments()
-        self._update_norm()
+        self._norm_stale = True
 
     def _term_id(self, term: str) -> int:
         found = self._vocab.get(term)
@@ -200,7 +206,7 @@ class LexicalIndex(BaseIndex):
         self._total_length -= float(self._doc_lengths[slots].sum())
         self._doc_lengths = self._doc_lengths.copy()
         self._doc_lengths[slots] = 0
-        self._update_norm()
+        self._norm_stale = True
 
     def _after_remove(self) -> None:
         live = len(self._idmap)
@@ -214,7 +220,7 @@ class LexicalIndex(BaseIndex):
             self._doc_lengths = np.ascontiguousarray(self._doc_lengths[old_of_new])
         if live == 0:
             self._total_length = 0.0  # no drift from float sums
-        self._update_norm()
+        self._norm_stale = True
 
     def _prepare_save(self) -> None:
         if len(self._segments) > 1:
@@ -229,7 +235,20 @@ class LexicalIndex(BaseIndex):
         order = np.lexsort((docs, term_of))
         self._segments = [_Segment.from_pairs(term_of[order], docs[order], tfs[order])]
 
-    def _update_norm(self) -> None:
+    def _fresh_norm(self) -> np.ndarray:
+        """The norms [slot_count], rebuilt first if an add or remove made them stale; call under
+        the read lock."""
+        # Only writers set _norm_stale, under the write lock, so it cannot change while readers
+        # hold the read lock. The first search after a change rebuilds here; the others wait on
+        # the mutex, and none reads the norms or the segments' bounds before passing it, so the
+        # bounds are never reset under a running kernel.
+        with self._norm_mutex:
+            if self._norm_stale:
+                self._rebuild_norm()
+                self._norm_stale = False
+            return self._norm
+
+    def _rebuild_norm(self) -> None:
         slot_count = self._idmap.slot_count
         live = len(self._idmap)
         lengths = _grown(self._doc_lengths, slot_count)[:slot_count]
@@ -242,6 +261,7 @@ class LexicalIndex(BaseIndex):
     # -- search ----------------------------------------------------------------------------
     def _search_slots(self, queries: AnalyzedTexts, k: int, allowed: np.ndarray | None,
                       params: dict) -> tuple[np.ndarray, np.ndarray]:
+        norm = self._fresh_norm()
         nq = len(queries)
         local = np.fromiter((self._vocab.get(t, -1) for t in queries.terms), dtype=np.int64, count=len(queries.terms))
         term_of = local[queries.codes] if queries.codes.size else np.zeros(0, dtype=np.int64)
@@ -261,7 +281,7 @@ class LexicalIndex(BaseIndex):
         allow = None if allowed is None else allowed.view(np.uint8)
         maxscore = self._idmap.slot_count >= MAXSCORE_MIN_SLOTS
         _kernels.bm25_topk([s.kernel_arguments(maxscore) for s in self._segments], q_terms.astype(np.int32), weights, q_bounds,
-                           self._norm, allow, k, scores, slots, self._threads)
+                           norm, allow, k, scores, slots, self._threads)
         return scores, slots
 
     # -- files -----------------------------------------------------------------------------
@@ -310,7 +330,7 @@ class LexicalIndex(BaseIndex):
         if (with_postings & ~live).any() or (self._doc_lengths[~live] != 0).any():
             raise IndexFormatError("the postings or document lengths hold documents that are not live ids")
         self._total_length = float(self._doc_lengths.sum(dtype=np.float64))
-        self._update_norm()
+        self._norm_stale = True
 
 
 def _texts(texts, name: str) -> list[str]:

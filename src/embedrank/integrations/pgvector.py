@@ -89,8 +89,8 @@ import numpy as np
 
 from embedrank.errors import (IndexFormatError, InvalidTypeError, InvalidValueError, MissingDependencyError,
                               UnknownIdError)
-from embedrank.index.base import MAX_PADDED_K, as_queries, as_vectors, check_dim, check_k
-from embedrank.index.ids import duplicates, normalize_ids, show_ids
+from embedrank.index.base import MAX_PADDED_K, as_queries, as_vectors, check_add_ids, check_dim, check_k
+from embedrank.index.ids import normalize_ids, show_ids
 from embedrank.index.io import register_index_type
 from embedrank.index.metadata import compile_filter, prepare_metadata
 
@@ -693,16 +693,9 @@ class PgVectorIndex:
         n = x.shape[0]
         prepared = prepare_metadata(metadata, n)
         jsonb = _jsonb_rows(prepared, n)
-        given, kind = None, None
-        if ids is not None:
-            given, kind = normalize_ids([ids] if isinstance(ids, str) else ids)
-            if len(given) != n:
-                raise InvalidValueError(f"got {len(given)} ids for {n} vectors")
-            dup = duplicates(given)
-            if dup:
-                raise InvalidValueError(f"ids repeated within this add: {show_ids(dup)}")
-            if kind == "str":
-                _check_text_ids(given)
+        given, kind = check_add_ids(ids, n)
+        if kind == "str":
+            _check_text_ids(given)
 
         def work(cur, state):
             layout = self._read_layout(cur)  # the first statement: a dead connection fails here, nothing sent

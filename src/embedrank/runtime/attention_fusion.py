@@ -71,15 +71,7 @@ def fuse_attention(model) -> int:
         return 0  # a float16 graph: the kernel is float32
     if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
         return 0  # If/Loop/Scan bodies read outer names that the pruning below does not see
-    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    for output in graph.output:  # a graph output is read from outside: its producer must stay
-        consumers.setdefault(output.name, []).append(_GRAPH_OUTPUT)
-    constants = _Constants(graph, producer)
+    default_opset, producer, consumers, constants = _graph_maps(model)
     checked_masks: dict[str, bool] = {}
     replacements, dead = [], set()
     for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
@@ -126,15 +118,7 @@ def explain(model) -> dict:
     if blanket:
         report["fallback"] = {blanket: len(softmaxes)}
         return report
-    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    for output in graph.output:
-        consumers.setdefault(output.name, []).append(_GRAPH_OUTPUT)
-    constants = _Constants(graph, producer)
+    default_opset, producer, consumers, constants = _graph_maps(model)
     mask_kinds: dict[str, str] = {}
     for softmax in softmaxes:
         core = _match_core(softmax, producer, consumers, constants, default_opset)
@@ -157,6 +141,21 @@ def explain_file(path) -> dict:
     import onnx
 
     return explain(onnx.load(str(path)))
+
+
+def _graph_maps(model) -> tuple[int, dict, dict[str, list], _Constants]:
+    """What matching needs from model.graph: (default opset version, the node producing each
+    name, the nodes reading each name, the graph's constants)."""
+    graph = model.graph
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for output in graph.output:  # a graph output is read from outside: its producer must stay
+        consumers.setdefault(output.name, []).append(_GRAPH_OUTPUT)
+    return default_opset, producer, consumers, _Constants(graph, producer)
 
 
 _MASK_REASONS = {
