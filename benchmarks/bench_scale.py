@@ -177,7 +177,7 @@ def query(n: int, workdir: Path, threads: int, peers: bool) -> dict:
         one.i = -1  # the warm-up call fills row -1, overwritten by the last query
         seconds = latencies(one, queries)
         rows.append({"system": "embedrank FlatIndex", "cascade": label, "oversample": oversample, "refine": refine}
-                    | summary(seconds, found, truth))
+                    | summary(seconds, found, truth) | {"rss_after_bytes": rss_bytes()})
     rss_warm = rss_bytes()
     result = {"n": n, "load_s": load_s, "rss_before_load_bytes": rss_start, "rss_after_load_bytes": rss_loaded,
               "rss_after_queries_bytes": rss_warm, "rows": rows, "threads": threads}
@@ -225,7 +225,7 @@ def peer_rows(index, queries: np.ndarray, truth: np.ndarray, threads: int) -> li
             one.i = -1
             seconds = latencies(one, queries)
             rows.append({"system": name, "cascade": "binary>float32 (numpy rescoring)", "oversample": oversample,
-                         "refine": None} | summary(seconds, found, truth))
+                         "refine": None} | summary(seconds, found, truth) | {"rss_after_bytes": rss_bytes()})
     del flat
     return rows
 
@@ -288,12 +288,16 @@ def write_report(data: dict) -> None:
                      f"{gib(b['disk_bytes'])} | {gib(b['rss_while_building_bytes'])} | {q['load_s']:.1f} | "
                      f"{gib(q['rss_after_load_bytes'])} | {gib(q['rss_after_queries_bytes'])} |")
     lines += ["", "## Single-query latency and recall", "",
-              "| N | system | cascade | oversample | refine | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|---|---|---|---|"]
+              "RSS: the query process's resident memory after that row's 200 queries (rows run top to bottom; mapped "
+              "pages of the float32 file that a row read count from then on).", "",
+              "| N | system | cascade | oversample | refine | p50 ms | p99 ms | recall@10 | RSS GiB |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for size in data["sizes"]:
         q = size["query"]
         for r in q["rows"] + q.get("peers", []):
             lines.append(f"| {q['n']:,} | {r['system']} | {r['cascade']} | {r['oversample']} | {r['refine'] or ''} | "
-                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['recall_at_10']:.4f} |")
+                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['recall_at_10']:.4f} | "
+                         f"{gib(r['rss_after_bytes']) if 'rss_after_bytes' in r else ''} |")
     if data.get("hnsw"):
         lines += ["", "## HNSW (embedrank HNSWIndex over hnswlib, M=16, ef_construction=100)", "",
                   "| N | build s | docs/s | memory GiB | ef at recall >= 0.95 | recall@10 | QPS (1 query per call) |",

@@ -2,6 +2,7 @@
 //   (queries [nq, d], base [n, d], k, allow None | uint8 [n], out_scores [nq, k], out_ids [nq, k] int64,
 //    num_threads)
 // and returns what its kernel returns (False: a non-finite score) or None.
+#include "core/row_io.h"
 #include "core/search.h"
 #include "python/common.h"
 
@@ -91,6 +92,19 @@ void register_search(py::module_& m) {
       &topk_hamming);
   bind_rescore<float>(m, "rescore_float32", &rescore_float32);
   bind_rescore<int8_t>(m, "rescore_int8", &rescore_int8);
+  // (fd, offset, n_rows, rows int64 [m], out uint8 [m, row_bytes], num_threads) -> 0, errno, or -1 (file too short)
+  m.def("read_rows", [](int fd, uint64_t offset, uint64_t n_rows, CArray<int64_t> rows, CArray<uint8_t> out,
+                        int num_threads) {
+    check_rows(rows, "rows", 1);
+    check_rows(out, "out", 2);
+    size_t count = rows.shape(0);
+    require(static_cast<size_t>(out.shape(0)) == count, "out must have one row per requested row");
+    const int64_t* r = rows.data();
+    for (size_t i = 0; i < count; ++i) require(r[i] >= 0 && static_cast<uint64_t>(r[i]) < n_rows, "row out of range");
+    size_t row_bytes = out.shape(1);
+    uint8_t* o = out.mutable_data();
+    return without_gil([&] { return read_rows(fd, offset, row_bytes, r, count, o, num_threads); });
+  });
 }
 
 }  // namespace embedrank

@@ -18,6 +18,7 @@ import pytest
 
 from embedrank.errors import FormatError, IndexFormatError
 from embedrank.index import FlatIndex, load_index
+from embedrank.index.scratch import RowFile
 from embedrank.index.streaming import add_batches, add_npy
 from embedrank.kernels import binarize, rescore, topk_hamming
 from tests.index.reference import clustered, exact_topk, queries_near, recall_at_k
@@ -254,3 +255,39 @@ def test_builder_killed_mid_stream_leaves_a_whole_saved_index(tmp_path):
         data[-7] ^= 0xFF
         vectors.write_bytes(bytes(data))
         load_index(path)
+
+
+@pytest.mark.parametrize("dtype, width", [(np.float32, 1), (np.float32, 37), (np.int8, 5), (np.uint8, 48)])
+def test_row_file_reads_scattered_rows_like_the_mapping(tmp_path, dtype, width):
+    rng = np.random.default_rng(width)
+    array = rng.integers(-100, 100, size=(3001, width)).astype(dtype)
+    np.save(tmp_path / "rows.npy", array)
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    reader = RowFile.of(mapped)
+    for rows in (np.array([0]), np.array([3000, 0, 17, 17]), rng.integers(0, 3001, 2000)):
+        for threads in (1, 2):
+            np.testing.assert_array_equal(reader.take(rows, threads), array[rows])
+    assert reader.take(np.empty(0, dtype=np.int64)).shape == (0, width)
+    with pytest.raises(ValueError, match="row out of range"):
+        reader.take(np.array([3001]))
+    with open(tmp_path / "rows.npy", "r+b") as handle:  # cut the file short under the reader
+        handle.truncate(mapped.offset + 100 * array.strides[0])
+    with pytest.raises(IndexFormatError, match="ends before row 2999"):
+        reader.take(np.array([5, 2999]))
+
+
+def test_rescoring_reads_candidates_without_touching_the_mapping(tmp_path):
+    """The float32 originals of a loaded cascade are read with pread: its search results equal
+    the in-memory index's while the mapping itself is never read (its pages stay unmapped)."""
+    base = clustered(4000, 64, seed=12)
+    queries = queries_near(base, 8, seed=13)
+    index = FlatIndex(64, "binary", "int8+float32", oversample=20)
+    index.add(base)
+    loaded = load_index(index.save(tmp_path / "ix"), mmap=("float32",))
+    mapped = loaded._f32
+    loaded._f32 = np.memmap(tmp_path / "zeros.rows", dtype=np.float32, mode="w+", shape=mapped.shape)
+    loaded._f32[:] = 0  # a mapping full of zeros: reading it would give zero scores
+    loaded._f32.flush()
+    loaded._f32 = np.memmap(tmp_path / "zeros.rows", dtype=np.float32, mode="r", shape=mapped.shape)
+    loaded._row_file = (loaded._f32, RowFile.of(mapped))  # the reader still points at the real originals
+    assert_same(loaded.search(queries, 10), index.search(queries, 10))

@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import json
 import numbers
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from embedrank.index.base import BaseIndex
-from embedrank.index.scratch import ScratchRows, advise_random, copy_rows
+from embedrank.index.scratch import RowFile, ScratchRows, advise_random, copy_rows
 from embedrank.index.storage import VECTOR_KINDS, IndexFormatError
 from embedrank.kernels import Int8Quantizer, binarize, rescore, topk_float32, topk_hamming, topk_int8
 from embedrank.errors import InvalidTypeError, InvalidValueError
@@ -135,6 +136,8 @@ class FlatIndex(BaseIndex):
             raise InvalidValueError(f"scratch_dir {str(scratch_dir)!r} is not an existing folder")
         self._scratch_dir = scratch_dir
         self._scratch: dict[str, ScratchRows] = {}  # kind -> its scratch file, for the on_disk kinds
+        self._row_file: tuple[np.ndarray, RowFile] | None = None  # (mapped float32 array, its pread reader)
+        self._row_file_lock = threading.Lock()
         if quantizer is not None:
             if not isinstance(quantizer, Int8Quantizer):
                 raise InvalidTypeError(f"quantizer must be an Int8Quantizer, got {type(quantizer).__name__}")
@@ -355,7 +358,7 @@ class FlatIndex(BaseIndex):
                                num_threads=threads)
             how = "float32"
         if how == "float32":
-            scores, slots = rescore(queries, self._f32[:n], slots, k_run, num_threads=threads)
+            scores, slots = self._rescore_float32(queries, slots, k_run, n, threads)
         elif how == "int8":
             scores, slots = rescore(queries, (self._codes[:n], self._quantizer), slots, k_run, num_threads=threads)
         if k_run == k and scores.shape[1] == k:
@@ -365,6 +368,37 @@ class FlatIndex(BaseIndex):
         out_scores[:, :k_run] = scores[:, :k_run]
         out_slots[:, :k_run] = slots[:, :k_run]
         return out_scores, out_slots
+
+    def _rescore_float32(self, queries: np.ndarray, candidates: np.ndarray, k: int, n: int,
+                         threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """rescore() against the float32 originals; memory-mapped ones (on disk) are read with
+        pread, only the candidate rows (see embedrank.index.scratch), never through the mapping."""
+        if not isinstance(self._f32, np.memmap):
+            return rescore(queries, self._f32[:n], candidates, k, num_threads=threads)
+        flat = candidates.reshape(-1)
+        valid = flat >= 0
+        unique, inverse = np.unique(flat[valid], return_inverse=True)  # sorted: local order = slot order (ties)
+        if unique.size == 0:
+            return (np.full((queries.shape[0], k), -np.inf, dtype=np.float32),
+                    np.full((queries.shape[0], k), -1, dtype=np.int64))
+        local = np.full(flat.shape, -1, dtype=np.int64)
+        local[valid] = inverse
+        rows = self._row_reader().take(unique, threads)
+        scores, picked = rescore(queries, rows, local.reshape(candidates.shape), min(k, unique.size),
+                                 num_threads=threads)
+        slots = np.where(picked >= 0, unique[np.maximum(picked, 0)], -1)
+        if scores.shape[1] < k:  # fewer distinct candidates than k: pad
+            pad = k - scores.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            slots = np.pad(slots, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, slots
+
+    def _row_reader(self) -> RowFile:
+        """The pread reader of the current float32 mapping (made once per mapping)."""
+        with self._row_file_lock:
+            if self._row_file is None or self._row_file[0] is not self._f32:
+                self._row_file = (self._f32, RowFile.of(self._f32))
+            return self._row_file[1]
 
     # -- persistence ---------------------------------------------------------------------
     def _save_payload(self, directory: Path) -> list[str]:

@@ -1,10 +1,16 @@
-"""ScratchRows: a growable [capacity, width] array in a file of its own, for rows too many for RAM.
+"""Rows kept in files: ScratchRows (a growable array in a file of its own, for rows too many for
+RAM) and RowFile (scattered rows of such a file, or of a saved .npy, read with pread).
 
 A FlatIndex keeps the array kinds named in ``on_disk`` here (typically the float32 originals
 of a binary cascade: 15 GiB at 10M x 384, read only for the few candidates being rescored).
 The file is memory-mapped; growing extends the file and maps it again, so views handed out
 earlier stay valid (the old mapping still covers its rows) and no row is copied. The file is
 deleted when its ScratchRows is collected; mappings still open keep their pages (POSIX).
+
+A rescoring pass reads its candidates through a RowFile rather than the mapping: touching a
+mapped row makes its whole page (a 2 MiB folio on file systems with large folios) part of the
+process's resident memory, so a few thousand scattered reads would pull gigabytes of the file
+into RSS; pread copies just the rows.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.errors import InvalidValueError
+from embedrank import _kernels
+from embedrank.errors import IndexFormatError, InvalidValueError
 
-__all__ = ["ScratchRows", "advise_random", "copy_rows"]
+__all__ = ["RowFile", "ScratchRows", "advise_random", "copy_rows"]
 
 COPY_BLOCK_BYTES = 64 << 20  # rows moved per step by copy_rows: bounded RAM for any array size
 
@@ -83,6 +90,38 @@ class ScratchRows:
     def close(self) -> None:
         """Drops the mapping and deletes the file now."""
         self.array = None
+        self._finalizer()
+
+
+class RowFile:
+    """Rows [n_rows, width] of `dtype` stored contiguously from byte `offset` of the file at
+    `path`, read with pread (an open descriptor: the file may be renamed or replaced meanwhile
+    and this still reads the one it opened)."""
+
+    def __init__(self, path: str | os.PathLike, offset: int, dtype, width: int, n_rows: int) -> None:
+        self.path = str(path)
+        self.offset, self.dtype, self.width, self.n_rows = int(offset), np.dtype(dtype), int(width), int(n_rows)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+
+    @classmethod
+    def of(cls, array: np.memmap) -> RowFile:
+        """The file behind a memory-mapped 2-D array (np.memmap or np.load(mmap_mode=...))."""
+        return cls(array.filename, array.offset, array.dtype, array.shape[1], array.shape[0])
+
+    def take(self, rows: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """array[rows] -> [len(rows), width] (rows: int64 in [0, n_rows))."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.width), dtype=self.dtype)
+        status = _kernels.read_rows(self._fd, self.offset, self.n_rows, rows, out.view(np.uint8),
+                                    0 if num_threads is None else num_threads)
+        if status == -1:
+            raise IndexFormatError(f"{self.path}: the file ends before row {int(rows.max())} (truncated?)")
+        if status:
+            raise OSError(status, f"reading rows of {self.path}: {os.strerror(status)}")
+        return out
+
+    def close(self) -> None:
         self._finalizer()
 
 
