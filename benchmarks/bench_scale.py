@@ -51,7 +51,7 @@ CASCADES = [("binary>int8>float32", "int8+float32", 30, 4), ("binary>int8>float3
             ("binary>int8>float32", "int8+float32", 300, 4), ("binary>int8>float32", "int8+float32", 1000, 4),
             ("binary>int8>float32", "int8+float32", 1000, 10), ("binary>float32", "float32", 100, None),
             ("binary>float32", "float32", 300, None)]
-PEER_OVERSAMPLE = (100, 300, 1000)
+PEER_OVERSAMPLE = {"faiss IndexBinaryFlat": (100, 300, 1000), "usearch exact hamming": (300,)}  # usearch: ~1 s a query at 10M
 
 
 def parse_size(text: str) -> int:
@@ -131,9 +131,11 @@ def build(n: int, n_queries: int, workdir: Path) -> dict:
     gc.collect()
     np.save(workdir / f"truth-{n}.npy", best_ids)
     np.save(workdir / f"queries-{n}.npy", queries)
-    return {"n": n, "build_s": add_s, "generate_s": generate_s, "truth_s": truth_s, "save_s": save_s,
+    stats = {"n": n, "build_s": add_s, "generate_s": generate_s, "truth_s": truth_s, "save_s": save_s,
             "build_docs_per_s": n / add_s, "rss_while_building_bytes": build_rss, "disk_bytes": dir_bytes(path),
             "files": {p.name: p.stat().st_size for p in path.iterdir() if p.is_file()}}
+    (workdir / f"build-{n}.json").write_text(json.dumps(stats), encoding="utf-8")
+    return stats
 
 
 # -- 2. query (run in a fresh process) -----------------------------------------------------------
@@ -207,12 +209,14 @@ def peer_rows(index, queries: np.ndarray, truth: np.ndarray, threads: int) -> li
     flat = faiss.IndexBinaryFlat(DIM)
     flat.add(bits)
     rows = []
-    for oversample in PEER_OVERSAMPLE:
+    for oversample in sorted({o for values in PEER_OVERSAMPLE.values() for o in values}):
         pool = K * oversample
         for name, first_pass in (
                 ("faiss IndexBinaryFlat", lambda qb: flat.search(qb, pool)[1][0]),
                 ("usearch exact hamming", lambda qb: usearch_search(bits, qb, pool, MetricKind.Hamming, exact=True,
                                                                    threads=threads).keys.reshape(-1))):
+            if oversample not in PEER_OVERSAMPLE[name]:
+                continue
             found = np.empty((len(queries), K), dtype=np.int64)
 
             def one(q, first_pass=first_pass):
@@ -349,6 +353,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/embedrank-scale"))
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the index folders")
+    parser.add_argument("--reuse", action="store_true",
+                        help="query an index folder already in --workdir (with its build-N.json) instead of building")
     parser.add_argument("--query-phase", type=int, help=argparse.SUPPRESS)  # internal: the fresh process of step 2
     args = parser.parse_args()
     if args.query_phase:
@@ -359,7 +365,11 @@ def main() -> None:
             "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]), "sizes": [], "hnsw": []}
     for n in [parse_size(s) for s in args.sizes.split(",") if s]:
         print(f"building {n:,}", file=sys.stderr, flush=True)
-        built = build(n, args.queries, args.workdir)
+        reuse = args.workdir / f"build-{n}.json"
+        if args.reuse and reuse.exists() and (args.workdir / f"flat-{n}").is_dir():
+            built = json.loads(reuse.read_text(encoding="utf-8"))
+        else:
+            built = build(n, args.queries, args.workdir)
         print(json.dumps(built), file=sys.stderr, flush=True)
         child = subprocess.run([sys.executable, __file__, "--query-phase", str(n), "--workdir", str(args.workdir),
                                 "--threads", str(args.threads)] + (["--no-peers"] if args.no_peers else []),

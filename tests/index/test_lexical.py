@@ -134,6 +134,11 @@ def test_one_by_one_adds_equal_one_batch_add(search_path):
     batch.add(texts)
     for i, text in enumerate(texts):
         single.add([text], ids=[i])
+        sizes = [segment.n_postings for segment in single._segments]
+        # size tiers: each segment holds more than twice the postings of the next newer one,
+        # so one-document adds stay O(n log n) (merging everything every few adds was O(n^2))
+        assert all(older > 2 * newer for older, newer in zip(sizes, sizes[1:])), sizes
+    assert len(single._segments) <= np.log2(sum(sizes)) + 1
     queries = [" ".join(q) for q in (rng.choice([f"w{i}" for i in range(400)], size=rng.integers(1, 5))
                                      for _ in range(40))]
     for k in (1, 10, 100):

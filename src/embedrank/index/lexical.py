@@ -17,7 +17,9 @@ of an index built from scratch on the same documents. A document that shares no 
 query never appears (a query of only stop words finds nothing: padding).
 
 Storage: term ids -> postings (slots increasing, term frequencies) in compressed-sparse-row
-segments; each add appends a segment and more than MAX_SEGMENTS are merged into one. A
+segments; each add appends a segment, and the newest segments are merged while the newest holds
+at least half the postings of the one before it (sizes shrink geometrically from the oldest, so
+each posting is merged O(log n) times and n one-document adds cost O(n log n)). A
 remove drops the postings at once and renumbers the slots once a fifth are dead. The C++
 kernel (embedrank._kernels.bm25_topk) is exact either way: below MAXSCORE_MIN_SLOTS documents
 it scores term at a time into a dense accumulator per thread, above it document at a time with
@@ -43,7 +45,7 @@ from embedrank.utils.threads import available_cores, check_num_threads
 
 __all__ = ["LexicalIndex"]
 
-MAX_SEGMENTS = 8
+MAX_SEGMENTS = 24  # a backstop: the size tiers alone stay under about log2(postings) segments
 VOCAB_FILE = "terms.json"
 ARRAY_FILES = ("terms.npy", "offsets.npy", "docs.npy", "tfs.npy", "doc_lengths.npy")
 # From this many slots on, queries use the kernel's MaxScore path (document at a time, pruned);
@@ -171,8 +173,7 @@ class LexicalIndex(BaseIndex):
         self._doc_lengths = doc_lengths
         self._total_length += float(lengths.sum())
         self._segments.append(segment)
-        if len(self._segments) > MAX_SEGMENTS:
-            self._merge_segments()
+        self._merge_tiers()
         self._norm_stale = True
 
     def _term_id(self, term: str) -> int:
@@ -226,14 +227,18 @@ class LexicalIndex(BaseIndex):
         if len(self._segments) > 1:
             self._merge_segments()
 
+    def _merge_tiers(self) -> None:
+        """Merges the newest two segments while the newest is at least half the size of the
+        one before it, or while there are more than MAX_SEGMENTS."""
+        segments = self._segments
+        while len(segments) >= 2 and (2 * segments[-1].n_postings >= segments[-2].n_postings
+                                      or len(segments) > MAX_SEGMENTS):
+            segments = segments[:-2] + [_merged(segments[-2:])]
+        self._segments = segments  # a new list: nothing holding the old one sees it change
+
     def _merge_segments(self) -> None:
-        if not self._segments:
-            return
-        term_of = np.concatenate([s.term_per_posting() for s in self._segments])
-        docs = np.concatenate([s.docs for s in self._segments])
-        tfs = np.concatenate([s.tfs for s in self._segments])
-        order = np.lexsort((docs, term_of))
-        self._segments = [_Segment.from_pairs(term_of[order], docs[order], tfs[order])]
+        if self._segments:
+            self._segments = [_merged(self._segments)]
 
     def _fresh_norm(self) -> np.ndarray:
         """The norms [slot_count], rebuilt first if an add or remove made them stale; call under
@@ -331,6 +336,15 @@ class LexicalIndex(BaseIndex):
             raise IndexFormatError("the postings or document lengths hold documents that are not live ids")
         self._total_length = float(self._doc_lengths.sum(dtype=np.float64))
         self._norm_stale = True
+
+
+def _merged(segments: list[_Segment]) -> _Segment:
+    """One segment holding the postings of `segments` (per term, slots increasing)."""
+    term_of = np.concatenate([s.term_per_posting() for s in segments])
+    docs = np.concatenate([s.docs for s in segments])
+    tfs = np.concatenate([s.tfs for s in segments])
+    order = np.lexsort((docs, term_of))
+    return _Segment.from_pairs(term_of[order], docs[order], tfs[order])
 
 
 def _texts(texts, name: str) -> list[str]:
