@@ -344,6 +344,25 @@ def plot(data: dict) -> None:
     fig.savefig(RESULTS / "scale.png", dpi=110)
 
 
+def data_from_log(log: Path, command: str, threads: int, queries: int) -> dict:
+    """The results dict rebuilt from the JSON lines a run printed to stderr (a run stopped
+    part-way, or run in pieces: later lines for the same N replace earlier ones)."""
+    sizes, builds, hnsw_runs = {}, {}, {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if "load_s" in record:
+            sizes[record["n"]] = record
+        elif "build_s" in record and "files" in record:
+            builds[record["n"]] = record
+        elif "at_recall_0.95" in record:
+            hnsw_runs[record["n"]] = record
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "queries": queries, "command": command,
+            "sizes": [{"build": builds[n], "query": sizes[n]} for n in sorted(sizes) if n in builds],
+            "hnsw": [hnsw_runs[n] for n in sorted(hnsw_runs)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1M,3M,10M")
@@ -355,10 +374,23 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the index folders")
     parser.add_argument("--reuse", action="store_true",
                         help="query an index folder already in --workdir (with its build-N.json) instead of building")
+    parser.add_argument("--report-from", type=Path, nargs="+",
+                        help="write the report from the stderr logs of earlier runs instead of running")
     parser.add_argument("--query-phase", type=int, help=argparse.SUPPRESS)  # internal: the fresh process of step 2
     args = parser.parse_args()
     if args.query_phase:
         print(json.dumps(query(args.query_phase, args.workdir, args.threads, not args.no_peers)))
+        return
+    if args.report_from:
+        merged = Path(args.workdir) / "merged.log"
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        merged.write_text("\n".join(p.read_text(encoding="utf-8") for p in args.report_from), encoding="utf-8")
+        data = data_from_log(merged, "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]), args.threads,
+                             args.queries)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "scale.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+        write_report(data)
+        plot(data)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "queries": args.queries,

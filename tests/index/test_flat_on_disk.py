@@ -291,3 +291,60 @@ def test_rescoring_reads_candidates_without_touching_the_mapping(tmp_path):
     loaded._f32 = np.memmap(tmp_path / "zeros.rows", dtype=np.float32, mode="r", shape=mapped.shape)
     loaded._row_file = (loaded._f32, RowFile.of(mapped))  # the reader still points at the real originals
     assert_same(loaded.search(queries, 10), index.search(queries, 10))
+
+
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from embedrank.index import FlatIndex
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (6_000_000, 6_000_000))  # a 'disk' of 6 MB for every file we write
+index = FlatIndex(64, "binary", "float32", on_disk=("float32",), scratch_dir=sys.argv[1])
+rng = np.random.default_rng(0)
+added = []
+try:
+    for step in range(100):
+        batch = rng.standard_normal((3000, 64)).astype(np.float32)  # 768 kB of float32 a batch
+        index.add(batch)
+        added.append(batch)
+except OSError as exc:
+    print("refused:", exc)
+base = np.concatenate(added)
+assert len(index) == len(base), (len(index), len(base))
+found = index.search(base[-3:], 1, oversample=50).ids[:, 0].tolist()
+assert found == list(range(len(base) - 3, len(base))), found
+print("rows", len(base))
+"""
+
+
+@pytest.fixture(params=["small file system", "file size limit"])
+def tiny_disk(request, tmp_path):
+    """(scratch folder, whether the child sets RLIMIT_FSIZE): a 5 MB tmpfs where this process
+    may mount one (a real ENOSPC), else skipped; or a 6 MB file size limit (EFBIG)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if request.param == "file size limit":
+        yield folder, True
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder, False
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_refuses_the_add_instead_of_crashing(tiny_disk):
+    """A process whose scratch files run out of disk gets OSError naming the folder from the add
+    that does not fit; it keeps running, and the index keeps every earlier row. (Writing into a
+    sparse scratch file on a full disk through the mapping is SIGBUS: the blocks are reserved
+    with posix_fallocate first.)"""
+    folder, limit = tiny_disk
+    script = FULL_DISK if limit else FULL_DISK.replace("resource.setrlimit(", "0 and resource.setrlimit(")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    done = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert f"rows of scratch in {folder}" in done.stdout, done.stdout
+    assert int(done.stdout.split("rows")[-1]) >= 3000

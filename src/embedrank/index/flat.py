@@ -244,6 +244,7 @@ class FlatIndex(BaseIndex):
                     setattr(self, _ATTRS[kind], scratch.grow(capacity))
                     continue
                 scratch = ScratchRows(self._scratch_dir, kind, dtype, width, capacity, self._random_reads(kind))
+                scratch.allocate(self._rows)  # before the copy writes them
                 rows = scratch.array
             else:
                 scratch, rows = None, np.empty((capacity, width), dtype=dtype)
@@ -257,9 +258,10 @@ class FlatIndex(BaseIndex):
         arrays = self._arrays()
         capacity = min((a.shape[0] for a in arrays.values()), default=0)
         writable = all(self._owns(kind, a) for kind, a in arrays.items())
-        if arrays and total_rows <= capacity and writable:
-            return
-        self._new_rows(max(total_rows, 2 * capacity if total_rows > capacity else capacity, _MIN_CAPACITY))
+        if not (arrays and total_rows <= capacity and writable):
+            self._new_rows(max(total_rows, 2 * capacity if total_rows > capacity else capacity, _MIN_CAPACITY))
+        for kind in self._on_disk:  # disk blocks for every row about to be written (ENOSPC here, not SIGBUS)
+            self._scratch[kind].allocate(total_rows)
 
     def _write_rows(self, rows: np.ndarray | slice, vectors: np.ndarray) -> None:
         if self._f32 is not None:
@@ -273,9 +275,9 @@ class FlatIndex(BaseIndex):
         n = vectors.shape[0]
         if slots.shape != (n,) or (n and (slots[0] != self._rows or slots[-1] != self._rows + n - 1)):
             raise RuntimeError(f"FlatIndex expects consecutive new slots from {self._rows}, got {slots[:3]}...")
+        self._reserve(self._rows + n)  # first: a full disk raises before anything changes
         if self._keep_codes and self._quantizer is None:
             self._quantizer = Int8Quantizer().fit(vectors)
-        self._reserve(self._rows + n)
         self._write_rows(slice(self._rows, self._rows + n), vectors)
         self._rows += n
 
@@ -295,19 +297,26 @@ class FlatIndex(BaseIndex):
             self._compact()
 
     def _compact(self) -> None:
-        """Drops tombstoned rows (renumbering slots; call under the write lock)."""
-        kept = self._renumber_slots()
-        capacity = max(kept.size, _MIN_CAPACITY)
+        """Drops tombstoned rows (renumbering slots; call under the write lock). The new storage
+        (RAM, or scratch files with their disk blocks) is taken before the slots are renumbered,
+        so running out of memory or disk leaves the index as it was."""
+        live = len(self._idmap)
+        capacity = max(live, _MIN_CAPACITY)
+        fresh = {}
         for kind, old in self._arrays().items():
             if kind in self._on_disk:
                 scratch = ScratchRows(self._scratch_dir, kind, old.dtype, old.shape[1], capacity,
                                       self._random_reads(kind))
-                copy_rows(scratch.array, old, kept)
-                self._scratch[kind] = scratch
-                rows = scratch.array
+                scratch.allocate(live)
+                fresh[kind] = (scratch, scratch.array)
             else:
-                rows = np.empty((capacity, old.shape[1]), dtype=old.dtype)
-                copy_rows(rows, old, kept)
+                fresh[kind] = (None, np.empty((capacity, old.shape[1]), dtype=old.dtype))
+        kept = self._renumber_slots()
+        for kind, old in self._arrays().items():
+            scratch, rows = fresh[kind]
+            copy_rows(rows, old, kept)
+            if scratch is not None:
+                self._scratch[kind] = scratch
             setattr(self, _ATTRS[kind], rows)
         self._rows = int(kept.size)
         self._tombstones = 0

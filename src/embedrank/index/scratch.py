@@ -66,6 +66,7 @@ class ScratchRows:
         self.dtype = np.dtype(dtype)
         self.width = int(width)
         self.random_reads = random_reads
+        self._allocated = 0  # rows backed by real disk blocks (see allocate)
         with open(self.path, "xb"):
             pass
         self._finalizer = weakref.finalize(self, _unlink, str(self.path))
@@ -81,16 +82,42 @@ class ScratchRows:
         capacity = max(int(capacity), self.capacity, 1)
         if self.array is not None and capacity == self.capacity:
             return self.array
-        os.truncate(self.path, capacity * self.width * self.dtype.itemsize)  # sparse: no disk used until written
+        nbytes = capacity * self.width * self.dtype.itemsize
+        try:
+            os.truncate(self.path, nbytes)  # sparse: no disk used until written (allocate reserves it)
+        except OSError as exc:
+            raise _no_room(exc, nbytes, capacity, self.path) from None
         self.array = np.memmap(self.path, dtype=self.dtype, mode="r+", shape=(capacity, self.width))
         if self.random_reads:
             advise_random(self.array)
         return self.array
 
+    def allocate(self, rows: int) -> None:
+        """Reserves disk blocks for the first `rows` rows before they are written: a full disk
+        (or a file size limit) then raises OSError here, instead of killing the process with
+        SIGBUS when a store through the mapping finds no block to land in."""
+        rows = min(int(rows), self.capacity)
+        if rows <= self._allocated:
+            return
+        nbytes = rows * self.width * self.dtype.itemsize
+        fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            raise _no_room(exc, nbytes, rows, self.path) from None
+        finally:
+            os.close(fd)
+        self._allocated = rows
+
     def close(self) -> None:
         """Drops the mapping and deletes the file now."""
         self.array = None
         self._finalizer()
+
+
+def _no_room(exc: OSError, nbytes: int, rows: int, path: Path) -> OSError:
+    return OSError(exc.errno, f"cannot reserve {nbytes:,} bytes for {rows:,} rows of scratch in {path.parent} "
+                              f"({os.strerror(exc.errno)}); free space there or pass another scratch_dir")
 
 
 class RowFile:
