@@ -348,3 +348,93 @@ def test_a_full_disk_refuses_the_add_instead_of_crashing(tiny_disk):
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert f"rows of scratch in {folder}" in done.stdout, done.stdout
     assert int(done.stdout.split("rows")[-1]) >= 3000
+
+
+def test_a_loaded_index_reads_the_originals_it_loaded_even_after_a_save_replaces_them(tmp_path):
+    """The pread reader opens the float32 file at load, under the lock: another writer replacing
+    the folder afterwards (an upsert of every vector, saved to the same path) changes nothing
+    for the index already loaded."""
+    base = clustered(1000, 32, seed=14)
+    queries = queries_near(base, 6, seed=15)
+    index = FlatIndex(32, "binary", "int8+float32", oversample=20)
+    index.add(base)
+    path = index.save(tmp_path / "ix")
+    expected = index.search(queries, 10)
+    first = load_index(path, mmap=True)  # not searched yet
+    second = load_index(path, mmap=True)
+    second.add(clustered(1000, 32, seed=16), ids=list(range(1000)), upsert=True)
+    second.save(path)
+    assert_same(first.search(queries, 10), expected)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield folder
+    gc.collect()
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_an_upsert_that_does_not_fit_changes_nothing(small_fs):
+    base = clustered(9000, 128, seed=17)  # 6000 rows: 3.1 MB of float32 in a 4 MB folder; 9000 do not fit
+    index = FlatIndex(128, "binary", "float32", oversample=50, on_disk=("float32",), scratch_dir=small_fs)
+    index.add(base[:6000])
+    before = index.search(base[:5], 3)
+    replaced = -base[:3000]
+    with pytest.raises(OSError, match="rows of scratch in"):  # 3000 replaced + 3000 new rows: no room for the new
+        index.add(np.concatenate([replaced, base[6000:9000]]), ids=list(range(3000)) + list(range(6000, 9000)),
+                  upsert=True)
+    assert len(index) == 6000
+    assert_same(index.search(base[:5], 3), before)  # the first 3000 still hold their old vectors
+
+
+def test_scratch_files_are_private_and_a_forked_child_leaves_them_alone(tmp_path):
+    index = FlatIndex(8, "binary", "float32", on_disk=("float32",), scratch_dir=tmp_path)
+    index.add(np.eye(8, dtype=np.float32))
+    (name,) = scratch_files(tmp_path)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    pid = os.fork()
+    if pid == 0:  # the child drops its copy of the index and exits normally (finalizers run)
+        del index
+        gc.collect()
+        os._exit(0 if scratch_files(tmp_path) == [name] else 1)
+    os.waitpid(pid, 0)
+    assert scratch_files(tmp_path) == [name]
+    index.add(np.eye(8, dtype=np.float32) * 2)  # the parent's file is still there to grow
+    assert len(index) == 16
+
+
+def test_a_manifest_cannot_choose_where_scratch_files_go(tmp_path):
+    import json
+
+    from embedrank.index.storage import CHECKSUM_FIELD, manifest_checksum
+
+    index = FlatIndex(8, "binary", "float32", on_disk=("float32",))
+    index.add(np.eye(8, dtype=np.float32))
+    path = index.save(tmp_path / "ix")
+    manifest_file = path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["config"]["scratch_dir"] = str(tmp_path)  # a crafted file, checksum recomputed
+    manifest[CHECKSUM_FIELD] = manifest_checksum(manifest)
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match=r"unknown FlatIndex config keys \['scratch_dir'\]"):
+        load_index(path)
+
+
+def test_a_compaction_without_disk_is_postponed_and_the_remove_stands(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    base = clustered(1000, 16, seed=18)
+    index = FlatIndex(16, "binary", "float32", oversample=30, on_disk=("float32",), scratch_dir=scratch)
+    index.add(base)
+    for name in scratch_files(scratch):
+        (scratch / name).unlink()  # the open mapping keeps the data; new scratch files cannot be made
+    scratch.rmdir()
+    with pytest.warns(ResourceWarning, match="compaction postponed"):
+        index.remove(list(range(500)))  # past compact_threshold
+    assert len(index) == 500 and 3 not in index
+    assert index.search(base[600], 1).ids[0, 0] == 600

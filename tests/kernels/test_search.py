@@ -262,7 +262,7 @@ def test_binarize_then_hamming_many_ties_large_k():
         assert_exact_topk(topk_hamming(q, bits, k), ref.topk_hamming(q, bits, k))
 
 
-@pytest.mark.parametrize("n_bytes", [1, 5, 32, 47, 48, 96, 130])
+@pytest.mark.parametrize("n_bytes", [1, 5, 32, 47, 48, 64, 96, 128, 130])
 def test_hamming_few_queries_scan_rows_in_place_over_many_blocks(n_bytes):
     """Up to 4 queries score rows where they lie (no panels), in blocks of 8192 rows split over
     the workers: exact at odd and unrolled code widths, ties across block boundaries to the

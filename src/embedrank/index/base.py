@@ -23,6 +23,8 @@ Required hooks
 Optional hooks (each has a do-nothing default here)
     ``_replace_slots(slots, vectors)``: in-place replacement for upsert. Without it an upsert
     removes the old slots and adds the vectors under new slots, in one write lock.
+    ``_prepare_add(n_fresh)``: called under the write lock before an add changes anything (a
+    FlatIndex reserves its RAM and disk there, so running out leaves the index unchanged).
     ``_after_remove()``: called under the write lock after every remove or upsert, when the
     IdMap and metadata already reflect it (FlatIndex compacts there).
     ``_prepare_save()``: called under the write lock just before a save (FlatIndex compacts
@@ -182,6 +184,10 @@ class BaseIndex(ABC):
     @abstractmethod
     def _load_payload(cls, directory: Path, manifest: dict, mmap: bool) -> BaseIndex: ...
 
+    def _prepare_add(self, n_fresh: int) -> None:
+        """Called under the write lock before an add changes anything, with the number of new
+        vectors; a subclass takes the room it needs here so a failure leaves the index as it was."""
+
     def _after_remove(self) -> None:
         """Optional: runs under the write lock after a remove or an upsert."""
 
@@ -278,6 +284,7 @@ class BaseIndex(ABC):
                 raise InvalidValueError(f"ids already in the index: {show_ids(given[present].tolist())} "
                                  "(pass upsert=True to replace them)")
             fresh = ~present
+            self._prepare_add(int(fresh.sum()))  # may raise (no memory or disk): nothing changed yet
             if present.any():
                 self._replace(existing[present], x[present], _subset(prepared, present))
             if fresh.any():

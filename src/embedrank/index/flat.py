@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import numbers
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ RESCORES = ("float32", "int8", "int8+float32", None)
 DEFAULT_OVERSAMPLE = {"float32": 1, "int8": 4, "binary": 10}
 DEFAULT_REFINE = 4  # int8 -> float32 pool of the three-stage cascade, per result
 _ATTRS = {"float32": "_f32", "int8": "_codes", "binary": "_bits"}
+_SAVED_CONFIG = {"precision", "rescore", "oversample", "compact_threshold", "refine", "on_disk"}
 _MIN_CAPACITY = 256
 _FILES = {"float32": "vectors.npy", "int8": "codes.npy", "binary": "bits.npy"}
 _QUANTIZER_FILE = "quantizer.json"
@@ -236,6 +238,7 @@ class FlatIndex(BaseIndex):
     def _new_rows(self, capacity: int) -> None:
         """Gives every array `capacity` rows of writable storage (keeping the used rows): RAM, or
         a scratch file for the on_disk kinds (grown in place when the index already owns it)."""
+        self._row_file = None  # the float32 storage changes: a reader of the old one must not pin it
         for kind, (dtype, width) in self._layout().items():
             old = self._arrays().get(kind)
             if kind in self._on_disk:
@@ -281,6 +284,9 @@ class FlatIndex(BaseIndex):
         self._write_rows(slice(self._rows, self._rows + n), vectors)
         self._rows += n
 
+    def _prepare_add(self, n_fresh: int) -> None:
+        self._reserve(self._rows + n_fresh)  # room (RAM, disk blocks) for the whole add before any row changes
+
     def _replace_slots(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         self._reserve(self._rows)
         self._write_rows(slots, vectors)
@@ -290,7 +296,10 @@ class FlatIndex(BaseIndex):
 
     def _after_remove(self) -> None:
         if self._tombstones and self._tombstones > self._compact_threshold * self._rows:
-            self._compact()
+            try:
+                self._compact()
+            except (OSError, MemoryError) as exc:  # only an optimisation: the tombstones stay, the remove stands
+                warnings.warn(f"FlatIndex: compaction postponed ({exc})", ResourceWarning, stacklevel=4)
 
     def _prepare_save(self) -> None:
         if self._tombstones:
@@ -312,6 +321,7 @@ class FlatIndex(BaseIndex):
             else:
                 fresh[kind] = (None, np.empty((capacity, old.shape[1]), dtype=old.dtype))
         kept = self._renumber_slots()
+        self._row_file = None
         for kind, old in self._arrays().items():
             scratch, rows = fresh[kind]
             copy_rows(rows, old, kept)
@@ -403,10 +413,13 @@ class FlatIndex(BaseIndex):
         return scores, slots
 
     def _row_reader(self) -> RowFile:
-        """The pread reader of the current float32 mapping (made once per mapping)."""
+        """The pread reader of the current float32 mapping: opened at load for a saved file, on
+        first use for this index's own scratch file (which nothing else replaces)."""
         with self._row_file_lock:
             if self._row_file is None or self._row_file[0] is not self._f32:
-                self._row_file = (self._f32, RowFile.of(self._f32))
+                if not self._owns("float32", self._f32):
+                    raise RuntimeError("float32 originals mapped without their reader (opened at load)")
+                self._row_file = (self._f32, self._scratch["float32"].reader)
             return self._row_file[1]
 
     # -- persistence ---------------------------------------------------------------------
@@ -435,6 +448,9 @@ class FlatIndex(BaseIndex):
                 quantizer = Int8Quantizer.from_dict(json.loads(path.read_text(encoding="utf-8")))
             except (ValueError, TypeError) as exc:
                 raise IndexFormatError(f"{path}: not a valid Int8Quantizer ({exc})") from None
+        unknown = sorted(set(config) - _SAVED_CONFIG)
+        if unknown:  # e.g. scratch_dir or num_threads: this machine's choices, never a file's
+            raise IndexFormatError(f"{directory / 'manifest.json'}: unknown FlatIndex config keys {unknown}")
         try:
             index = cls(manifest["dim"], **config)
         except (TypeError, ValueError) as exc:
@@ -465,6 +481,9 @@ class FlatIndex(BaseIndex):
             if array.dtype != dtype or array.ndim != 2 or array.shape != (rows, width) or not array.flags.c_contiguous:
                 raise IndexFormatError(f"{path}: expected a C-ordered {np.dtype(dtype)} array of shape {(rows, width)}, "
                                        f"got {array.dtype} of shape {array.shape}")
+            if index._random_reads(kind) and kind == "float32" and isinstance(array, np.memmap):
+                # opened now, under load_index's lock: a later save to this path cannot swap the file read
+                index._row_file = (array, RowFile.of(array))
             setattr(index, _ATTRS[kind], advise_random(array) if index._random_reads(kind) else array)
         index._rows = rows
         return index

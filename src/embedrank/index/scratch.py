@@ -25,14 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from embedrank import _kernels
-from embedrank.errors import IndexFormatError, InvalidValueError
+from embedrank.errors import IndexFormatError, InvalidValueError, MissingFileError
 
 __all__ = ["RowFile", "ScratchRows", "advise_random", "copy_rows"]
 
 COPY_BLOCK_BYTES = 64 << 20  # rows moved per step by copy_rows: bounded RAM for any array size
 
 
-def _unlink(path: str) -> None:
+def _unlink(path: str, owner: int) -> None:
+    if os.getpid() != owner:  # a forked child exiting must not delete its parent's file
+        return
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -52,8 +54,10 @@ def advise_random(array: np.ndarray) -> np.ndarray:
 class ScratchRows:
     """A [capacity, width] array of `dtype` backed by a fresh file in `directory`.
 
-    directory: an existing folder (None: the system's temporary folder); the file is
-    ``embedrank-<kind>-<random>.rows`` and is removed when this object is collected.
+    directory: an existing folder (None: the system's temporary folder, which may be a tmpfs,
+    i.e. RAM: pass a folder on a disk for arrays bigger than memory); the file is
+    ``embedrank-<kind>-<random>.rows``, readable by its owner only, and is removed when this
+    object is collected (a process killed outright leaves it behind).
     random_reads: searches read scattered rows (see :func:`advise_random`).
     """
 
@@ -61,17 +65,19 @@ class ScratchRows:
                  random_reads: bool = False) -> None:
         folder = Path(tempfile.gettempdir() if directory is None else directory)
         if not folder.is_dir():
-            raise InvalidValueError(f"scratch_dir {str(folder)!r} is not an existing folder")
+            raise MissingFileError(f"scratch_dir {str(folder)!r} is not an existing folder")
         self.path = folder / f"embedrank-{kind}-{uuid.uuid4().hex}.rows"
         self.dtype = np.dtype(dtype)
         self.width = int(width)
         self.random_reads = random_reads
         self._allocated = 0  # rows backed by real disk blocks (see allocate)
-        with open(self.path, "xb"):
-            pass
-        self._finalizer = weakref.finalize(self, _unlink, str(self.path))
+        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_NOFOLLOW", 0), 0o600))  # embeddings: not for other users to read
+        self._finalizer = weakref.finalize(self, _unlink, str(self.path), os.getpid())
         self.array: np.memmap | None = None
         self.grow(capacity)
+        # opened now: the rows stay readable through this descriptor whatever happens to the name
+        self.reader = RowFile(self.path, 0, self.dtype, self.width, self.capacity)
 
     @property
     def capacity(self) -> int:
@@ -88,6 +94,8 @@ class ScratchRows:
         except OSError as exc:
             raise _no_room(exc, nbytes, capacity, self.path) from None
         self.array = np.memmap(self.path, dtype=self.dtype, mode="r+", shape=(capacity, self.width))
+        if getattr(self, "reader", None) is not None:
+            self.reader.n_rows = capacity
         if self.random_reads:
             advise_random(self.array)
         return self.array
@@ -133,11 +141,14 @@ class RowFile:
 
     @classmethod
     def of(cls, array: np.memmap) -> RowFile:
+        """Call it when the mapping is made (under the index's lock): it opens the file by name."""
         """The file behind a memory-mapped 2-D array (np.memmap or np.load(mmap_mode=...))."""
         return cls(array.filename, array.offset, array.dtype, array.shape[1], array.shape[0])
 
     def take(self, rows: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         """array[rows] -> [len(rows), width] (rows: int64 in [0, n_rows))."""
+        if self._fd < 0:
+            raise InvalidValueError(f"{self.path}: this RowFile is closed")
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         out = np.empty((rows.size, self.width), dtype=self.dtype)
         status = _kernels.read_rows(self._fd, self.offset, self.n_rows, rows, out.view(np.uint8),
@@ -150,6 +161,7 @@ class RowFile:
 
     def close(self) -> None:
         self._finalizer()
+        self._fd = -1  # its number may be reused by the next open: never read through it again
 
 
 def copy_rows(dst: np.ndarray, src: np.ndarray, rows: np.ndarray | int) -> None:
