@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import embedrank
 from embedrank.errors import FormatError, IndexFormatError
 from embedrank.index import FlatIndex, load_index
 from embedrank.index.scratch import RowFile
@@ -24,6 +25,8 @@ from embedrank.kernels import binarize, rescore, topk_hamming
 from tests.index.reference import clustered, exact_topk, queries_near, recall_at_k
 
 ROOT = Path(__file__).resolve().parents[2]
+# children import the embedrank this process imported (installed, or src/ with a local build) and tests/
+CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(embedrank.__file__).parents[1]), str(ROOT)]))
 DISK_COMBOS = [("float32", None, ("float32",)), ("int8", "float32", ("float32",)), ("int8", "float32", ("int8", "float32")),
                ("binary", "float32", ("float32",)), ("binary", "int8+float32", ("float32",)),
                ("binary", "int8+float32", ("float32", "int8", "binary")), ("binary", "int8", ("int8",))]
@@ -229,7 +232,7 @@ def test_builder_killed_mid_stream_leaves_a_whole_saved_index(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     path = tmp_path / "ix"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env = CHILD_ENV
     proc = subprocess.Popen([sys.executable, "-c", BUILDER, str(path), str(scratch)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, text=True)
     saved = 0
@@ -342,7 +345,7 @@ def test_a_full_disk_refuses_the_add_instead_of_crashing(tiny_disk):
     with posix_fallocate first.)"""
     folder, limit = tiny_disk
     script = FULL_DISK if limit else FULL_DISK.replace("resource.setrlimit(", "0 and resource.setrlimit(")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env = CHILD_ENV
     done = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
