@@ -66,6 +66,27 @@ def test_auto_ids_continue_past_every_int_id_ever_held():
     assert 50 not in idmap and idmap.slot_count == 3 and idmap.auto_ids(1).tolist() == [11]
 
 
+def test_auto_ids_refuse_to_count_past_the_int64_limit():
+    """An index that once held an id near 2**63 - 1 cannot hand out automatic ids beyond it:
+    a clear InvalidValueError, not numpy's OverflowError (found by the structure fuzzer)."""
+    import embedrank
+    from embedrank.errors import InvalidValueError
+
+    top = np.iinfo(np.int64).max
+    idmap = IdMap()
+    idmap.allocate(np.array([top - 2]))
+    assert idmap.auto_ids(2).tolist() == [top - 1, top]  # up to the limit itself is fine
+    with pytest.raises(InvalidValueError, match=r"beyond the int64 limit .* pass ids="):
+        idmap.auto_ids(3)
+    index = embedrank.FlatIndex(4)
+    index.add(np.eye(4, dtype=np.float32)[:1], ids=[top])
+    with pytest.raises(InvalidValueError, match="int64 limit"):
+        index.add(np.eye(4, dtype=np.float32)[1:2])
+    assert len(index) == 1  # the refused add left nothing behind
+    index.add(np.eye(4, dtype=np.float32)[1:2], ids=[5])
+    assert sorted(index.ids().tolist()) == [5, top]
+
+
 def test_compact_renumbers_live_slots_in_order():
     idmap = IdMap()
     idmap.allocate(np.arange(10, 20))

@@ -217,6 +217,11 @@ class IdMap:
         """n fresh int ids: one past the largest int id this index has ever held, upwards."""
         if self.kind == "str":
             raise InvalidTypeError("this index holds str ids: pass ids= to add()")
+        if self._next_auto + n - 1 > _INT64_MAX:
+            # the index once held an id near the int64 limit: counting on from it cannot work
+            raise InvalidValueError(f"cannot give {n} automatic ids: they would count on from {self._next_auto} "
+                                    f"(one past the largest id this index has held) beyond the int64 limit "
+                                    f"{_INT64_MAX}; pass ids= to add()")
         return np.arange(self._next_auto, self._next_auto + n, dtype=np.int64)
 
     def _reserve(self, needed: int) -> None:
