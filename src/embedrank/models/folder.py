@@ -14,6 +14,9 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 DEFAULT_VARIANT_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx", "pooled": "model_pooled.onnx",
                          "fp16": "model_fp16.onnx", "pooled_fp16": "model_pooled_fp16.onnx"}
+# Variants that run another variant's file on another runtime: "bf16" is the fp32 graph
+# compiled by OpenVINO with bf16 weights (embedrank.runtime.openvino_session).
+RUNTIME_VARIANTS = {"bf16": "fp32"}
 # How token states become one vector: sentence-transformers' pooling modes (embedrank.models.head:
 # "mean", "cls", "lasttoken", ...), or "pooled" (the graph itself outputs [batch, hidden]; set by
 # embedrank.import_onnx for graphs that pool inside).
@@ -95,8 +98,11 @@ class ModelConfig:
         return config
 
     def variant_path(self, variant: str) -> Path:
-        if variant not in DEFAULT_VARIANT_FILES:
-            raise InvalidValueError(f"unknown variant {variant!r}; expected one of {', '.join(DEFAULT_VARIANT_FILES)}")
+        if isinstance(variant, str) and variant in RUNTIME_VARIANTS:
+            return self.variant_path(RUNTIME_VARIANTS[variant])
+        if not isinstance(variant, str) or variant not in DEFAULT_VARIANT_FILES:
+            raise InvalidValueError(f"unknown variant {variant!r}; expected one of "
+                                    f"{', '.join([*DEFAULT_VARIANT_FILES, *RUNTIME_VARIANTS])}")
         name = self.variants.get(variant)
         path = self.path / name if name else None
         if path is None or not path.is_file():

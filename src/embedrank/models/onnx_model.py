@@ -56,7 +56,7 @@ class OnnxModel:
         self.num_threads = check_num_threads(num_threads)
         model_path = config.variant_path(variant)
         self.session, self.native_attention_layers = sessions.make_session(model_path, providers, self.num_threads,
-                                                                             native_attention)
+                                                                             native_attention, bf16=variant == "bf16")
         # the provider that runs the graph decides the batching: token cap and padding granularity
         self._provider = self.session.get_providers()[0]
         self._pad_multiple = sessions.pad_multiple(self._provider)

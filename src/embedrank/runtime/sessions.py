@@ -72,8 +72,11 @@ def disabled_fusions(providers: Sequence[str]) -> list[str]:
 
 
 def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None,
-                 native_attention: bool | None = None):
+                 native_attention: bool | None = None, bf16: bool = False):
     """(InferenceSession, number of attention cores run by embedrank's fused kernel).
+
+    bf16=True: an OpenVinoSession instead (embedrank.runtime.openvino_session: the graph in
+    bf16 on OpenVINO's CPU plugin), which needs the CPU alone and no native_attention=True.
 
     The session has the graph optimizations (less disabled_fusions) and `num_threads`
     intra-op threads (None: every core this process may use). native_attention: None (default) rewrites the attention cores of a
@@ -87,6 +90,8 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     threads = check_session_threads(num_threads)
     if native_attention is not None and not isinstance(native_attention, bool):
         raise InvalidValueError(f"native_attention must be True, False or None, got {native_attention!r}")
+    if bf16:
+        return _bf16_session(model_path, providers, threads, native_attention), 0
     chosen = choose_providers(providers)
     if native_attention and chosen != [CPU]:
         raise InvalidValueError(f"native_attention=True needs the CPU provider alone, got {chosen}")
@@ -117,6 +122,17 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
             if why.warn:
                 warnings.warn(f"{model_path}: {why}; running onnxruntime's own attention", AttentionFallbackWarning, stacklevel=3)
     return open_session(str(model_path), options()), 0
+
+
+def _bf16_session(model_path: Path, providers, threads: int, native_attention: bool | None):
+    from embedrank.runtime.openvino_session import OpenVinoSession
+
+    names = [providers] if isinstance(providers, str) else list(providers or [CPU])
+    if [p if p.endswith("ExecutionProvider") else {"cpu": CPU}.get(p.lower(), p) for p in names] != [CPU]:
+        raise InvalidValueError(f"variant 'bf16' runs on the CPU (OpenVINO), not on {providers!r}; on a GPU use 'fp16'")
+    if native_attention:
+        raise InvalidValueError("native_attention=True is for onnxruntime sessions; variant 'bf16' runs on OpenVINO")
+    return OpenVinoSession(Path(model_path), threads)
 
 
 class _NotFused(Exception):
