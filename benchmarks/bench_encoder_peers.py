@@ -74,7 +74,7 @@ def peak_ops_per_cycle(flags: dict, vendor: str) -> dict:
         fp32 = 32 if flags.get("fma") else 8
     bf16 = 1024 if flags.get("amx_bf16") else (64 if amd else 128) if flags.get("avx512_bf16") else None
     int8 = 2048 if flags.get("amx_int8") else (128 if amd else 256) if flags.get("avx512_vnni") else \
-        64 if flags.get("avx_vnni") or flags.get("avx2") else None
+        128 if flags.get("avx_vnni") else 64 if flags.get("avx2") else None
     return {"fp32": fp32, "bf16": bf16, "int8": int8}
 
 
@@ -90,6 +90,8 @@ def clock_ghz() -> float:
 
 
 def peak_gflops(cores: int, flags: dict, vendor: str) -> dict:
+    # cores: the CPUs this process may use; on an SMT host two of them share one core's units,
+    # so the peak is overstated there (the machines here have one thread per core)
     ghz = clock_ghz()
     return {p: (None if ops is None else ops * ghz * cores) for p, ops in peak_ops_per_cycle(flags, vendor).items()}
 
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         rows[name] = {"precision": precision, "docs_per_s": len(docs) / total, "seconds": seconds[name],
                       "x_st_fp32_median_chunk": float(np.median(per_chunk)), "ndcg@10": quality["ndcg@10"],
                       "gflops": gflops, "peak_gflops": peaks[precision],
-                      "of_peak": None if not peaks[precision] else gflops / peaks[precision]}
+                      "of_peak": gflops / peaks[precision] if peaks[precision] and np.isfinite(peaks[precision]) else None}
         print(f"{name}: {rows[name]['docs_per_s']:.1f} docs/s, NDCG@10 {quality['ndcg@10']:.4f}, {gflops:.0f} GFLOP/s",
               flush=True)
     for name in rows:
@@ -303,7 +305,7 @@ def report(results: dict) -> str:
                      f"{row['docs_per_s']:.1f} | {row['x_st_fp32']:.2f} | {row['x_st_fp32_median_chunk']:.2f} | "
                      f"{row['docs_per_s'] / rows[fastest]['docs_per_s']:.2f} | {row['ndcg@10']:.4f} | "
                      f"{row['gflops']:.0f} | {of_peak} |")
-    peaks = ", ".join(f"{p} {v:.0f}" for p, v in results["peak_gflops"].items() if v)
+    peaks = ", ".join(f"{p} {v:.0f}" for p, v in results["peak_gflops"].items() if v and np.isfinite(v))
     lines += ["", f"Fastest peer: {fastest}. Peak GFLOP/s for {results['threads']} cores at the clock above: {peaks} "
               "(per core per cycle: AVX-512 FMA 64 fp32 FLOP on Intel / 32 on Zen 4; AMX 1024 bf16 and 2048 int8 "
               "operations; VNNI 256 / 128 int8; vdpbf16ps 128 / 64). GFLOP/s counts useful work only "

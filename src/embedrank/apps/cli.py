@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.models.folder import DEFAULT_VARIANT_FILES
+from embedrank.models.folder import DEFAULT_VARIANT_FILES, RUNTIME_VARIANTS
 from embedrank.errors import EmbedrankError, UsageError
 from embedrank.apps import arguments
 
-ENCODER_VARIANTS = tuple(DEFAULT_VARIANT_FILES)
-RERANKER_VARIANTS = tuple(v for v in DEFAULT_VARIANT_FILES if not v.startswith("pooled"))  # logits: nothing to pool
+ENCODER_VARIANTS = (*DEFAULT_VARIANT_FILES, *RUNTIME_VARIANTS)
+RERANKER_VARIANTS = tuple(v for v in ENCODER_VARIANTS if not v.startswith("pooled"))  # logits: nothing to pool
 
 
 def _progress(args: argparse.Namespace) -> bool | None:

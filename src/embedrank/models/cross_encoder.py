@@ -100,8 +100,8 @@ class CrossEncoder(OnnxModel):
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None,
              num_threads: int | None = None, native_attention: bool | None = None) -> CrossEncoder:
-        """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8)
-        or "fp16" (float16, for the CUDA provider). native_attention: as for Encoder.load."""
+        """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
+        "bf16" (OpenVINO, see Encoder.load) or "fp16" (float16, for the CUDA provider). native_attention: as for Encoder.load."""
         return super().load(path, variant=variant, providers=providers, num_threads=num_threads,
                             native_attention=native_attention)
 

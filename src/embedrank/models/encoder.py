@@ -83,7 +83,7 @@ class Encoder(OnnxModel):
         self.head = Head(pooling="mean" if config.pooling == "pooled" else config.pooling, dense=load_dense(config),
                          include_prompt=config.include_prompt)
         fallback = self.native_attention_fallback
-        if fallback and self.native_attention_layers == 0:
+        if fallback and self.native_attention_layers == 0 and variant != "bf16":  # bf16: OpenVINO's own
             _log.info("%s: attention runs on onnxruntime's kernels, not embedrank's: %s", config.path,
                       "; ".join(f"{reason} ({n} layers)" for reason, n in fallback.items()))
         self._prompt_tokens: dict[str, tuple[int, int]] = {}

@@ -52,10 +52,22 @@ _ELEMENT_TYPES = {"i64": "tensor(int64)", "i32": "tensor(int32)", "f32": "tensor
                   "bf16": "tensor(bfloat16)"}
 
 
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                "tensor(float16)": np.float16}
+
+
 def _describe(port) -> _Value:
     shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
     element = port.get_element_type().get_type_name()
     return _Value(port.get_any_name(), _ELEMENT_TYPES.get(element, element), shape)
+
+
+def _reason(error: Exception) -> str:
+    """OpenVINO's message without its leading source locations ("Exception from src/...",
+    "Check '...' failed at ...")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    told = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (told or lines or [type(error).__name__])[0]
 
 
 class OpenVinoSession:
@@ -90,8 +102,7 @@ class OpenVinoSession:
                 "PERFORMANCE_HINT": "LATENCY",
             })
         except Exception as error:  # OpenVINO raises RuntimeError subclasses for bad files
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InvalidValueError(f"{model_path} could not be compiled by OpenVINO: {first}") from None
+            raise InvalidValueError(f"{model_path} could not be compiled by OpenVINO: {_reason(error)}") from None
         precision = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         if precision != ov.Type.bf16:
             raise InvalidValueError(f"OpenVINO compiled {model_path} in {precision}, not bf16, although the CPU "
@@ -110,9 +121,26 @@ class OpenVinoSession:
     def get_providers(self) -> list[str]:
         return [PROVIDER]
 
+    def _check_feeds(self, feeds: dict) -> None:
+        """Every input fed, nothing else, each a numpy array of its declared type: OpenVINO
+        itself casts floats to ints and lets a reused request keep a missing input's last value."""
+        expected = {value.name: value.type for value in self._inputs}
+        if not isinstance(feeds, dict) or set(feeds) != set(expected):
+            given = sorted(feeds) if isinstance(feeds, dict) else type(feeds).__name__
+            raise InvalidValueError(f"feeds must name exactly the inputs {sorted(expected)}, got {given}")
+        for name, array in feeds.items():
+            dtype = _NUMPY_TYPES.get(expected[name])
+            if not isinstance(array, np.ndarray) or (dtype is not None and array.dtype != dtype):
+                got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                raise InvalidValueError(f"input {name!r} must be a numpy array of {expected[name]}, got {got}")
+
     def run(self, output_names: Sequence[str] | None, feeds: dict) -> list[np.ndarray]:
         """The outputs named (None: all), as float32 arrays, for feeds: name -> array."""
         names = [value.name for value in self._outputs] if output_names is None else list(output_names)
+        unknown = [name for name in names if name not in self._ports]
+        if unknown:
+            raise InvalidValueError(f"unknown outputs {unknown}; the graph's outputs: {list(self._ports)}")
+        self._check_feeds(feeds)
         try:
             request = self._idle.get_nowait()
         except queue.Empty:

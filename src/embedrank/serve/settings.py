@@ -11,7 +11,7 @@ from embedrank.utils.checks import check_positive_int
 
 __all__ = ["ServeSettings"]
 
-VARIANTS = ("fp32", "opt", "int8", "pooled", "fp16", "pooled_fp16")
+VARIANTS = ("fp32", "opt", "int8", "bf16", "pooled", "fp16", "pooled_fp16")
 
 
 @dataclass(frozen=True)
