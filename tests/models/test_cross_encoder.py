@@ -311,7 +311,7 @@ def test_bad_model_folders(folders, tmp_path):
     with pytest.raises(ModelFolderError, match="embedrank.json"):
         CrossEncoder.load(folders[0])  # the Hugging Face folder, not an export
     with pytest.raises(ValueError, match="unknown variant"):
-        CrossEncoder.load(folders[1], variant="bf16")
+        CrossEncoder.load(folders[1], variant="bf8")
     with pytest.raises(ModelFolderError, match=r"variant 'fp16' is not in .*model_fp16\.onnx missing; present: fp32"):
         CrossEncoder.load(folders[1], variant="fp16")  # exported without fp16=True
     partial = tmp_path / "partial"
