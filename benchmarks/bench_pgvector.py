@@ -1,6 +1,6 @@
 """PgVectorIndex (Postgres 18 + pgvector) against embedrank's FlatIndex and HNSWIndex.
 
-    nice -n 10 python benchmarks/bench_pgvector.py                  # 100k, then 1M as the budget allows
+    python benchmarks/bench_pgvector.py --budget 3000 --machine "nothing else running"  # 100k, then 1M
     python benchmarks/bench_pgvector.py --sizes 20000 --queries 50  # quick look
     python benchmarks/bench_pgvector.py --conninfo "host=... dbname=..."  # an existing server
 
@@ -220,10 +220,10 @@ def bench_size(n: int, args, conninfo: str, budget_end: float, ann: bool) -> dic
 # -- the report ---------------------------------------------------------------------------------
 def markdown(report: dict) -> str:
     lines = ["# PgVectorIndex (Postgres + pgvector) vs embedrank's FlatIndex and HNSWIndex", "",
-             f"Run {report['date']} on **{report['cpu']}** ({report['cores']} cores, **shared with other jobs**: "
-             "other agents' builds and tests ran on the same two cores, so absolute times are noisy; ratios "
-             f"within one run are the numbers to read). {report['postgres']}, pgvector {report['pgvector']}, "
-             f"psycopg {report['psycopg']}, Python {report['python']}, run with `nice -n 10`.", "",
+             f"Run {report['date']} on **{report['cpu']}** ({report['cores']} cores; "
+             f"{report.get('machine', 'shared with other jobs, so absolute times are noisy')}; ratios within one "
+             f"run are the numbers to read). {report['postgres']}, pgvector {report['pgvector']}, "
+             f"psycopg {report['psycopg']}, Python {report['python']}.", "",
              "Data: synthetic clustered 384-d vectors (embedrank.bench.datasets.clustered, seed 0), held-out "
              "queries from the same mixture; k = 10; recall@10 against exact float32 search. Latency: one "
              "`search()` call per query through the Python API, p50 / p99 over the queries; Postgres' includes "
@@ -303,6 +303,8 @@ def main() -> None:
     parser.add_argument("--conninfo", help="an existing server instead of an embedded one")
     parser.add_argument("--out", type=Path, default=RESULTS / "pgvector")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
+    parser.add_argument("--machine", default="shared with other jobs, so absolute times are noisy",
+                        help="what else ran on the machine, for the report")
     args = parser.parse_args()
     if args.render:
         report = json.loads(args.out.with_suffix(".json").read_text())
@@ -323,7 +325,8 @@ def main() -> None:
             postgres = conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
         report = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
                   "cores": os.cpu_count(), "postgres": postgres, "pgvector": pgvector_version,
-                  "psycopg": psycopg.__version__, "python": platform.python_version(), "sizes": [], "notes": []}
+                  "psycopg": psycopg.__version__, "python": platform.python_version(), "machine": args.machine,
+                  "sizes": [], "notes": []}
         print(f"CPU: {report['cpu']} ({report['cores']} cores); {postgres}, pgvector {pgvector_version}", flush=True)
         hnsw_build_100k = None
         for n in args.sizes:
