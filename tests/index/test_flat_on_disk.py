@@ -179,6 +179,49 @@ def test_add_npy_and_add_batches_bad_input(tmp_path):
     assert len(index) == 1  # the batch before the bad one was added
 
 
+def test_add_npy_refuses_truncated_fortran_and_non_float_files(tmp_path):
+    index = FlatIndex(20)
+    np.save(tmp_path / "x.npy", np.ones((10, 20), dtype=np.float32))
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "short.npy").write_bytes(data[:-5])
+    with pytest.raises(FormatError, match=r"short\.npy: \d+ bytes, but its header promises 10 rows .* truncated"):
+        add_npy(index, tmp_path / "short.npy")
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.ones((10, 20), dtype=np.float32)))
+    with pytest.raises(FormatError, match="Fortran"):
+        add_npy(index, tmp_path / "f.npy")
+    np.save(tmp_path / "i.npy", np.ones((10, 20), dtype=np.int64))
+    with pytest.raises(FormatError, match="expected float vectors, got dtype int64"):
+        add_npy(index, tmp_path / "i.npy")
+    with pytest.raises(FormatError, match="not a readable"):
+        add_npy(index, tmp_path / "missing.npy")
+    assert len(index) == 0
+
+
+def test_add_npy_survives_another_process_truncating_the_file(tmp_path):
+    """The source shrinks mid-build (another process truncates it): a FormatError naming the row,
+    the batches before it added, and this process alive (a memory map would have been SIGBUS)."""
+    base = clustered(1000, 20, seed=3)
+    np.save(tmp_path / "x.npy", base)
+    index = FlatIndex(20)
+    calls = []
+    add = index.add
+
+    def add_then_truncate(vectors, ids=None):
+        added = add(vectors, ids=ids)
+        calls.append(len(vectors))
+        if len(calls) == 2:  # a real second process cuts the file to its header + 250 rows
+            header = (tmp_path / "x.npy").stat().st_size - base.nbytes
+            subprocess.run([sys.executable, "-c", f"import os; os.truncate({str(tmp_path / 'x.npy')!r}, "
+                            f"{header + 250 * 20 * 4})"], check=True)
+        return added
+
+    index.add = add_then_truncate
+    with pytest.raises(FormatError, match=r"x\.npy: ended at row 250 of 1000 while reading .*rows before 200"):
+        add_npy(index, tmp_path / "x.npy", batch_rows=100)
+    assert len(index) == 200
+    np.testing.assert_array_equal(index.search(base[150], 1).ids[0, 0], 150)
+
+
 def test_threads_search_while_a_writer_grows_the_scratch_files(tmp_path):
     base = clustered(20_000, 32, seed=9)
     index = FlatIndex(32, "binary", "int8+float32", oversample=20, on_disk=("float32", "int8"), scratch_dir=tmp_path)
