@@ -454,6 +454,39 @@ def test_scratch_files_are_private_and_a_forked_child_leaves_them_alone(tmp_path
     assert len(index) == 16
 
 
+def test_a_killed_builders_scratch_file_is_swept_and_a_live_ones_kept(tmp_path):
+    """Two real processes build into the same scratch_dir; one is SIGKILLed (its file stays
+    behind), the other lives on. The next index made there removes only the dead one's."""
+    code = ("import sys, time, numpy as np\n"
+            "from embedrank.index import FlatIndex\n"
+            f"index = FlatIndex(8, 'binary', 'float32', on_disk=('float32',), scratch_dir={str(tmp_path)!r})\n"
+            "index.add(np.eye(8, dtype=np.float32))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    children = [subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        files = set(scratch_files(tmp_path))
+        assert len(files) == 2
+        children[0].send_signal(signal.SIGKILL)
+        children[0].wait()
+        assert set(scratch_files(tmp_path)) == files  # killed outright: nothing deleted it
+        index = FlatIndex(8, "binary", "float32", on_disk=("float32",), scratch_dir=tmp_path)
+        index.add(np.eye(8, dtype=np.float32))
+        left = set(scratch_files(tmp_path))
+        assert len(left) == 2 and len(left & files) == 1  # the live child's file and ours
+        children[1].send_signal(signal.SIGTERM)
+        children[1].wait()
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+
+
 def test_a_manifest_cannot_choose_where_scratch_files_go(tmp_path):
     import json
 

@@ -15,8 +15,10 @@ into RSS; pread copies just the rows.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
+import stat
 import tempfile
 import uuid
 import weakref
@@ -27,18 +29,54 @@ import numpy as np
 from embedrank import _kernels
 from embedrank.errors import IndexFormatError, InvalidValueError, MissingFileError
 
-__all__ = ["RowFile", "ScratchRows", "advise_random", "copy_rows"]
+__all__ = ["RowFile", "ScratchRows", "advise_random", "copy_rows", "sweep_stale_scratch"]
 
 COPY_BLOCK_BYTES = 64 << 20  # rows moved per step by copy_rows: bounded RAM for any array size
 
 
-def _unlink(path: str, owner: int) -> None:
+def _unlink(path: str, owner: int, lock_fd: int = -1) -> None:
     if os.getpid() != owner:  # a forked child exiting must not delete its parent's file
         return
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    if lock_fd >= 0:
+        os.close(lock_fd)
+
+
+SCRATCH_PATTERN = "embedrank-*.rows"
+
+
+def sweep_stale_scratch(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Deletes the scratch files in `folder` whose owner is gone (a process killed outright
+    cannot delete its own); returns them. Every live ScratchRows holds an exclusive flock on
+    its file, which the kernel releases when its process dies, so a file whose lock can be
+    taken has no owner. Files of other users are left alone."""
+    removed = []
+    for path in folder.glob(SCRATCH_PATTERN):
+        if path == keep:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue  # gone meanwhile, a link, or not ours to read
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its owner is alive
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def advise_random(array: np.ndarray) -> np.ndarray:
@@ -57,7 +95,8 @@ class ScratchRows:
     directory: an existing folder (None: the system's temporary folder, which may be a tmpfs,
     i.e. RAM: pass a folder on a disk for arrays bigger than memory); the file is
     ``embedrank-<kind>-<random>.rows``, readable by its owner only, and is removed when this
-    object is collected (a process killed outright leaves it behind).
+    object is collected; one left behind by a process killed outright is removed by the next
+    ScratchRows made in the same folder (see :func:`sweep_stale_scratch`).
     random_reads: searches read scattered rows (see :func:`advise_random`).
     """
 
@@ -66,14 +105,29 @@ class ScratchRows:
         folder = Path(tempfile.gettempdir() if directory is None else directory)
         if not folder.is_dir():
             raise MissingFileError(f"scratch_dir {str(folder)!r} is not an existing folder")
-        self.path = folder / f"embedrank-{kind}-{uuid.uuid4().hex}.rows"
+        name = f"embedrank-{kind}-{uuid.uuid4().hex}.rows"
+        self.path = folder / name
         self.dtype = np.dtype(dtype)
         self.width = int(width)
         self.random_reads = random_reads
         self._allocated = 0  # rows backed by real disk blocks (see allocate)
-        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
-                         | getattr(os, "O_NOFOLLOW", 0), 0o600))  # embeddings: not for other users to read
-        self._finalizer = weakref.finalize(self, _unlink, str(self.path), os.getpid())
+        # Created under a name the sweep ignores, locked, then renamed: a sweeping process never
+        # sees this file unlocked. The lock lives as long as this object (or its process).
+        partial = folder / ("." + name + ".new")
+        lock_fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+                          | getattr(os, "O_NOFOLLOW", 0), 0o600)  # embeddings: not for other users to read
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a file system without flock (some NFS): no sweeping there, sweepers skip it too
+            os.rename(partial, self.path)
+        except BaseException:
+            os.close(lock_fd)
+            _unlink(str(partial), os.getpid())
+            raise
+        self._finalizer = weakref.finalize(self, _unlink, str(self.path), os.getpid(), lock_fd)
+        sweep_stale_scratch(folder, keep=self.path)
         self.array: np.memmap | None = None
         self.grow(capacity)
         # opened now: the rows stay readable through this descriptor whatever happens to the name
