@@ -456,35 +456,60 @@ def test_scratch_files_are_private_and_a_forked_child_leaves_them_alone(tmp_path
 
 def test_a_killed_builders_scratch_file_is_swept_and_a_live_ones_kept(tmp_path):
     """Two real processes build into the same scratch_dir; one is SIGKILLed (its file stays
-    behind), the other lives on. The next index made there removes only the dead one's."""
-    code = ("import sys, time, numpy as np\n"
+    behind), the other lives on. The next index made there removes only the dead one's file,
+    and the live one still grows its own afterwards."""
+    code = ("import os, sys, numpy as np\n"
             "from embedrank.index import FlatIndex\n"
             f"index = FlatIndex(8, 'binary', 'float32', on_disk=('float32',), scratch_dir={str(tmp_path)!r})\n"
             "index.add(np.eye(8, dtype=np.float32))\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(60)\n")
-    children = [subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, stdout=subprocess.PIPE, text=True)
-                for _ in range(2)]
+            "print(os.path.basename(index._f32.filename), flush=True)\n"
+            "sys.stdin.readline()\n"
+            "index.add(np.ones((5000, 8), dtype=np.float32))\n"
+            "print(len(index), len(index.search(np.eye(8, dtype=np.float32)[:1], 3).ids[0]), flush=True)\n")
+    children = [subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
-        for child in children:
-            assert child.stdout.readline().strip() == "ready"
-        files = set(scratch_files(tmp_path))
-        assert len(files) == 2
+        names = [child.stdout.readline().strip() for child in children]
+        assert set(scratch_files(tmp_path)) == set(names) and all(n.endswith(".lk.rows") for n in names)
         children[0].send_signal(signal.SIGKILL)
         children[0].wait()
-        assert set(scratch_files(tmp_path)) == files  # killed outright: nothing deleted it
+        assert set(scratch_files(tmp_path)) == set(names)  # killed outright: nothing deleted it
         index = FlatIndex(8, "binary", "float32", on_disk=("float32",), scratch_dir=tmp_path)
         index.add(np.eye(8, dtype=np.float32))
         left = set(scratch_files(tmp_path))
-        assert len(left) == 2 and len(left & files) == 1  # the live child's file and ours
-        children[1].send_signal(signal.SIGTERM)
-        children[1].wait()
+        assert names[0] not in left and names[1] in left and len(left) == 2  # the live child's and ours
+        children[1].stdin.write("go\n")
+        children[1].stdin.flush()
+        assert children[1].stdout.readline().split() == ["5008", "3"]
+        assert children[1].wait(timeout=60) == 0
     finally:
         for child in children:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+            child.stdin.close()
             child.stdout.close()
+
+
+def test_the_sweep_leaves_unlocked_foreign_and_young_files_alone(tmp_path):
+    from embedrank.index.scratch import ScratchRows, _host_tag, sweep_stale_scratch
+
+    host = _host_tag()
+    old_version = tmp_path / "embedrank-float32-0123.rows"  # an older embedrank's file: never locked
+    other_host = tmp_path / "embedrank-float32-otherhost-0123.lk.rows"
+    young = tmp_path / f".embedrank-float32-{host}-0123.lk.rows.new"
+    stale = tmp_path / f"embedrank-float32-{host}-0123.lk.rows"
+    for path in (old_version, other_host, young, stale):
+        path.write_bytes(b"x")
+    os.mkfifo(tmp_path / f"embedrank-float32-{host}-fifo.lk.rows")  # must not block the sweep
+    assert sweep_stale_scratch(tmp_path) == [stale]
+    assert old_version.exists() and other_host.exists() and young.exists()
+    os.utime(young, (time.time() - 3600, time.time() - 3600))
+    assert sweep_stale_scratch(tmp_path) == [young]
+    rows = ScratchRows(tmp_path, "float32", np.float32, 4, 10)
+    assert rows.path.name.endswith(".lk.rows") and sweep_stale_scratch(tmp_path) == []  # locked: kept
+    rows.close()
+    assert not rows.path.exists()
 
 
 def test_a_manifest_cannot_choose_where_scratch_files_go(tmp_path):

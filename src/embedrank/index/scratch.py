@@ -18,8 +18,10 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import socket
 import stat
 import tempfile
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -41,39 +43,77 @@ def _unlink(path: str, owner: int, lock_fd: int = -1) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    if lock_fd >= 0:
-        os.close(lock_fd)
+    finally:
+        if lock_fd >= 0:
+            _LOCK_FDS.discard(lock_fd)
+            os.close(lock_fd)
 
 
-SCRATCH_PATTERN = "embedrank-*.rows"
+# The lock descriptors of this process's ScratchRows. A forked child closes its copies (the
+# parent's locks stay: they belong to the parent's descriptors too), so a long-lived child
+# does not keep a killed parent's file locked, i.e. unsweepable, for its whole life.
+_LOCK_FDS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _host_tag() -> str:
+    """This machine's name as it goes into scratch file names (letters and digits only): a
+    shared folder (NFS) is swept only of this host's files, whose locks this host can see."""
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+
+
+# Locked scratch files: embedrank-<kind>-<host>-<hex>.lk.rows. Only these are ever swept; a
+# file made without its lock (a file system without flock) is named without ".lk".
+LOCKED_SUFFIX = ".lk.rows"
+STALE_NEW_SECONDS = 60.0  # a hidden file still being made is this young at most
 
 
 def sweep_stale_scratch(folder: Path, keep: Path | None = None) -> list[Path]:
     """Deletes the scratch files in `folder` whose owner is gone (a process killed outright
     cannot delete its own); returns them. Every live ScratchRows holds an exclusive flock on
     its file, which the kernel releases when its process dies, so a file whose lock can be
-    taken has no owner. Files of other users are left alone."""
+    taken has no owner. Only this host's locked files (see LOCKED_SUFFIX) of this user are
+    considered, and hidden ones being made only when older than STALE_NEW_SECONDS."""
     removed = []
-    for path in folder.glob(SCRATCH_PATTERN):
+    host = _host_tag()
+    candidates = [(p, False) for p in folder.glob(f"embedrank-*-{host}-*{LOCKED_SUFFIX}")]
+    candidates += [(p, True) for p in folder.glob(f".embedrank-*-{host}-*{LOCKED_SUFFIX}.new")]
+    for path, hidden in candidates:
         if path == keep:
             continue
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            info = os.lstat(path)  # before opening: a FIFO or device planted here must not block us
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if hidden and time.time() - info.st_mtime < STALE_NEW_SECONDS:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue  # gone meanwhile, a link, or not ours to read
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue  # swapped for something else between lstat and open
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                continue  # its owner is alive
+                continue  # its owner is alive (or locks do not work here)
             try:
                 os.unlink(path)
                 removed.append(path)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # gone meanwhile, or a folder we may not delete from
         finally:
             os.close(fd)
     return removed
@@ -94,7 +134,7 @@ class ScratchRows:
 
     directory: an existing folder (None: the system's temporary folder, which may be a tmpfs,
     i.e. RAM: pass a folder on a disk for arrays bigger than memory); the file is
-    ``embedrank-<kind>-<random>.rows``, readable by its owner only, and is removed when this
+    ``embedrank-<kind>-<host>-<random>.lk.rows``, readable by its owner only, and is removed when this
     object is collected; one left behind by a process killed outright is removed by the next
     ScratchRows made in the same folder (see :func:`sweep_stale_scratch`).
     random_reads: searches read scattered rows (see :func:`advise_random`).
@@ -105,27 +145,29 @@ class ScratchRows:
         folder = Path(tempfile.gettempdir() if directory is None else directory)
         if not folder.is_dir():
             raise MissingFileError(f"scratch_dir {str(folder)!r} is not an existing folder")
-        name = f"embedrank-{kind}-{uuid.uuid4().hex}.rows"
-        self.path = folder / name
+        name = f"embedrank-{kind}-{_host_tag()}-{uuid.uuid4().hex}"
         self.dtype = np.dtype(dtype)
         self.width = int(width)
         self.random_reads = random_reads
         self._allocated = 0  # rows backed by real disk blocks (see allocate)
-        # Created under a name the sweep ignores, locked, then renamed: a sweeping process never
-        # sees this file unlocked. The lock lives as long as this object (or its process).
-        partial = folder / ("." + name + ".new")
+        # Made under a hidden name, locked, then renamed: a sweeping process never sees this file
+        # under its final name unlocked. The lock lives as long as this object (or its process).
+        partial = folder / f".{name}{LOCKED_SUFFIX}.new"
         lock_fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
                           | getattr(os, "O_NOFOLLOW", 0), 0o600)  # embeddings: not for other users to read
         try:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
             except OSError:
-                pass  # a file system without flock (some NFS): no sweeping there, sweepers skip it too
+                locked = False  # a file system without flock: a name the sweep never matches
+            self.path = folder / (name + (LOCKED_SUFFIX if locked else ".rows"))
             os.rename(partial, self.path)
         except BaseException:
             os.close(lock_fd)
             _unlink(str(partial), os.getpid())
             raise
+        _LOCK_FDS.add(lock_fd)
         self._finalizer = weakref.finalize(self, _unlink, str(self.path), os.getpid(), lock_fd)
         sweep_stale_scratch(folder, keep=self.path)
         self.array: np.memmap | None = None
