@@ -88,9 +88,11 @@ def _npy_header(handle, path: Path) -> tuple[tuple[int, int], np.dtype]:
         elif version in ((2, 0), (3, 0)):
             shape, fortran_order, dtype = npy.read_array_header_2_0(handle)
         else:
-            raise ValueError(f"unknown .npy version {version}")
+            version = None
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise FormatError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
+    if version is None:
+        raise FormatError(f"{path}: not a readable .npy file (unknown .npy format version)")
     if len(shape) != 2:
         raise FormatError(f"{path}: expected a 2-D array [n, dim], got shape {shape}")
     if dtype.kind != "f" or dtype.hasobject:
