@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export-dir", type=Path, default=model_cache_dir() / "all-mpnet-base-v2-embedrank")
     parser.add_argument("--output", type=Path, default=RESULTS / "mpnet.json")
     parser.add_argument("--markdown", type=Path, default=RESULTS / "mpnet.md")
+    parser.add_argument("--machine", default="shared with other jobs",
+                        help="what else ran on the machine, for the report")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", embedrank.TruncationWarning)
 
@@ -140,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     encoders = {variant: embedrank.Encoder.load(model_dir, variant=variant, num_threads=args.threads)
                 for variant in ("fp32", "int8")}
     systems = {"sentence-transformers fp32": lambda texts: st.encode(texts, batch_size=32, normalize_embeddings=True)}
+    try:  # bf16 where the CPU has AMX-BF16 or AVX512-BF16: against sentence-transformers' torch bf16
+        encoders["bf16"] = embedrank.Encoder.load(model_dir, variant="bf16", num_threads=args.threads)
+        st_bf16 = SentenceTransformer(str(source), device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+        systems["sentence-transformers bf16"] = lambda texts: st_bf16.encode(texts, batch_size=32,
+                                                                              normalize_embeddings=True)
+    except embedrank.errors.EmbedrankError as error:
+        log(f"no bf16 systems: {error}")
     systems.update({f"embedrank {variant}": encoder.encode for variant, encoder in encoders.items()})
     for encode in systems.values():
         encode(docs[:8])  # warm-up
@@ -154,8 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {
         "machine": {"cpu": cpu["model_name"], "usable_cpus": cpu["usable_cpus"], "threads": args.threads,
                     "platform": platform.platform(), "load_average_end": os.getloadavg()[0],
-                    "note": "2 cores shared with other jobs: speeds vary run to run; the per-chunk ratios are the "
-                            "steadier figure"},
+                    "note": args.machine},
         "model": {"source": str(source), "export": str(model_dir), "max_seq_length": config["max_seq_length"],
                   "native_attention_layers": encoders["fp32"].native_attention_layers,
                   "int8_quantization": config["export"].get("quantization", {}).get("kept_fp32"),
@@ -194,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     text = (f"# all-mpnet-base-v2 on SciFact: embedrank vs sentence-transformers\n\n"
             f"`benchmarks/bench_mpnet.py`, {time.strftime('%Y-%m-%d')}. CPU: {machine['cpu']}, "
             f"{machine['usable_cpus']} usable cores, {machine['threads']} threads per system, "
-            f"shared with other jobs (load average {machine['load_average_end']:.1f} at the end): speeds vary "
-            f"from run to run, the per-chunk ratios are the steadier figure.\n\n"
+            f"{machine['note']} (load average {machine['load_average_end']:.1f} at the end); the per-chunk "
+            f"ratios are the steadier figure.\n\n"
             f"Corpus: {len(docs)} of SciFact's {len(corpus)} documents (every document judged for the queries, "
             f"plus random others, seed {SEED}), {len(query_texts)} test queries"
             f"{f' (the first {args.queries} of the test split, qrels order)' if args.queries else ''}, "
