@@ -292,6 +292,10 @@ def summarize(phases: list[dict]) -> dict:
 
 
 # -- the sequential client -------------------------------------------------------------------
+# between the in-process call and the HTTP call of the sequential comparison
+PAUSE_S = 0.01
+
+
 async def sequential_overhead(model_dir: str, variant: str, server: Server, queries: list[str], n: int) -> dict:
     """Median latency of one query per call, Encoder.encode in process and one keep-alive HTTP
     client, alternating call by call so that the machine's noise hits both alike."""
@@ -306,11 +310,15 @@ async def sequential_overhead(model_dir: str, variant: str, server: Server, quer
             started = time.perf_counter()
             encoder.encode([q], show_progress=False)
             encode_s = time.perf_counter() - started
+            # a pause before each call: onnxruntime's worker threads (here and in the server)
+            # busy-wait for a while after a run, and would otherwise take the other call's core
+            await asyncio.sleep(PAUSE_S)
             started = time.perf_counter()
             status, data = await asyncio.wait_for(connection.request("POST", server.path, server.body([q])), 60)
             http_s = time.perf_counter() - started
             if status != 200:
                 raise RuntimeError(f"{server.name} answered {status}: {data[:300]!r}")
+            await asyncio.sleep(PAUSE_S)
             if i == 4:
                 before = await server_stages(connection)
             if i >= 5:  # the first calls warm both up

@@ -260,3 +260,12 @@ def test_health_fails_when_the_model_is_broken(serve_models, tmp_path):
         service.encoder.encode = broken
         response = client.get("/health")
         assert response.status_code == 503 and "the session is gone" in response.json()["error"]
+
+
+@pytest.mark.parametrize("module", ["orjson", "uvicorn"])
+def test_serve_without_the_extra_names_what_is_missing(monkeypatch, module):
+    from embedrank.serve import serve
+
+    monkeypatch.setitem(sys.modules, module, None)  # an import of it now raises ImportError
+    with pytest.raises(embedrank.errors.MissingDependencyError, match=rf"{module}.*embedrank\[serve\]"):
+        serve(model="unused")

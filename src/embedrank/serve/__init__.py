@@ -4,18 +4,36 @@ prometheus-client)."""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 
+from embedrank.errors import MissingDependencyError
+
 from embedrank.serve.settings import ServeSettings
 
-__all__ = ["ServeSettings", "serve"]
+__all__ = ["SERVE_MODULES", "ServeSettings", "serve"]
+
+# what the serve extra installs and the server imports (httptools and uvloop are optional speed-ups)
+SERVE_MODULES = ("uvicorn", "starlette", "prometheus_client", "orjson")
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def serve(settings: ServeSettings | None = None, **options) -> None:
     """Runs the server until SIGTERM or SIGINT: it stops accepting, answers the requests in
     flight, stops the model workers and returns (SIGINT then raises KeyboardInterrupt).
-    `options` are ServeSettings fields when `settings` is not given."""
+    `options` are ServeSettings fields when `settings` is not given. Raises
+    MissingDependencyError, naming the modules, without the serve extra."""
+    missing = [name for name in SERVE_MODULES if not _importable(name)]
+    if missing:
+        raise MissingDependencyError(f"embedrank serve needs {', '.join(missing)}: pip install 'embedrank[serve]'")
     import uvicorn
 
     from embedrank.serve.app import create_app
