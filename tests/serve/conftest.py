@@ -95,7 +95,9 @@ def serve_models(minilm_export, minilm_source, tmp_path_factory):
     encoder = embedrank.Encoder.load(minilm_export)
     retriever = embedrank.Retriever(encoder, FlatIndex(encoder.dim), embedrank.CrossEncoder.load(cross_encoder),
                                     candidates=20, top_k=5, lexical=True)
-    retriever.add(corpus)
+    # metadata for /search's filter: the first and second half of ADI's documents
+    retriever.add(corpus, metadata={d: {"half": "first" if i < len(corpus) // 2 else "second"}
+                                    for i, d in enumerate(corpus)})
     folder = retriever.save(tmp_path_factory.mktemp("serve") / "adi-retriever")
     return minilm_export, cross_encoder, folder
 

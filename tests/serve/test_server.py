@@ -116,6 +116,16 @@ def test_search_equals_retriever(server, serve_models):
             assert set(result["timings_ms"]) >= {"encode", "search", "lexical", "rerank", "total", "request"}
     status, _, one = request(server.url + "/search", {"query": queries[0]})
     assert status == 200 and len(one["hits"]) == retriever.top_k
+    second = [d for i, d in enumerate(retriever.store.doc_ids) if i >= len(retriever.store) // 2]
+    for search_filter in ({"half": "second"}, second[:3], {"half": "nobody"}):
+        status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, "filter": search_filter,
+                                                           "rerank": True})
+        assert status == 200, body
+        expected = retriever.search(queries, top_k=5, rerank=True, filter=search_filter)
+        for result, hits in zip(body["results"], expected):
+            assert [h["doc_id"] for h in result["hits"]] == [h.doc_id for h in hits]
+            assert all(h["doc_id"] in second for h in result["hits"])
+    assert body["results"][0]["hits"] == []  # no document has that value
 
 
 # -- service endpoints -----------------------------------------------------------------------
@@ -151,7 +161,10 @@ def test_health_models_metrics_and_page(server):
     ("/rerank", {"query": "q", "texts": ["a"], "top_n": -1}, 422, "top_n"),
     ("/search", {"query": "a", "queries": ["b"]}, 422, "exactly one"),
     ("/search", {"query": "a", "top_k": "ten"}, 422, "top_k"),
-    ("/search", {"query": "a", "filter": {"lang": "en"}}, 422, "filter"),
+    ("/search", {"query": "a", "filter": "en"}, 422, "filter"),
+    ("/search", {"query": "a", "filter": [1, 2]}, 422, "document ids"),
+    ("/search", {"query": "a", "filter": {"half": {"$ne": "first"}}}, 422, "half"),
+    ("/search", {"query": "a", "filter": {"half": [["nested"]]}}, 422, "half"),
     ("/search", {"query": "a", "mode": "sparse"}, 422, "mode"),
 ])
 def test_bad_requests_get_a_clear_4xx(server, path, body, status, needle):

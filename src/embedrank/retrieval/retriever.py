@@ -73,12 +73,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
+from embedrank.index.metadata import prepare_metadata
 from embedrank.models.encoder import Encoder
 from embedrank.models.tokenization import check_texts
 from embedrank.retrieval.fusion import LEXICAL_WEIGHTS, choose_lexical_weight, fuse_candidates
@@ -229,17 +231,20 @@ class Retriever:
         """{"title", "text"} of an added document (UnknownIdError, a KeyError, when absent)."""
         return self.store.document(doc_id)
 
-    def add(self, corpus, show_progress: bool | None = None) -> list[str]:
+    def add(self, corpus, show_progress: bool | None = None, metadata=None) -> list[str]:
         """Encodes and indexes documents; returns their ids in the order added.
 
         corpus: a BEIR-style dict {doc_id (str): {"title": str, "text": str}} (a str value is
         taken as the text, title empty) or a list of texts, whose ids are assigned as the
         strings "0", "1", ... counting on from the number of documents already added and
-        skipping ids already in use. An empty corpus, a duplicate id (within the call or
-        already added), a wrongly typed entry or a text or id holding a lone surrogate raises
-        before anything is added; when encoding or indexing fails midway (an error, an
-        interrupt) whatever the index took is removed again: documents, windows and index are
-        as they were.
+        skipping ids already in use. metadata: None, or per document a dict of JSON values
+        (or None) that ``search(filter={...})`` matches: a dict {doc_id: dict} naming only
+        documents of this call, or a list aligned with the corpus; every window of a document
+        carries its metadata, in the dense and the lexical index alike. An empty corpus, a
+        duplicate id (within the call or already added), a wrongly typed entry, metadata that
+        does not fit, or a text or id holding a lone surrogate raises before anything is
+        added; when encoding or indexing fails midway (an error, an interrupt) whatever the
+        index took is removed again: documents, windows and index are as they were.
         """
         if len(self.index) != self.n_chunks:  # the rollback below removes the ids from n_chunks on
             raise InvalidValueError(f"the index holds {len(self.index)} vectors but the retriever {self.n_chunks} "
@@ -248,6 +253,7 @@ class Retriever:
             raise InvalidValueError(f"the lexical index holds {len(self.lexical)} windows but the retriever "
                                     f"{self.n_chunks}: it was changed outside the retriever")
         ids, titles, texts = self._check_corpus(corpus)
+        per_doc = _document_metadata(metadata, ids)
         docs = [{"title": t, "text": x} for t, x in zip(titles, texts)]
         if self.chunking:
             chunked = self.encoder.encode_documents(docs, chunking=True, max_tokens=self.max_tokens,
@@ -265,12 +271,13 @@ class Retriever:
             ends = np.array([len(join_title(t, x)) for t, x in zip(titles, texts)], dtype=np.int64)
         first_chunk = self.n_chunks
         window_ids = np.arange(first_chunk, first_chunk + len(vectors), dtype=np.int64)
+        window_metadata = None if per_doc is None else [per_doc[o] for o in owners.tolist()]
         try:
-            self.index.add(vectors, ids=window_ids)
+            self.index.add(vectors, ids=window_ids, metadata=window_metadata)
             if self.lexical is not None:
                 full = [join_title(t, x) for t, x in zip(titles, texts)]
                 self.lexical.add([full[o][a:b] for o, a, b in zip(owners.tolist(), starts.tolist(), ends.tolist())],
-                                 ids=window_ids)
+                                 ids=window_ids, metadata=window_metadata)
             self.store.append(ids, titles, texts, owners, starts, ends)
         except BaseException:
             self._forget_windows(window_ids)
@@ -334,14 +341,18 @@ class Retriever:
 
     # -- search --------------------------------------------------------------------------
     def search(self, queries, top_k: int | None = None, candidates: int | None = None, rerank: bool | None = None,
-               show_progress: bool | None = None, mode: str | None = None) -> list[list[Hit]]:
+               show_progress: bool | None = None, mode: str | None = None, filter=None) -> list[list[Hit]]:
         """The best documents for each query: a list (one per query) of up to top_k Hits, best first.
 
         queries: a list of str (one str is taken as a list of one). top_k / candidates
         override the retriever's settings for this call; rerank=False skips the reranker
         (None: rerank when there is one). mode: "dense", "lexical" or "hybrid" (None: hybrid
-        when the retriever has a lexical index, else dense). An empty retriever gives empty
-        lists. The stage times are in ``last_timings``.
+        when the retriever has a lexical index, else dense). filter: None; a dict of metadata
+        conditions (the indexes' grammar: field -> value or list of accepted values) on the
+        metadata given to ``add``; or a list/set of document ids (ids never added match
+        nothing). Both sides of a hybrid search and the reranker see only matching documents;
+        fewer than top_k may match. An empty retriever gives empty lists. The stage times are
+        in ``last_timings``.
         """
         started = time.perf_counter()
         queries = check_texts(queries, "queries")
@@ -356,6 +367,7 @@ class Retriever:
             raise InvalidValueError("rerank=True but this retriever has no reranker")
         use_reranker = self.reranker is not None and rerank is not False
         mode = self._check_mode(mode)
+        allowed = self._window_filter(filter)
         encode_s = search_s = lexical_s = rerank_s = 0.0
         results: list[list[Hit]] = []
         if queries and self.n_chunks:
@@ -367,10 +379,10 @@ class Retriever:
                     vectors = self.encoder.encode_queries(batch, batch_size=self.batch_size, show_progress=False)
                 t1 = time.perf_counter()
                 if mode != "lexical":
-                    dense = self._dense_candidates(vectors, candidates)
+                    dense = self._dense_candidates(vectors, candidates, allowed)
                 t2 = time.perf_counter()
                 if mode != "dense":
-                    lexical = self._lexical_candidates(batch, candidates)
+                    lexical = self._lexical_candidates(batch, candidates, allowed)
                 found = dense if lexical is None else lexical if dense is None else [
                     fuse_candidates(d, x, self.fusion, self.lexical_weight, self.rrf_k, candidates)
                     for d, x in zip(dense, lexical)]
@@ -403,13 +415,31 @@ class Retriever:
         """Windows to ask an index for so that about `candidates` distinct documents come back."""
         return min(self.n_chunks, candidates * min(MAX_WINDOW_OVERSAMPLE, max(self.store.most_windows, 1)))
 
-    def _dense_candidates(self, vectors: np.ndarray, candidates: int) -> list[tuple]:
-        """Per query: (document indices, scores, best window of each), best first, at most `candidates`."""
-        return self._documents(self.index.search(vectors, self._window_budget(candidates)), candidates)
+    def _window_filter(self, filter):
+        """search()'s filter as the indexes take it: a metadata dict as is (checked by them),
+        document ids as the array of their window ids; None for none."""
+        if filter is None or isinstance(filter, Mapping):
+            return filter
+        if isinstance(filter, (str, bytes)) or not isinstance(filter, (list, tuple, set, frozenset, np.ndarray)):
+            raise InvalidTypeError("filter must be None, a dict of metadata conditions or a list/set of document "
+                                   f"ids, got {type(filter).__name__}")
+        wanted = list(filter)
+        bad = next((d for d in wanted if not isinstance(d, str)), None)
+        if bad is not None:
+            raise InvalidTypeError(f"filter: document ids are str, got {type(bad).__name__} {bad!r}")
+        rows = [self.store.position[d] for d in wanted if d in self.store.position]
+        return np.flatnonzero(np.isin(self.store.chunk_doc, np.asarray(rows, dtype=np.int64))).astype(np.int64)
 
-    def _lexical_candidates(self, queries: list[str], candidates: int) -> list[tuple]:
+    def _dense_candidates(self, vectors: np.ndarray, candidates: int, allowed=None) -> list[tuple]:
+        """Per query: (document indices, scores, best window of each), best first, at most
+        `candidates`; allowed: an index filter (see _window_filter)."""
+        return self._documents(self.index.search(vectors, self._window_budget(candidates), filter=allowed),
+                               candidates)
+
+    def _lexical_candidates(self, queries: list[str], candidates: int, allowed=None) -> list[tuple]:
         """As _dense_candidates, from the lexical index (BM25 scores)."""
-        return self._documents(self.lexical.search(queries, self._window_budget(candidates)), candidates)
+        return self._documents(self.lexical.search(queries, self._window_budget(candidates), filter=allowed),
+                               candidates)
 
     def _documents(self, result, candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """A window search result aggregated to documents (see the module docstring, step 2)."""
@@ -579,6 +609,27 @@ class Retriever:
                                                weights, self.candidates)
         self.lexical_weight = weight
         return weight, report
+
+
+def _document_metadata(metadata, ids: list[str]) -> list | None:
+    """add()'s metadata as one entry (dict or None) per document of `ids`, or None."""
+    if metadata is None:
+        return None
+    if isinstance(metadata, Mapping):
+        known = set(ids)
+        unknown = [d for d in metadata if d not in known]
+        if unknown:
+            raise InvalidValueError(f"metadata names {len(unknown)} document(s) not in this corpus: {unknown[:5]}")
+        entries = [metadata.get(d) for d in ids]
+    elif isinstance(metadata, (list, tuple)):
+        if len(metadata) != len(ids):
+            raise InvalidValueError(f"metadata has {len(metadata)} entries but the corpus {len(ids)} documents")
+        entries = list(metadata)
+    else:
+        raise InvalidTypeError(f"metadata must be None, a dict {{doc_id: dict}} or a list of dicts, "
+                               f"got {type(metadata).__name__}")
+    prepare_metadata(entries, len(entries))  # the indexes' own checks, before anything is encoded
+    return entries
 
 
 def _check_lexical(lexical):

@@ -105,10 +105,12 @@ class Service:
         return scores, None
 
     def _search(self, queries: list[str], settings: tuple):
-        top_k, rerank, mode = settings
+        top_k, rerank, mode, filter_key = settings
+        conditions = None if filter_key is None else json.loads(filter_key)
         lock = self._lock(self.retriever.encoder)
         with lock:
-            hits = self.retriever.search(queries, top_k=top_k, rerank=rerank, show_progress=False, mode=mode)
+            hits = self.retriever.search(queries, top_k=top_k, rerank=rerank, show_progress=False, mode=mode,
+                                         filter=conditions)
             timings = self.retriever.last_timings
         per_query = timings.per_query_ms() if timings is not None else {}
         return hits, [per_query] * len(queries)
@@ -162,6 +164,21 @@ def _optional_int(data: dict, name: str, low: int, high: int | None = None) -> i
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise RequestError(422, f"'{name}' must be an integer {bounds}, got {value!r}", name)
     return value
+
+
+def _filter_key(value) -> str | None:
+    """/search's "filter" (an object of metadata conditions or a list of document ids) as the
+    canonical JSON text that keys a batch: requests with equal filters share a model call. The
+    retriever checks the conditions themselves (a bad one: 422 naming it)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if not all(isinstance(d, str) for d in value):
+            raise RequestError(422, "'filter' as a list holds document ids, which are strings", "filter")
+    elif not isinstance(value, dict):
+        raise RequestError(422, "'filter' must be an object of metadata conditions ({\"field\": value or [values]}) "
+                                f"or a list of document ids, got {type(value).__name__}", "filter")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _bool(data: dict, name: str, default: bool) -> bool:
@@ -312,11 +329,10 @@ async def search(request):
     if mode in ("lexical", "hybrid") and service.retriever.lexical is None:
         raise RequestError(422, f"mode={mode!r} needs a retriever built with a lexical index "
                                 "(embedrank index --lexical)", "mode")
-    if data.get("filter") is not None:
-        raise RequestError(422, "'filter' is not supported by this server's retriever", "filter")
+    filter_key = _filter_key(data.get("filter"))
     started = time.perf_counter()
     try:
-        hits, timings = await service.searcher.run(queries, (top_k, rerank_value, mode),
+        hits, timings = await service.searcher.run(queries, (top_k, rerank_value, mode, filter_key),
                                                    disconnected=_disconnect_watcher(request))
     except QueueFullError as error:
         raise RequestError(429, f"the server is busy: {error}", kind="rate_limit") from None
