@@ -108,9 +108,21 @@ def test_bad_metadata_is_refused_before_anything_is_added(encoder, metadata, err
 
 
 @pytest.mark.parametrize("bad, error", [
-    ("3", InvalidTypeError), (3, InvalidTypeError), ([3], InvalidTypeError),
+    ("3", InvalidTypeError), (3, InvalidTypeError), ([3], InvalidTypeError), (np.array("3"), InvalidTypeError),
     ({"year": {"$gt": 2000}}, InvalidTypeError), ({"year": float("inf")}, InvalidValueError),
+    ({"year": "\ud800"}, InvalidValueError), ({"\ud800": 1}, InvalidValueError),
 ])
-def test_bad_filters_get_a_clear_error(filtered, bad, error):
+def test_bad_filters_get_a_clear_error(filtered, encoder, bad, error):
     with pytest.raises(error):
         filtered.search("indexing", filter=bad)
+    if isinstance(bad, dict):  # checked even where no index is searched
+        with pytest.raises(error):
+            filtered.search([], filter=bad)
+        with pytest.raises(error):
+            Retriever(encoder, FlatIndex(encoder.dim)).search("anything", filter=bad)
+
+
+def test_bad_metadata_names_the_document(encoder):
+    retriever = Retriever(encoder, FlatIndex(encoder.dim))
+    with pytest.raises(InvalidTypeError, match="document '3'"):
+        retriever.add({"7": "a", "1": "b", "3": "c"}, metadata={"1": {"ok": 1}, "3": "oops"})

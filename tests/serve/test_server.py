@@ -165,12 +165,17 @@ def test_health_models_metrics_and_page(server):
     ("/search", {"query": "a", "filter": [1, 2]}, 422, "document ids"),
     ("/search", {"query": "a", "filter": {"half": {"$ne": "first"}}}, 422, "half"),
     ("/search", {"query": "a", "filter": {"half": [["nested"]]}}, 422, "half"),
+    ("/search", {"query": "a", "filter": {"half": "\ud800"}}, 422, "not valid Unicode"),
+    ("/search", {"query": "a", "filter": {"half": float("nan")}}, 422, "NaN"),
+    ("/search", b'{"query": "a", "mode": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply"),
     ("/search", {"query": "a", "mode": "sparse"}, 422, "mode"),
 ])
 def test_bad_requests_get_a_clear_4xx(server, path, body, status, needle):
     got, _, answer = request(server.url + path, body)
     assert got == status, answer
     assert needle in answer["error"]["message"], answer
+    if isinstance(body, dict) and "filter" in body:
+        assert answer["error"]["param"] == "filter", answer
 
 
 def test_unknown_path_and_method(server):

@@ -145,6 +145,7 @@ def compile_filter(conditions) -> dict[str, list[str]]:
     for key, wanted in conditions.items():
         if not isinstance(key, str):
             raise InvalidTypeError(f"filter field names must be str, got {type(key).__name__} ({key!r})")
+        _check_encodable(key, "filter field name")
         if isinstance(wanted, (list, tuple, set, frozenset, np.ndarray)):
             values = list(wanted.tolist() if isinstance(wanted, np.ndarray) else wanted)
             compiled[key] = sorted({canonical(v, f"filter[{key!r}]") for v in values})
@@ -152,7 +153,18 @@ def compile_filter(conditions) -> dict[str, list[str]]:
             raise InvalidTypeError(f"filter[{key!r}] must be a value or a list of values, got {type(wanted).__name__}")
         else:
             compiled[key] = [canonical(wanted, f"filter[{key!r}]")]
+        for value in compiled[key]:
+            _check_encodable(value, f"filter[{key!r}]")
     return compiled
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """SQLite and Postgres take UTF-8: a lone surrogate would fail only inside the query."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(f"{where} holds a str that is not valid Unicode (a lone surrogate "
+                                f"{exc.object[exc.start:exc.end]!r})") from None
 
 
 def _filter_key(conditions: dict) -> tuple:

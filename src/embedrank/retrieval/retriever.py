@@ -79,8 +79,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
-from embedrank.index.metadata import prepare_metadata
+from embedrank.errors import EmbedrankError, ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
+from embedrank.index.metadata import compile_filter, prepare_metadata
 from embedrank.models.encoder import Encoder
 from embedrank.models.tokenization import check_texts
 from embedrank.retrieval.fusion import LEXICAL_WEIGHTS, choose_lexical_weight, fuse_candidates
@@ -418,9 +418,13 @@ class Retriever:
     def _window_filter(self, filter):
         """search()'s filter as the indexes take it: a metadata dict as is (checked by them),
         document ids as the array of their window ids; None for none."""
-        if filter is None or isinstance(filter, Mapping):
+        if filter is None:
+            return None
+        if isinstance(filter, Mapping):
+            compile_filter(filter)  # checked here too: an empty retriever or query list searches no index
             return filter
-        if isinstance(filter, (str, bytes)) or not isinstance(filter, (list, tuple, set, frozenset, np.ndarray)):
+        if (isinstance(filter, (str, bytes)) or not isinstance(filter, (list, tuple, set, frozenset, np.ndarray))
+                or (isinstance(filter, np.ndarray) and filter.ndim != 1)):
             raise InvalidTypeError("filter must be None, a dict of metadata conditions or a list/set of document "
                                    f"ids, got {type(filter).__name__}")
         wanted = list(filter)
@@ -628,7 +632,11 @@ def _document_metadata(metadata, ids: list[str]) -> list | None:
     else:
         raise InvalidTypeError(f"metadata must be None, a dict {{doc_id: dict}} or a list of dicts, "
                                f"got {type(metadata).__name__}")
-    prepare_metadata(entries, len(entries))  # the indexes' own checks, before anything is encoded
+    for doc_id, entry in zip(ids, entries):  # the indexes' own checks, before anything is encoded
+        try:
+            prepare_metadata([entry], 1)
+        except EmbedrankError as error:
+            raise type(error)(f"the metadata of document {doc_id!r}: {error}".replace("metadata[0]", "it")) from None
     return entries
 
 

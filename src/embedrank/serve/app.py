@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from embedrank.errors import EmbedrankError
+from embedrank.index.metadata import compile_filter
 from embedrank.models.cross_encoder import CrossEncoder
 from embedrank.models.encoder import Encoder, quantize_embeddings
 from embedrank.serve.metrics import Metrics
@@ -131,6 +132,8 @@ async def _json_body(request, limit: int):
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(400, f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise RequestError(400, "the request body is nested too deeply to parse") from None
     if not isinstance(data, dict):
         raise RequestError(422, f"the request body must be a JSON object, got {type(data).__name__}")
     return data
@@ -178,6 +181,11 @@ def _filter_key(value) -> str | None:
     elif not isinstance(value, dict):
         raise RequestError(422, "'filter' must be an object of metadata conditions ({\"field\": value or [values]}) "
                                 f"or a list of document ids, got {type(value).__name__}", "filter")
+    else:
+        try:
+            compile_filter(value)
+        except EmbedrankError as error:
+            raise RequestError(422, f"'filter': {error}", "filter") from None
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
