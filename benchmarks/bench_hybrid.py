@@ -32,7 +32,7 @@ from pathlib import Path
 from embedrank import CrossEncoder, Encoder, FlatIndex, Retriever
 from embedrank.data.beir import available_splits, load_beir
 from embedrank.data.evaluation import evaluate
-from embedrank.retrieval.fusion import choose_first_stage_weight, rerank_logits
+from embedrank.retrieval.fusion import choose_first_stage_weight, rerank_logits, rerank_on_top
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("scifact", "cranfield", "adi")
@@ -48,12 +48,7 @@ def run_of(retriever: Retriever, queries: dict, mode: str, rerank: bool = False)
     start = time.perf_counter()
     hits = retriever.search(texts, top_k=DEPTH, candidates=DEPTH, mode=mode, rerank=False)
     if rerank:
-        top = retriever.search(texts, top_k=retriever.candidates, mode=mode, rerank=True)
-        merged = []
-        for first, best in zip(hits, top):
-            seen = {h.doc_id for h in best}
-            merged.append(best + [h for h in first if h.doc_id not in seen])
-        hits = merged
+        hits = rerank_on_top(hits, retriever.search(texts, top_k=retriever.candidates, mode=mode, rerank=True))
         seconds = time.perf_counter() - start
         return {q: {h.doc_id: float(len(found) - r) for r, h in enumerate(found)} for q, found in zip(ids, hits)}, seconds
     seconds = time.perf_counter() - start

@@ -10,7 +10,7 @@ import pytest
 
 from embedrank.apps import demo
 from embedrank.data.demo_data import DemoData, load_beir_demo
-from embedrank.retrieval.fusion import FUSION_WEIGHTS
+from embedrank.retrieval.fusion import FUSION_WEIGHTS, rerank_on_top
 from embedrank.retrieval.retriever import Hit
 from tests.conftest import SHARED_DATA
 
@@ -25,7 +25,7 @@ def hit(doc_id: str) -> Hit:
 def test_rerank_on_top_keeps_the_first_stage_tail_in_order():
     first = [[hit(d) for d in "abcdef"], [hit(d) for d in "xyz"]]
     top = [[hit("c"), hit("a")], [hit("z")]]
-    merged = demo._rerank_on_top(first, top)
+    merged = rerank_on_top(first, top)
     assert [[h.doc_id for h in hits] for hits in merged] == [list("cabdef"), list("zxy")]
 
 

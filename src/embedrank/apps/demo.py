@@ -167,20 +167,12 @@ def _first_window_vectors(chunked, n_docs: int) -> np.ndarray:
     return np.ascontiguousarray(chunked.embeddings[first])
 
 
-def _rerank_on_top(first_stage: list, reranked: list) -> list:
-    """Per query: the reranked hits, then the first-stage hits not among them (in their order)."""
-    merged = []
-    for first, top in zip(first_stage, reranked):
-        seen = {hit.doc_id for hit in top}
-        merged.append(top + [hit for hit in first if hit.doc_id not in seen])
-    return merged
-
-
 def _evaluate_config(label: str, retriever, data: DemoData, rerank: bool, depth: int, show_progress,
                      mode: str | None = None) -> dict:
     """Searches every test query (best `depth` documents; with rerank, the best EVAL_RERANK_DEPTH
     reranked and the rest in first-stage order); NDCG@10, Recall@100, time per query."""
     from embedrank.data.evaluation import evaluate
+    from embedrank.retrieval.fusion import rerank_on_top
 
     query_ids = list(data.queries)
     texts = [data.queries[q] for q in query_ids]
@@ -189,7 +181,7 @@ def _evaluate_config(label: str, retriever, data: DemoData, rerank: bool, depth:
         top = retriever.search(texts, top_k=EVAL_RERANK_DEPTH, candidates=EVAL_RERANK_DEPTH, rerank=True,
                                show_progress=show_progress, mode=mode)
         timings = retriever.last_timings
-        hits = _rerank_on_top(retriever.search(texts, top_k=depth, candidates=depth, rerank=False, mode=mode), top)
+        hits = rerank_on_top(retriever.search(texts, top_k=depth, candidates=depth, rerank=False, mode=mode), top)
     else:
         hits = retriever.search(texts, top_k=depth, candidates=depth, rerank=False, show_progress=show_progress,
                                 mode=mode)

@@ -16,7 +16,7 @@ import numpy as np
 from embedrank.errors import InvalidValueError
 
 __all__ = ["FUSION_WEIGHTS", "LEXICAL_WEIGHTS", "Candidates", "choose_first_stage_weight", "choose_lexical_weight",
-           "describe_choice", "fuse", "fuse_candidates", "rerank_logits"]
+           "describe_choice", "fuse", "fuse_candidates", "rerank_logits", "rerank_on_top"]
 
 # logit units per unit of cosine: 0 (the cross-encoder alone) up to a weight at which the
 # first stage decides almost every order
@@ -119,6 +119,16 @@ def choose_first_stage_weight(first_stage: Mapping[str, Mapping[str, float]],
     first = evaluate({q: dict(first_stage[q]) for q in logits}, qrels, ["ndcg@10"])["mean"]["ndcg@10"]
     return best, {"queries": len(logits), "first_stage_ndcg@10": first,
                   "fused_ndcg@10": {str(w): v for w, v in scores.items()}}
+
+
+def rerank_on_top(first_stage: list, reranked: list) -> list:
+    """Per query: the reranked hits, then the first-stage hits not among them (in their order):
+    a ranking to a depth beyond what was reranked, for evaluation."""
+    merged = []
+    for first, top in zip(first_stage, reranked):
+        seen = {hit.doc_id for hit in top}
+        merged.append(top + [hit for hit in first if hit.doc_id not in seen])
+    return merged
 
 
 def rerank_logits(reranker, pairs: Mapping[str, Mapping[str, tuple[str, str]]],
