@@ -101,31 +101,32 @@ def test_rerank_equals_predict(server, serve_models):
     assert len(raw) == 2 and abs(raw[0]["score"] - logits[raw[0]["index"]]) <= 1e-5
 
 
+def _search_equals(server, retriever, queries, **options) -> list:
+    """/search's results for `options`, checked against Retriever.search with the same ones."""
+    status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, **options})
+    assert status == 200, body
+    expected = retriever.search(queries, top_k=5, **options)
+    for result, hits in zip(body["results"], expected):
+        assert [h["doc_id"] for h in result["hits"]] == [h.doc_id for h in hits]
+        if hits:
+            assert max(abs(a["score"] - b.score) for a, b in zip(result["hits"], hits)) <= 1e-4
+            assert result["hits"][0]["passage"] == hits[0].passage
+        assert set(result["timings_ms"]) >= {"encode", "search", "lexical", "rerank", "total", "request"}
+    return body["results"]
+
+
 def test_search_equals_retriever(server, serve_models):
     retriever = embedrank.Retriever.load(serve_models[2])
     queries = ["how are documents indexed", "evaluation of retrieval systems"]
     for rerank, mode in ((False, None), (True, None), (False, "dense"), (False, "lexical"), (True, "hybrid")):
-        status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, "rerank": rerank,
-                                                           "mode": mode})
-        assert status == 200, body
-        expected = retriever.search(queries, top_k=5, rerank=rerank, mode=mode)
-        for result, hits in zip(body["results"], expected):
-            assert [h["doc_id"] for h in result["hits"]] == [h.doc_id for h in hits]
-            assert max(abs(a["score"] - b.score) for a, b in zip(result["hits"], hits)) <= 1e-4
-            assert result["hits"][0]["passage"] == hits[0].passage
-            assert set(result["timings_ms"]) >= {"encode", "search", "lexical", "rerank", "total", "request"}
+        _search_equals(server, retriever, queries, rerank=rerank, mode=mode)
     status, _, one = request(server.url + "/search", {"query": queries[0]})
     assert status == 200 and len(one["hits"]) == retriever.top_k
     second = [d for i, d in enumerate(retriever.store.doc_ids) if i >= len(retriever.store) // 2]
-    for search_filter in ({"half": "second"}, second[:3], {"half": "nobody"}):
-        status, _, body = request(server.url + "/search", {"queries": queries, "top_k": 5, "filter": search_filter,
-                                                           "rerank": True})
-        assert status == 200, body
-        expected = retriever.search(queries, top_k=5, rerank=True, filter=search_filter)
-        for result, hits in zip(body["results"], expected):
-            assert [h["doc_id"] for h in result["hits"]] == [h.doc_id for h in hits]
-            assert all(h["doc_id"] in second for h in result["hits"])
-    assert body["results"][0]["hits"] == []  # no document has that value
+    for search_filter in ({"half": "second"}, second[:3]):
+        for result in _search_equals(server, retriever, queries, rerank=True, filter=search_filter):
+            assert result["hits"] and all(h["doc_id"] in second for h in result["hits"])
+    assert all(r["hits"] == [] for r in _search_equals(server, retriever, queries, filter={"half": "nobody"}))
 
 
 # -- service endpoints -----------------------------------------------------------------------

@@ -89,44 +89,42 @@ def canonical(value, where: str) -> str:
     raise InvalidTypeError(f"{where}: values must be str, int, float, bool or None, got {type(value).__name__} ({value!r})")
 
 
-def _prepare_one(item, position: int) -> Prepared | None:
+def _prepare_one(item, where: str) -> Prepared | None:
     if item is None:
         return None
     if not isinstance(item, Mapping):
-        raise InvalidTypeError(f"metadata[{position}] must be a dict or None, got {type(item).__name__}")
+        raise InvalidTypeError(f"{where} must be a dict or None, got {type(item).__name__}")
     bad_keys = [k for k in item if not isinstance(k, str)]
     if bad_keys:
-        raise InvalidTypeError(f"metadata[{position}] keys must be str, got {bad_keys[:5]!r}")
+        raise InvalidTypeError(f"{where} keys must be str, got {bad_keys[:5]!r}")
     try:
         doc = json.dumps(dict(item), ensure_ascii=False, allow_nan=False, default=_to_builtin, sort_keys=True)
     except ValueError as exc:
-        raise InvalidValueError(f"metadata[{position}] holds NaN or Inf, which JSON cannot store ({exc})") from None
+        raise InvalidValueError(f"{where} holds NaN or Inf, which JSON cannot store ({exc})") from None
     except (TypeError, RecursionError) as exc:
-        raise InvalidTypeError(f"metadata[{position}] is not JSON-serializable: {exc}") from None
-    try:
-        doc.encode("utf-8")  # SQLite stores UTF-8: a lone surrogate would fail only at the INSERT
-    except UnicodeEncodeError as exc:
-        raise InvalidValueError(f"metadata[{position}] holds a str that is not valid Unicode (a lone surrogate "
-                                f"{exc.object[exc.start:exc.end]!r}); it cannot be stored") from None
+        raise InvalidTypeError(f"{where} is not JSON-serializable: {exc}") from None
+    _check_encodable(doc, where)
     rows = []
     for key, value in item.items():
         if isinstance(value, (list, tuple, dict, Mapping)):
             rows.append((key, json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                                          default=_to_builtin)))
         else:
-            rows.append((key, _canonical_fast(value, f"metadata[{position}][{key!r}]")))
+            rows.append((key, _canonical_fast(value, f"{where}[{key!r}]")))
     return doc, rows
 
 
-def prepare_metadata(metadata, n: int) -> list[Prepared | None] | None:
-    """Checks `metadata` (None or n dicts / Nones) and serializes it; nothing is stored yet."""
+def prepare_metadata(metadata, n: int, names: Sequence[str] | None = None) -> list[Prepared | None] | None:
+    """Checks `metadata` (None or n dicts / Nones) and serializes it; nothing is stored yet.
+    names: what an error calls each entry (default "metadata[i]")."""
     if metadata is None:
         return None
     if isinstance(metadata, (Mapping, str, bytes)) or not isinstance(metadata, Sequence):
         raise InvalidTypeError(f"metadata must be a list of dicts (one per vector) or None, got {type(metadata).__name__}")
     if len(metadata) != n:
         raise InvalidValueError(f"metadata has {len(metadata)} entries but there are {n} vectors")
-    return [_prepare_one(item, i) for i, item in enumerate(metadata)]
+    names = names if names is not None else [f"metadata[{i}]" for i in range(n)]
+    return [_prepare_one(item, name) for item, name in zip(metadata, names)]
 
 
 def compile_filter(conditions) -> dict[str, list[str]]:
@@ -159,7 +157,7 @@ def compile_filter(conditions) -> dict[str, list[str]]:
 
 
 def _check_encodable(text: str, where: str) -> None:
-    """SQLite and Postgres take UTF-8: a lone surrogate would fail only inside the query."""
+    """SQLite and Postgres take UTF-8: a lone surrogate would fail only inside the INSERT or query."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -79,7 +79,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrank.errors import EmbedrankError, ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
+from embedrank.errors import ExistingPathError, InvalidTypeError, InvalidValueError, RetrieverFormatError
 from embedrank.index.metadata import compile_filter, prepare_metadata
 from embedrank.models.encoder import Encoder
 from embedrank.models.tokenization import check_texts
@@ -632,11 +632,8 @@ def _document_metadata(metadata, ids: list[str]) -> list | None:
     else:
         raise InvalidTypeError(f"metadata must be None, a dict {{doc_id: dict}} or a list of dicts, "
                                f"got {type(metadata).__name__}")
-    for doc_id, entry in zip(ids, entries):  # the indexes' own checks, before anything is encoded
-        try:
-            prepare_metadata([entry], 1)
-        except EmbedrankError as error:
-            raise type(error)(f"the metadata of document {doc_id!r}: {error}".replace("metadata[0]", "it")) from None
+    # the indexes' own checks, before anything is encoded
+    prepare_metadata(entries, len(entries), names=[f"the metadata of document {d!r}" for d in ids])
     return entries
 
 
