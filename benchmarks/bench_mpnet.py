@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 import embedrank
-from embedrank.bench.encoder import chunk_ratios, interleaved_passes, model_cache_dir, retrieval_quality, timed
+from embedrank.bench.encoder import (chunk_ratios, exported_mpnet, interleaved_passes, model_cache_dir,
+                                     retrieval_quality, timed)
 from embedrank.bench.outputs import default_data_dir, markdown_table
 from embedrank.bench.peers import cpu_info
 from embedrank.utils.documents import document_text
@@ -54,22 +55,6 @@ SEED = 0
 
 def log(*parts) -> None:
     print(time.strftime("%H:%M:%S"), *parts, flush=True)
-
-
-def exported(source: Path, folder: Path) -> Path:
-    """The embedrank export of `source` (fp32 + int8), made once; re-made when the weights differ."""
-    from embedrank.export.source import read_source_model
-    from embedrank.models.folder import read_config
-
-    fingerprint = read_source_model(source).fingerprint()
-    if (folder / "embedrank.json").is_file() and read_config(folder).get("fingerprint") == fingerprint:
-        return folder
-    log(f"exporting {source} to {folder} (fp32 and int8) ...")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", embedrank.errors.ExportAccuracyWarning)  # recorded in embedrank.json
-        _, seconds = timed(lambda: embedrank.export_model(source, folder, optimize=False, overwrite=True))
-    log(f"export took {seconds:.0f} s")
-    return folder
 
 
 def _logged(name: str, encode):
@@ -104,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export-dir", type=Path, default=model_cache_dir() / "all-mpnet-base-v2-embedrank")
     parser.add_argument("--output", type=Path, default=RESULTS / "mpnet.json")
     parser.add_argument("--markdown", type=Path, default=RESULTS / "mpnet.md")
+    parser.add_argument("--skip", action="append", default=[], metavar="SYSTEM",
+                        help="leave out a system by its name in the table, e.g. 'sentence-transformers bf16' "
+                             "(repeatable; sentence-transformers fp32 is the reference and stays)")
     parser.add_argument("--machine", default="shared with other jobs",
                         help="what else ran on the machine, for the report")
     args = parser.parse_args(argv)
@@ -122,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} at start")
     (source, reassembly_s) = timed(all_mpnet_base_v2)
     log(f"weights: {source} ({reassembly_s:.1f} s to find or reassemble)")
-    model_dir = exported(source, args.export_dir)
+    model_dir = exported_mpnet(args.export_dir)
     config = json.loads((model_dir / "embedrank.json").read_text())
 
     corpus, queries, qrels = embedrank.load_beir(args.data, split="test")
@@ -150,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     except embedrank.errors.EmbedrankError as error:
         log(f"no bf16 systems: {error}")
     systems.update({f"embedrank {variant}": encoder.encode for variant, encoder in encoders.items()})
+    unknown = set(args.skip) - set(systems) | set(args.skip) & {"sentence-transformers fp32"}
+    if unknown:
+        others = [name for name in systems if name != "sentence-transformers fp32"]
+        sys.exit(f"--skip: {sorted(unknown)} cannot be left out; the others are {others}")
+    systems = {name: encode for name, encode in systems.items() if name not in args.skip}
     for encode in systems.values():
         encode(docs[:8])  # warm-up
     systems = {name: _logged(name, encode) for name, encode in systems.items()}
@@ -211,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
             f"chunking, max_seq_length {config['max_seq_length']}, exact float32 search; the same documents and "
             "queries for every system. NDCG@10 on a capped corpus is higher than on the whole one (fewer "
             "distractors): compare the systems, not with published figures.\n\n" + table +
-            f"\nembedrank runs MPNet's attention on onnxruntime's own ops "
-            f"({results['model']['native_attention_layers']} layers on embedrank's fused kernel: its relative "
-            f"position bias is not the key-padding mask the kernel takes). int8 keeps "
+            f"\nembedrank fp32 and int8 run {results['model']['native_attention_layers']} of MPNet's attention layers "
+            f"on embedrank's fused kernel, its relative position bias passed to the kernel as an additive bias "
+            f"(embedrank.runtime.attention_fusion); bf16 runs on OpenVINO. int8 keeps "
             f"{results['model']['int8_quantization']} in fp32 (see embedrank.export.exporter).\n")
     for path, content in ((args.output, json.dumps(results, indent=2) + "\n"), (args.markdown, text)):
         path.parent.mkdir(parents=True, exist_ok=True)

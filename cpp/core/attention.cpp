@@ -19,12 +19,32 @@ struct HeadView {
   const float* k;
   const float* v;
   float* out;
+  const float* bias;  // [tokens, tokens] of this head, or nullptr
 };
 
 HeadView head_view(const AttentionProblem& p, size_t b, size_t h) {
   size_t column = h * p.head_dim;
   const size_t offset = b * p.tokens * p.width() + column;
-  return {p.q + offset, p.k + offset, p.v + offset, p.out + offset};
+  const float* bias = nullptr;
+  if (p.bias) bias = p.bias + ((p.bias_batch == 1 ? 0 : b) * p.heads + h) * p.tokens * p.tokens;
+  return {p.q + offset, p.k + offset, p.v + offset, p.out + offset, bias};
+}
+
+// Adds the bias of query rows [i0, i0 + rows) to their scores (`scores` row r at r * stride,
+// one column per attended key). Inlined into each ISA's head function, so the contiguous
+// case (every key attended) vectorizes at that function's level.
+inline void add_bias(const AttentionProblem& p, const HeadView& view, size_t i0, size_t rows,
+                     const std::vector<uint32_t>& keys, float* scores, size_t stride) {
+  const size_t n_keys = keys.size();
+  for (size_t r = 0; r < rows; ++r) {
+    const float* bias_row = view.bias + (i0 + r) * p.tokens;
+    float* row = scores + r * stride;
+    if (n_keys == p.tokens) {
+      for (size_t j = 0; j < n_keys; ++j) row[j] += bias_row[j];
+    } else {
+      for (size_t j = 0; j < n_keys; ++j) row[j] += bias_row[keys[j]];
+    }
+  }
 }
 
 // The attended keys of sequence b in `index`; false when its mask is all zero (then no key).
@@ -59,7 +79,7 @@ void head_scalar(const AttentionProblem& p, const HeadView& view, const std::vec
       const float* kj = view.k + keys[j] * p.width();
       float dot = 0.0f;
       for (size_t d = 0; d < dim; ++d) dot += qi[d] * kj[d];
-      scores[j] = dot * p.scale;
+      scores[j] = dot * p.scale + (view.bias ? view.bias[i * p.tokens + keys[j]] : 0.0f);
       max_score = std::max(max_score, scores[j]);
     }
     float sum = 0.0f;
@@ -153,6 +173,7 @@ EMBEDRANK_TARGET_AVX512 void head_avx512(const AttentionProblem& p, const HeadVi
       }
       for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(scores + r * padded + j, acc[r]);
     }
+    if (view.bias) add_bias(p, view, i0, static_cast<size_t>(rows), keys, scores, padded);
     float inv_sum[kRows];
     for (int r = 0; r < kRows; ++r) {
       float* row = scores + r * padded;
@@ -248,6 +269,7 @@ EMBEDRANK_TARGET_AVX2 void head_avx2(const AttentionProblem& p, const HeadView& 
       }
       for (int r = 0; r < kRows; ++r) _mm256_storeu_ps(scores + r * padded + j, acc[r]);
     }
+    if (view.bias) add_bias(p, view, i0, static_cast<size_t>(rows), keys, scores, padded);
     float inv_sum[kRows];
     for (int r = 0; r < kRows; ++r) {
       float* row = scores + r * padded;
@@ -326,6 +348,7 @@ void check_attention_problem(const AttentionProblem& p) {
   require(p.tokens <= std::numeric_limits<uint32_t>::max(), "attention: too many tokens");
   if (p.batch == 0 || p.tokens == 0) return;
   require(p.q && p.k && p.v && p.mask && p.out, "attention: null data pointer");
+  require(!p.bias || p.bias_batch == 1 || p.bias_batch == p.batch, "attention: the bias batch must be 1 or the batch");
 }
 
 void attention_task(const AttentionProblem& p, size_t task, AttentionScratch& scratch) {

@@ -22,6 +22,10 @@ struct AttentionProblem {
   const float* k = nullptr;
   const float* v = nullptr;
   const int64_t* mask = nullptr;  // [batch, tokens]: nonzero = attended key
+  // Optional additive score bias [bias_batch, heads, tokens, tokens], bias_batch 1 (the same for
+  // every sequence) or batch; nullptr: none.
+  const float* bias = nullptr;
+  size_t bias_batch = 0;
   float* out = nullptr;           // [batch, tokens, heads * head_dim]
   size_t batch = 0, tokens = 0, heads = 0, head_dim = 0;
   float scale = 1.0f;
@@ -37,7 +41,8 @@ struct AttentionScratch {
   std::vector<uint32_t> key_index;
 };
 
-// Throws std::invalid_argument naming the first bad field (null pointer, zero heads or head_dim).
+// Throws std::invalid_argument naming the first bad field (null pointer, zero heads or head_dim,
+// a bias batch other than 1 or batch).
 void check_attention_problem(const AttentionProblem& p);
 
 // One task = one (sequence, head) pair: task in [0, batch * heads).

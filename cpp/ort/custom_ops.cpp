@@ -5,6 +5,8 @@
 //
 //   inputs:  query, key, value  float32 [batch, tokens, heads * head_dim]
 //            attention_mask     int64   [batch, tokens] (nonzero = attended key)
+//            bias (optional)    float32 [1 or batch, heads, tokens, tokens], added to the scaled
+//                               scores (MPNet's relative position bias)
 //   attributes: head_dim (int; heads = hidden / head_dim), scale (float: multiplies q . k)
 //   output:  float32 [batch, tokens, heads * head_dim]
 //
@@ -104,6 +106,22 @@ ort::Status* compute_unguarded(void* kernel_data, ort::KernelContext* context) {
   if (shape[2] % kernel.head_dim != 0)
     return invalid("hidden size " + std::to_string(shape[2]) + " is not a multiple of head_dim=" +
                    std::to_string(kernel.head_dim));
+  const int64_t heads = shape[2] / kernel.head_dim;
+  size_t n_inputs = 0;
+  RETURN_IF_ERROR(g_api->input_count(context, &n_inputs));
+  const ort::Value* bias = nullptr;
+  std::vector<int64_t> bias_dims;
+  if (n_inputs > 4) RETURN_IF_ERROR(g_api->input(context, 4, &bias));
+  if (bias) {
+    int type = 0;
+    RETURN_IF_ERROR(shape_of(bias, type, bias_dims));
+    if (type != ort::kFloat) return invalid("bias must be float32");
+    if (bias_dims.size() != 4 || (bias_dims[0] != 1 && bias_dims[0] != shape[0]) || bias_dims[1] != heads ||
+        bias_dims[2] != shape[1] || bias_dims[3] != shape[1])
+      return invalid("bias has shape " + shape_text(bias_dims) + ", expected [1 or " + std::to_string(shape[0]) +
+                     ", " + std::to_string(heads) + ", " + std::to_string(shape[1]) + ", " + std::to_string(shape[1]) +
+                     "]");
+  }
 
   ort::Value* output = nullptr;
   RETURN_IF_ERROR(g_api->output(context, 0, shape.data(), shape.size(), &output));
@@ -120,8 +138,14 @@ ort::Status* compute_unguarded(void* kernel_data, ort::KernelContext* context) {
   p.batch = static_cast<size_t>(shape[0]);
   p.tokens = static_cast<size_t>(shape[1]);
   p.head_dim = static_cast<size_t>(kernel.head_dim);
-  p.heads = static_cast<size_t>(shape[2] / kernel.head_dim);
+  p.heads = static_cast<size_t>(heads);
   p.scale = kernel.scale;
+  if (bias) {
+    void* bias_data = nullptr;
+    RETURN_IF_ERROR(g_api->tensor_mutable_data(const_cast<ort::Value*>(bias), &bias_data));
+    p.bias = static_cast<const float*>(bias_data);
+    p.bias_batch = static_cast<size_t>(bias_dims[0]);
+  }
   try {
     check_attention_problem(p);
   } catch (const std::exception& error) {
@@ -169,11 +193,12 @@ ort::Status* create_kernel(const ort::CustomOp*, ort::ApiTable, const ort::Kerne
 const char* op_name(const ort::CustomOp*) { return "Attention"; }
 const char* op_provider(const ort::CustomOp*) { return "CPUExecutionProvider"; }
 int input_type(const ort::CustomOp*, size_t index) { return index == 3 ? ort::kInt64 : ort::kFloat; }
-size_t input_count(const ort::CustomOp*) { return 4; }
+size_t input_count(const ort::CustomOp*) { return 5; }
 int output_type(const ort::CustomOp*, size_t) { return ort::kFloat; }
 size_t output_count(const ort::CustomOp*) { return 1; }
 void destroy_kernel(void* kernel) { delete static_cast<AttentionKernel*>(kernel); }
 int required(const ort::CustomOp*, size_t) { return ort::kRequired; }
+int input_characteristic(const ort::CustomOp*, size_t index) { return index == 4 ? ort::kOptional : ort::kRequired; }
 int default_memory(const ort::CustomOp*, size_t) { return ort::kMemTypeDefault; }
 int one(const ort::CustomOp*) { return 1; }
 
@@ -188,7 +213,7 @@ ort::CustomOp make_attention_op() {
   op.GetOutputType = output_type;
   op.GetOutputTypeCount = output_count;
   op.KernelDestroy = destroy_kernel;
-  op.GetInputCharacteristic = required;
+  op.GetInputCharacteristic = input_characteristic;
   op.GetOutputCharacteristic = required;
   op.GetInputMemoryType = default_memory;
   op.GetVariadicInputMinArity = one;

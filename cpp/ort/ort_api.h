@@ -99,7 +99,7 @@ class Api {
   ApiTable table_;
 };
 
-enum InputOutputCharacteristic : int { kRequired = 0 };
+enum InputOutputCharacteristic : int { kRequired = 0, kOptional = 1 };
 enum MemType : int { kMemTypeDefault = 0 };
 
 // OrtCustomOp, version 16 layout: every entry is read by onnxruntime up to KernelComputeV2.

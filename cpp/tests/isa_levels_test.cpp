@@ -227,6 +227,14 @@ void attention_case(size_t head_dim, std::mt19937 rng, Outputs& out) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   attention(p, 2);
   out.floats.push_back(result);
+  // with a relative position bias shared by the sequences ([1, heads, tokens, tokens]), then one per sequence
+  for (size_t bias_batch : {size_t{1}, batch}) {
+    std::vector<float> bias = normal(bias_batch * heads * tokens * tokens, rng, 1.0f);
+    p.bias = bias.data();
+    p.bias_batch = bias_batch;
+    attention(p, 2);
+    out.floats.push_back(result);
+  }
 }
 
 struct Family {

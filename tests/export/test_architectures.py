@@ -41,10 +41,10 @@ TEXTS = list(CORPUS) + ["", "word " * 100, "a b"]
 FUSION = {
     "bert": (2, []),
     "xlm-roberta": (2, []),
-    "mpnet": (0, ["position bias"]),
+    "mpnet": (2, []),
     "modernbert": (0, ["rotary", "sliding-window"]),
     "qwen3": (0, ["causal mask", "grouped-query", "rotary"]),
-    "t5": (0, ["position bias"]),
+    "t5": (2, []),
 }
 
 # Family x pooling cases exported fp32 only (the families' own setups are exported in full).

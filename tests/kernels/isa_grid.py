@@ -177,15 +177,21 @@ def attention_inputs(batch: int, tokens: int, heads: int, head_dim: int) -> dict
     mask[:, 0] = 1
     if batch > 1:
         mask[-1] = 0
-    return {"q": q, "k": k, "v": v, "mask": mask, "scale": float(1 / np.sqrt(head_dim))}
+    # a relative position bias as MPNet's: one per head, shared by the sequences ([1, H, T, T])
+    bias = rng.standard_normal((1, heads, tokens, tokens), dtype=np.float32)
+    return {"q": q, "k": k, "v": v, "mask": mask, "scale": float(1 / np.sqrt(head_dim)), "bias": bias,
+            "batch_bias": np.ascontiguousarray(np.broadcast_to(bias, (batch, heads, tokens, tokens)) * 0.5)}
 
 
 def run_attention(K) -> dict:
     out = {}
     for shape in ATTENTION_SHAPES:
         x = attention_inputs(*shape)
-        out[key("attention", "-".join(map(str, shape)), 0, 0)] = K.attention(
-            x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"])
+        name = "-".join(map(str, shape))
+        out[key("attention", name, 0, 0)] = K.attention(x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"])
+        for bias in ("bias", "batch_bias"):
+            out[key("attention_" + bias, name, 0, 0)] = K.attention(x["q"], x["k"], x["v"], x["mask"], shape[3],
+                                                                     x["scale"], bias=x[bias])
     return out
 
 

@@ -200,14 +200,18 @@ def rescore(queries, rows, candidates, k) -> tuple[np.ndarray, np.ndarray]:
     return out_scores, out_ids
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, head_dim: int, scale: float) -> np.ndarray:
-    """Multi-head attention in float64, as the unfused graph computes it: an additive mask of
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, head_dim: int, scale: float,
+              bias: np.ndarray | None = None) -> np.ndarray:
+    """Multi-head attention in float64, as the unfused graph computes it: scaled scores plus an
+    optional bias [1 or B, heads, T, T] (MPNet's relative position bias), an additive mask of
     finfo(float32).min on padded keys, softmax over keys, every query row kept."""
     b, t, width = q.shape
     heads = width // head_dim
     split = lambda x: x.astype(np.float64).reshape(b, t, heads, head_dim).transpose(0, 2, 1, 3)  # noqa: E731
     qh, kh, vh = split(q), split(k), split(v)
     scores = scale * qh @ kh.transpose(0, 1, 3, 2)
+    if bias is not None:
+        scores = scores + bias.astype(np.float64)
     additive = np.where(mask[:, None, None, :] != 0, 0.0, np.finfo(np.float32).min)
     scores = scores + additive
     # a row with every key masked: all scores equal finfo.min (the products are absorbed) -> uniform

@@ -28,19 +28,37 @@ def attention_case(draw):
                for _ in range(3))
     density = draw(st.sampled_from([0.0, 0.3, 1.0]))
     mask = rng.random((batch, tokens)) < density
-    return q, k, v, mask, head_dim
+    bias_batch = draw(st.sampled_from([None, 1, batch]))  # none, shared (MPNet's), one per sequence
+    bias = None if bias_batch is None else rng.standard_normal((bias_batch, heads, tokens, tokens)).astype(np.float32)
+    return q, k, v, mask, head_dim, bias
 
 
 @PROPERTY
 @given(attention_case(), st.sampled_from([None, 1, 2]))
 def test_attention_matches_the_reference(case, threads):
-    q, k, v, mask, head_dim = case
+    q, k, v, mask, head_dim, bias = case
     scale = 1 / np.sqrt(head_dim)
-    got = attention(q, k, v, mask, head_dim, num_threads=threads)
+    got = attention(q, k, v, mask, head_dim, num_threads=threads, bias=bias)
     assert got.shape == q.shape and got.dtype == np.float32
     # each output is a convex combination of value rows: float32 rounding scales with their size
     atol = 1e-5 * max(1.0, float(np.abs(v).max(initial=0.0)))
-    np.testing.assert_allclose(got, ref.attention(q, k, v, mask, head_dim, scale), rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(got, ref.attention(q, k, v, mask, head_dim, scale, bias), rtol=1e-4, atol=atol)
+
+
+def test_a_bias_moves_the_weights_and_a_shared_bias_equals_its_copies():
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((3, 10, 64)).astype(np.float32) for _ in range(3))
+    mask = np.ones((3, 10), np.int64)
+    mask[1, 7:] = 0
+    bias = rng.standard_normal((1, 2, 10, 10)).astype(np.float32) * 3
+    shared = attention(q, k, v, mask, 32, bias=bias)
+    np.testing.assert_array_equal(shared, attention(q, k, v, mask, 32, bias=np.repeat(bias, 3, axis=0)))
+    assert np.abs(shared - attention(q, k, v, mask, 32)).max() > 0.1
+    # a bias that strongly favours key 2 makes every row copy value row 2
+    favour = np.zeros((1, 2, 10, 10), np.float32)
+    favour[..., 2] = 60.0
+    out = attention(np.zeros_like(q), k, v, mask, 32, bias=favour)
+    np.testing.assert_allclose(out, np.broadcast_to(v[:, 2:3], out.shape), rtol=1e-5, atol=1e-5)
 
 
 def test_masked_keys_change_nothing_and_padded_queries_are_computed():
@@ -99,6 +117,18 @@ def test_bad_inputs_name_the_problem():
         attention(q, q, nan, mask, 4)
     with pytest.raises(ValueError, match="num_threads"):
         attention(q, q, q, mask, 4, num_threads=0)
+    bias = np.zeros((1, 2, 3, 3), np.float32)
+    attention(q, q, q, mask, 4, bias=bias)  # heads = 8 / 4 = 2
+    for bad in (bias[0], np.zeros((3, 2, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float32),
+                np.zeros((1, 2, 3, 2), np.float32)):
+        with pytest.raises(ValueError, match=r"bias must have shape \[1 or 2, 2, 3, 3\]"):
+            attention(q, q, q, mask, 4, bias=bad)
+    with pytest.raises(TypeError, match="bias must be a float array"):
+        attention(q, q, q, mask, 4, bias=bias.astype(np.int32))
+    inf = bias.copy()
+    inf[0, 1, 2, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"bias contains NaN or Inf"):
+        attention(q, q, q, mask, 4, bias=inf)
 
 
 def test_empty_batch_and_float64_input():

@@ -141,15 +141,17 @@ def test_normalize_and_truncate(outputs, level, dim, batch):
 
 @pytest.mark.parametrize("level", LEVEL_PARAMS)
 @pytest.mark.parametrize("shape", grid.ATTENTION_SHAPES, ids=["-".join(map(str, s)) for s in grid.ATTENTION_SHAPES])
-def test_attention(outputs, level, shape):
+@pytest.mark.parametrize("bias", [None, "bias", "batch_bias"])
+def test_attention(outputs, level, shape, bias):
     x = grid.attention_inputs(*shape)
     name = "-".join(map(str, shape))
-    got = get(outputs, level, "attention", name, 0, 0)
-    expected = ref.attention(x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"])
+    kind = "attention" if bias is None else "attention_" + bias
+    got = get(outputs, level, kind, name, 0, 0)
+    expected = ref.attention(x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"], None if bias is None else x[bias])
     assert got.dtype == np.float32 and got.shape == x["q"].shape
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=f"{level} attention {name}")
-    np.testing.assert_allclose(got, get(outputs, "scalar", "attention", name, 0, 0), rtol=1e-4, atol=1e-5,
-                               err_msg=f"{level} vs scalar, attention {name}")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=f"{level} {kind} {name}")
+    np.testing.assert_allclose(got, get(outputs, "scalar", kind, name, 0, 0), rtol=1e-4, atol=1e-5,
+                               err_msg=f"{level} vs scalar, {kind} {name}")
 
 
 # ---- quantization ------------------------------------------------------------------------------

@@ -198,17 +198,91 @@ def test_a_position_mask_is_refused_and_explained(kind, words, monkeypatch):
     assert attention_fusion.fuse_attention(_with_position_mask(kind)) == (1 if kind == "sliding" else 0)
 
 
-def test_explain_names_a_position_bias_and_counts_fused_cores():
-    assert attention_fusion.explain(attention_graph()) == {"layers": 1, "fused": 1, "fallback": {}}
-    model = attention_graph()
+def with_position_bias(model, kind: str = "shared", heads: int = 2):
+    """`model` (attention_graph) with a relative position bias added to the scaled scores, as
+    MPNet and T5 do: bias[h, i, j] = table[clip(j - i, -4, 4) + 4, h], computed from the token
+    count. kind: "shared" ([1, H, T, T]), "expanded" (copied over the batch, [B, H, T, T], as
+    MPNet's export does), "mask_first" ((scores + mask) + bias), "broadcast" (a [1, H, 1, 1]
+    constant, which the op does not take)."""
     graph = model.graph
-    graph.initializer.append(numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "bias"))
+    rng = np.random.default_rng(7)
+    n = helper.make_node
     add = next(node for node in graph.node if node.op_type == "Add" and node.input[0] == "scaled")
-    add.input[0] = "scaled_biased"  # (QK^T / sqrt(d) + bias) + mask, as MPNet and T5 add their relative bias
-    graph.node.insert(list(graph.node).index(add), helper.make_node("Add", ["scaled", "bias"], ["scaled_biased"]))
+    at = list(graph.node).index(add)
+    if kind == "broadcast":
+        graph.initializer.append(numpy_helper.from_array(np.full((1, heads, 1, 1), 0.5, np.float32), "bias"))
+        nodes = []
+    else:
+        graph.initializer.extend([
+            numpy_helper.from_array((rng.standard_normal((9, heads)) * 2).astype(np.float32), "table"),
+            numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one_i"),
+            numpy_helper.from_array(np.array(-4, np.int64), "lo"), numpy_helper.from_array(np.array(4, np.int64), "hi"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"), numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+            numpy_helper.from_array(np.array([heads], np.int64), "heads_dim")])
+        nodes = [n("Shape", ["attention_mask"], ["mask_shape"]), n("Gather", ["mask_shape", "one_i"], ["count"], axis=0),
+                 n("Range", ["zero", "count", "one_i"], ["positions"]),
+                 n("Unsqueeze", ["positions", "axis0"], ["row_pos"]), n("Unsqueeze", ["positions", "axis1"], ["col_pos"]),
+                 n("Sub", ["row_pos", "col_pos"], ["relative"]), n("Clip", ["relative", "lo", "hi"], ["clipped"]),
+                 n("Add", ["clipped", "hi"], ["bucket"]), n("Gather", ["table", "bucket"], ["values"], axis=0),
+                 n("Transpose", ["values"], ["per_head"], perm=[2, 0, 1]),
+                 n("Unsqueeze", ["per_head", "axis0"], ["bias" if kind != "expanded" else "bias_1"])]
+        if kind == "expanded":
+            nodes += [n("Gather", ["mask_shape", "zero"], ["batch"], axis=0),
+                      n("Unsqueeze", ["batch", "axis0"], ["batch_1d"]), n("Unsqueeze", ["count", "axis0"], ["count_1d"]),
+                      n("Concat", ["batch_1d", "heads_dim", "count_1d", "count_1d"], ["bias_shape"], axis=0),
+                      n("Expand", ["bias_1", "bias_shape"], ["bias"])]
+    if kind == "mask_first":
+        nodes.append(n("Add", ["masked_first", "bias"], ["masked"]))
+        add.output[0] = "masked_first"
+        graph.node.insert(at + 1, nodes.pop())
+    else:
+        nodes.append(n("Add", ["scaled", "bias"], ["scaled_biased"]))
+        add.input[0] = "scaled_biased"
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["shared", "expanded", "mask_first"])
+@pytest.mark.parametrize("width,head_dim", [(64, 32), (48, 24)])
+def test_a_position_bias_becomes_the_ops_bias_input(kind, width, head_dim):
+    heads = width // head_dim
+    model = with_position_bias(attention_graph(width, head_dim), kind, heads)
+    plain = plain_session(model)
+    fused_model = with_position_bias(attention_graph(width, head_dim), kind, heads)
+    assert attention_fusion.explain(fused_model) == {"layers": 1, "fused": 1, "fallback": {}}
+    assert attention_fusion.fuse_attention(fused_model) == 1
+    ops = [node.op_type for node in fused_model.graph.node]
+    assert "Softmax" not in ops and "Expand" not in ops, "the op reads the bias before its copy over the batch"
+    attention = next(node for node in fused_model.graph.node if node.op_type == "Attention")
+    assert len(attention.input) == 5
+    fused = fused_session(fused_model)
+    for batch, tokens in ((1, 1), (3, 7), (2, 33), (4, 20)):
+        x = feeds(batch, tokens, width, seed=tokens, all_masked_row=batch > 1)
+        expected = plain.run(None, x)[0]
+        np.testing.assert_allclose(fused.run(None, x)[0], expected, rtol=1e-4, atol=1e-5,
+                                   err_msg=f"batch {batch}, tokens {tokens}")
+    unbiased = plain_session(attention_graph(width, head_dim)).run(None, feeds(2, 9, width))[0]
+    assert np.abs(unbiased - plain.run(None, feeds(2, 9, width))[0]).max() > 1e-2, "the bias must matter"
+
+
+def test_explain_names_a_bias_the_op_cannot_take_and_counts_fused_cores():
+    assert attention_fusion.explain(attention_graph()) == {"layers": 1, "fused": 1, "fallback": {}}
+    model = with_position_bias(attention_graph(), "broadcast")
     report = attention_fusion.explain(model)
-    assert report["fused"] == 0 and "additive position bias" in next(iter(report["fallback"]))
+    assert report["fused"] == 0
+    assert "not [1 or batch, heads, tokens, tokens]" in next(iter(report["fallback"]))
     assert attention_fusion.fuse_attention(model) == 0
+
+
+def test_the_op_refuses_a_bias_of_the_wrong_shape():
+    model = with_position_bias(attention_graph(), "shared")
+    assert attention_fusion.fuse_attention(model) == 1
+    attention = next(node for node in model.graph.node if node.op_type == "Attention")
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 3, 7, 7), np.float32), "wrong_bias"))
+    attention.input[4] = "wrong_bias"
+    with pytest.raises(Exception, match=r"bias has shape \[1, 3, 7, 7\], expected \[1 or 2, 2, 7, 7\]"):
+        fused_session(model).run(None, feeds(2, 7, 64))
 
 
 def test_softmax_with_its_default_axis_is_fused_from_opset_13():

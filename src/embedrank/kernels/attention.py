@@ -9,13 +9,17 @@ from embedrank.kernels._checks import as_array, check_num_threads, describe, req
 from embedrank.errors import InvalidTypeError, InvalidValueError
 
 
-def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_threads: int | None = None) -> np.ndarray:
-    """softmax(scale * Q K^T over attended keys) V for every head, in one pass per head.
+def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_threads: int | None = None,
+              bias=None) -> np.ndarray:
+    """softmax(scale * Q K^T + bias over attended keys) V for every head, in one pass per head.
 
     q, k, v: [B, T, heads * head_dim] float32 (head h in columns h*head_dim:(h+1)*head_dim);
     mask: [B, T] integer or bool, nonzero = key attended (key padding mask); scale defaults to
-    1/sqrt(head_dim). Returns [B, T, heads * head_dim] float32. Every query row is computed,
-    padded ones too; a sequence with no attended key averages all its value rows.
+    1/sqrt(head_dim); bias: None or a finite additive score bias [1 or B, heads, T, T] float32
+    (a relative position bias, as MPNet's; batch 1 is shared by every sequence). Returns
+    [B, T, heads * head_dim] float32. Every query row is computed, padded ones too; a sequence
+    with no attended key averages all its value rows (the bias is then ignored, as an additive
+    mask of float32's minimum absorbs it).
     """
     arrays = []
     for name, x in (("q", q), ("k", k), ("v", v)):
@@ -42,8 +46,20 @@ def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_thre
         raise InvalidValueError(f"scale must be finite, got {scale}")
     for name, a in (("q", qa), ("k", ka), ("v", va)):
         require_finite(a, name)
+    heads = qa.shape[2] // head_dim
+    bias_array = None
+    if bias is not None:
+        b = as_array(bias, "bias")
+        if b.dtype.kind != "f":
+            raise InvalidTypeError(f"bias must be a float array, got {describe(b)}")
+        batch, tokens = qa.shape[:2]
+        if b.ndim != 4 or b.shape[0] not in (1, batch) or b.shape[1:] != (heads, tokens, tokens):
+            raise InvalidValueError(f"bias must have shape [1 or {batch}, {heads}, {tokens}, {tokens}] "
+                                    f"([1 or batch, heads, tokens, tokens]), got {describe(b)}")
+        bias_array = np.ascontiguousarray(b, dtype=np.float32)
+        require_finite(bias_array, "bias")
     out = np.empty_like(qa)
     if qa.size:
-        _kernels.attention(qa, ka, va, np.ascontiguousarray(m != 0, dtype=np.int64), out, qa.shape[2] // head_dim,
-                           scale, check_num_threads(num_threads))
+        _kernels.attention(qa, ka, va, np.ascontiguousarray(m != 0, dtype=np.int64), out, heads,
+                           scale, check_num_threads(num_threads), bias_array)
     return out

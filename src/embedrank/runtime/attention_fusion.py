@@ -12,12 +12,14 @@ The rewrite happens in memory when a CPU session opens (``runtime.make_session``
 files on disk stay standard ONNX. A core is rewritten only when its mask provably is a key
 padding mask built from the ``attention_mask`` input: the mask subgraph is run on probe
 masks and must give 0 for attended keys and at most MASKED_BELOW for padded ones, the same
-for every query row, whatever the token ids. Anything else (relative position bias as in MPNet, scale applied
-before the product, other layouts) is left to onnxruntime as it was.
+for every query row, whatever the token ids. A second tensor added to the scaled scores (MPNet's
+relative position bias) becomes the op's bias input when its subgraph, run on probe inputs, gives
+[1 or batch, heads, tokens, tokens]; when it only expands a [1, heads, tokens, tokens] tensor over
+the batch, the op reads that tensor instead. Anything else (scale applied before the product, other
+layouts) is left to onnxruntime as it was.
 
-:func:`explain` says, per attention layer, why a core was not rewritten: an additive position
-bias on the scores (MPNet's and T5's relative attention: the kernel takes no bias input),
-rotary position embeddings applied to Q and K between the projection and the product (ModernBERT,
+:func:`explain` says, per attention layer, why a core was not rewritten: a bias added to scores
+that are not scaled by a constant, rotary position embeddings applied to Q and K between the projection and the product (ModernBERT,
 Qwen3: the pattern wants plain per-head reshapes), K/V heads shared by several query heads
 (grouped-query attention), or a mask that is not a key padding mask (a decoder's causal mask,
 ModernBERT's sliding window). The exporter records it in embedrank.json ("attention").
@@ -72,16 +74,11 @@ def fuse_attention(model) -> int:
     if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
         return 0  # If/Loop/Scan bodies read outer names that the pruning below does not see
     default_opset, producer, consumers, constants = _graph_maps(model)
-    checked_masks: dict[str, bool] = {}
+    probes = _Probes(model, producer)
     replacements, dead = [], set()
     for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
         core = _match_core(softmax, producer, consumers, constants, default_opset)
-        if core is None:
-            continue
-        mask_name = core.pop("mask")
-        if mask_name not in checked_masks:
-            checked_masks[mask_name] = _is_key_padding_mask(model, producer, mask_name)
-        if not checked_masks[mask_name]:
+        if core is None or _resolve_addends(core, probes) is not None:
             continue
         replacements.append(_attention_node(core, softmax.name))
         dead.update(id(n) for n in core["nodes"])
@@ -119,18 +116,17 @@ def explain(model) -> dict:
         report["fallback"] = {blanket: len(softmaxes)}
         return report
     default_opset, producer, consumers, constants = _graph_maps(model)
-    mask_kinds: dict[str, str] = {}
+    probes = _Probes(model, producer)
     for softmax in softmaxes:
         core = _match_core(softmax, producer, consumers, constants, default_opset)
         if core is not None:
-            if core["mask"] not in mask_kinds:
-                mask_kinds[core["mask"]] = _mask_kind(model, producer, core["mask"])
-            if mask_kinds[core["mask"]] == "padding":
+            reason = _resolve_addends(core, probes)
+            if reason is None:
                 report["fused"] += 1
                 continue
-            reasons = [_MASK_REASONS[mask_kinds[core["mask"]]]]
+            reasons = [reason]
         else:
-            reasons = _diagnose(model, softmax, producer, mask_kinds)
+            reasons = _diagnose(model, softmax, producer, probes.mask_kinds)
         reason = "; ".join(reasons)
         report["fallback"][reason] = report["fallback"].get(reason, 0) + 1
     return report
@@ -165,12 +161,79 @@ _MASK_REASONS = {
 }
 
 
+class _Probes:
+    """The probe results of one graph, each tensor probed once: mask kinds and bias shapes."""
+
+    def __init__(self, model, producer):
+        self.model, self.producer = model, producer
+        self.mask_kinds: dict[str, str] = {}
+        self.bias_heads: dict[str, int | None] = {}
+
+    def mask_kind(self, name: str) -> str:
+        if name not in self.mask_kinds:
+            self.mask_kinds[name] = _mask_kind(self.model, self.producer, name)
+        return self.mask_kinds[name]
+
+    def heads(self, name: str, batch_one: bool = False) -> int | None:
+        key = f"{name}\0{batch_one}"
+        if key not in self.bias_heads:
+            self.bias_heads[key] = _bias_heads(self.model, self.producer, name, batch_one)
+        return self.bias_heads[key]
+
+
+def _resolve_addends(core: dict, probes: _Probes) -> str | None:
+    """Sorts the tensors added to the scaled scores of a matched core into its key padding mask
+    and its bias (core["mask"], core["bias"]: a name or None); returns None when the core can be
+    fused, else the reason in words."""
+    addends = core["addends"]
+    kinds = [probes.mask_kind(name) for name in addends]
+    if len(addends) == 1:
+        core["mask"], core["bias"] = addends[0], None
+        return None if kinds[0] == "padding" else _MASK_REASONS[kinds[0]]
+    if "padding" not in kinds:
+        return "; ".join(dict.fromkeys(_MASK_REASONS[k] for k in kinds if k != "other")) or _MASK_REASONS["other"]
+    mask = addends[kinds.index("padding")]
+    bias = addends[1 - kinds.index("padding")]
+    heads = probes.heads(bias)
+    if heads is None or (core["heads"] is not None and heads != core["heads"]):
+        return ("an additive bias on the scores that is not [1 or batch, heads, tokens, tokens] on probe inputs "
+                "(or not computed from the token inputs alone)")
+    expand = probes.producer.get(bias)
+    if expand is not None and expand.op_type == "Expand" and probes.heads(expand.input[0], batch_one=True) == heads:
+        bias = expand.input[0]  # the [1, heads, T, T] tensor the graph copies for every sequence
+    core["mask"], core["bias"] = mask, bias
+    return None
+
+
+def _bias_heads(model, producer, name: str, batch_one: bool) -> int | None:
+    """The heads of the score bias `name` when its subgraph, run on int64 probe inputs of
+    several [batch, tokens] shapes, gives finite [1 or batch (1 only if batch_one), heads, tokens,
+    tokens] float tensors with one heads count; else None."""
+    made = _subgraph_session(model, producer, name, needs_mask=False)
+    if made is None:
+        return None
+    session, read = made
+    heads = set()
+    try:
+        for batch, tokens in ((2, 5), (1, 7), (3, 1)):
+            feeds = {input_name: np.ones((batch, tokens), np.int64) for input_name in read}
+            value = np.asarray(session.run(None, feeds)[0])
+            batches = (1,) if batch_one else (1, batch)
+            if (value.dtype != np.float32 or value.ndim != 4 or value.shape[0] not in batches
+                    or value.shape[2:] != (tokens, tokens) or not np.isfinite(value).all()):
+                return None
+            heads.add(value.shape[1])
+    except Exception:  # noqa: BLE001 (a subgraph that does not run on probe inputs: onnxruntime's error types)
+        return None
+    return heads.pop() if len(heads) == 1 else None
+
+
 def _mask_kind(model, producer, mask_name: str) -> str:
     """"padding" (a key padding mask fuse_attention accepts), "causal", "sliding" or "other",
     from the mask subgraph run on probe masks."""
     if _is_key_padding_mask(model, producer, mask_name):
         return "padding"
-    made = _mask_session(model, producer, mask_name)
+    made = _subgraph_session(model, producer, mask_name)
     if made is None:
         return "other"
     session, read = made
@@ -224,7 +287,8 @@ def _diagnose(model, softmax, producer, mask_kinds: dict) -> list[str]:
     others = [a for a in addends if a != product]
     masks = [a for a in others if MASK_INPUT in _ancestors(producer, a)[1]]
     if len(others) > len(masks):
-        reasons.append("an additive position bias on the scores (relative attention, and the kernel takes no bias)")
+        reasons.append("an additive bias on scores with no constant scale between the product and the bias "
+                       "(the rewrite wants scale * QK^T + bias + mask)")
     if qk is not None:
         q_node, k_node = producer.get(qk.input[0]), producer.get(qk.input[1])
         plain = (q_node is not None and q_node.op_type == "Transpose" and _feeds_from(producer, q_node, "Reshape")
@@ -362,7 +426,13 @@ def _match_core(softmax, producer, consumers, constants, default_opset: int) -> 
     add = producer.get(softmax.input[0])
     if add is None or add.op_type != "Add" or len(consumers.get(add.output[0], [])) != 1:
         return None
+    # the scores: scaled product + mask, or (scaled product + bias) + mask, or (... + mask) + bias
+    adds, addends = [add], [add.input[1]]
     scaled = producer.get(add.input[0])
+    if scaled is not None and scaled.op_type == "Add" and len(consumers.get(scaled.output[0], [])) == 1:
+        adds.append(scaled)
+        addends.insert(0, scaled.input[1])
+        scaled = producer.get(scaled.input[0])
     if scaled is None or scaled.op_type not in ("Mul", "Div"):
         return None
     factor = constants.scalar(scaled.input[1])
@@ -377,7 +447,7 @@ def _match_core(softmax, producer, consumers, constants, default_opset: int) -> 
         return None
     tq, tk, tv = producer.get(qk.input[0]), producer.get(qk.input[1]), producer.get(pv.input[1])
     t_out = only_consumer(pv.output[0], "Transpose")
-    r_out = t_out and only_consumer(t_out.output[0], "Reshape")
+    r_out = t_out and _merge_reshape(t_out, consumers)
     if r_out is None or any(n is None or n.op_type != "Transpose" for n in (tq, tk, tv)):
         return None
     if [_perm(n) for n in (tq, tk, tv, t_out)] != [[0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3], [0, 2, 1, 3]]:
@@ -391,20 +461,52 @@ def _match_core(softmax, producer, consumers, constants, default_opset: int) -> 
     head_dims = {_head_dim(r, producer, constants) for r in (rq, rk, rv)}
     if len(head_dims) != 1 or None in head_dims:
         return None
-    # the intermediate tensors must have no other readers, or removing the nodes breaks them
-    singles = [(rq, "Transpose"), (rk, "Transpose"), (rv, "Transpose"), (tq, "MatMul"), (tk, "MatMul"),
-               (qk, scaled.op_type), (scaled, "Add"), (tv, "MatMul")]
+    # the intermediate tensors must have no other readers, or removing the nodes breaks them; the
+    # per-head Reshapes may have some (T5's first layer reads the key length off one): they are
+    # not removed here, and pruning drops them when nothing reads them any more
+    singles = [(tq, "MatMul"), (tk, "MatMul"), (qk, scaled.op_type), (scaled, "Add"), (tv, "MatMul")]
     if any(only_consumer(node.output[0], op) is None for node, op in singles):
         return None
-    return {"q": rq.input[0], "k": rk.input[0], "v": rv.input[0], "out": r_out.output[0], "mask": add.input[1],
-            "head_dim": head_dims.pop(), "scale": scale,
-            "nodes": (rq, rk, rv, tq, tk, tv, qk, scaled, add, softmax, pv, t_out, r_out)}
+    target = _reshape_target(rq, producer, constants)
+    return {"q": rq.input[0], "k": rk.input[0], "v": rv.input[0], "out": r_out.output[0], "addends": addends,
+            "head_dim": head_dims.pop(), "scale": scale, "heads": target[2] if target[2] and target[2] > 0 else None,
+            "nodes": (tq, tk, tv, qk, scaled, *adds, softmax, pv, t_out, r_out)}
+
+
+# Ops that may read the merged context's shape on the way to the merge Reshape's target (MPNet
+# computes it as context.size()[:-2] + (hidden,)): Shape, then picking and joining dimensions.
+_SHAPE_OPS = frozenset({"Shape", "Gather", "Slice", "Unsqueeze", "Squeeze", "Concat", "Cast"})
+
+
+def _merge_reshape(t_out, consumers):
+    """The Reshape that merges the heads of the transposed context `t_out` back to [B, T, hidden]:
+    its only reader apart from Shape subgraphs that serve the Reshape's target alone (removed
+    with it); None otherwise."""
+    readers = consumers.get(t_out.output[0], [])
+    reshapes = [n for n in readers if n.op_type == "Reshape" and n.input[0] == t_out.output[0]]
+    if len(reshapes) != 1:
+        return None
+    r_out, stack, seen = reshapes[0], [n for n in readers if n is not reshapes[0]], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type not in _SHAPE_OPS:
+            return None
+        for name in node.output:
+            for reader in consumers.get(name, []):
+                if reader is r_out and list(r_out.input).index(name) == 1:
+                    continue
+                stack.append(reader)  # a graph output is no shape op: refused above
+    return r_out
 
 
 def _attention_node(core: dict, name: str):
     from onnx import helper
 
-    return helper.make_node(OP_TYPE, [core["q"], core["k"], core["v"], MASK_INPUT], [core["out"]], domain=DOMAIN,
+    inputs = [core["q"], core["k"], core["v"], MASK_INPUT] + ([core["bias"]] if core["bias"] else [])
+    return helper.make_node(OP_TYPE, inputs, [core["out"]], domain=DOMAIN,
                             name=f"{name}/embedrank_attention", head_dim=core["head_dim"], scale=core["scale"])
 
 
@@ -425,10 +527,10 @@ def _ancestors(producer, name: str) -> tuple[list, set[str]]:
     return nodes, inputs
 
 
-def _mask_session(model, producer, mask_name: str):
+def _subgraph_session(model, producer, mask_name: str, needs_mask: bool = True):
     """(onnxruntime session computing the tensor `mask_name` from the graph inputs it reads, those
-    inputs' names), or None when it reads anything but int64 graph inputs including
-    attention_mask, or needs ops that cannot run on their own."""
+    inputs' names), or None when it reads anything but int64 graph inputs (attention_mask among
+    them, when `needs_mask`), or needs ops that cannot run on their own."""
     import onnx
     from onnx import helper
 
@@ -437,7 +539,7 @@ def _mask_session(model, producer, mask_name: str):
     graph_inputs = {i.name: i for i in graph.input}
     initializers = {i.name: i for i in graph.initializer}
     read = sorted(i for i in inputs if i not in initializers)
-    if MASK_INPUT not in read or any(i not in graph_inputs for i in read):
+    if (needs_mask and MASK_INPUT not in read) or any(i not in graph_inputs for i in read):
         return None
     if any(graph_inputs[i].type.tensor_type.elem_type != onnx.TensorProto.INT64 for i in read):
         return None
@@ -481,7 +583,7 @@ def _is_key_padding_mask(model, producer, mask_name: str) -> bool:
     padded keys, equally for every query row, on probe masks; and the other inputs it reads
     (exporters build the mask from the shape of input_ids or of the embeddings) change
     nothing in it."""
-    made = _mask_session(model, producer, mask_name)
+    made = _subgraph_session(model, producer, mask_name)
     if made is None:
         return False
     session, read = made
