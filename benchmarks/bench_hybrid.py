@@ -79,7 +79,9 @@ def choose_rerank_weight(retriever: Retriever, queries: dict, qrels: dict, mode:
 
 
 def measure(folder: Path, encoder: Encoder, reranker: CrossEncoder | None = None, rerank_depth: int = DEPTH,
-            choose_on: str = "train") -> dict:
+            choose_on: str = "train", rerank_weight: float | None = None) -> dict:
+    """The rows of one data set. With a reranker, a data set with train queries gets its rerank
+    weight chosen on them; one without gets `rerank_weight` (given, e.g. the SciFact choice), if any."""
     corpus, queries, qrels = load_beir(folder, split="test")
     retriever = Retriever(encoder, FlatIndex(encoder.dim), reranker=reranker, candidates=rerank_depth, lexical=True)
     start = time.perf_counter()
@@ -112,6 +114,11 @@ def measure(folder: Path, encoder: Encoder, reranker: CrossEncoder | None = None
                 retriever.first_stage_weight = w
                 record(f"{label} + rerank top {rerank_depth} (first-stage weight {w:g}, chosen on {choose_on})",
                        mode, rerank=True)
+    elif reranker is not None and rerank_weight is not None:
+        retriever.fusion, retriever.lexical_weight = "convex", 0.5
+        retriever.first_stage_weight = rerank_weight
+        record(f"hybrid convex 0.5 + rerank top {rerank_depth} (first-stage weight {rerank_weight:g}, given: "
+               "no train queries here)", "hybrid", rerank=True)
     return rows
 
 
@@ -147,6 +154,9 @@ def main() -> None:
     parser.add_argument("--rerank-depth", type=int, default=DEPTH, help="candidates the cross-encoder scores")
     parser.add_argument("--choose-on", choices=("train", "dev"), default="train",
                         help="held-out queries for the weights: the whole train split, or bench_train.py's dev slice")
+    parser.add_argument("--rerank-weight", type=float, default=None,
+                        help="first-stage weight of the rerank row on data sets without train queries "
+                             "(no rerank row there without it)")
     parser.add_argument("--name", default="hybrid", help="file stem of the results")
     args = parser.parse_args()
     encoder = Encoder.load(args.model, variant=args.variant)
@@ -162,7 +172,8 @@ def main() -> None:
         if not folder.is_dir():
             print(f"skipping {name}: {folder} not found")
             continue
-        data["datasets"][name] = measure(folder, encoder, reranker, args.rerank_depth, args.choose_on)
+        data["datasets"][name] = measure(folder, encoder, reranker, args.rerank_depth, args.choose_on,
+                                         args.rerank_weight)
         print(name, json.dumps(data["datasets"][name]["modes"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(data, indent=1), encoding="utf-8")

@@ -112,8 +112,8 @@ TEXTS = [
 
 @pytest.mark.slow
 def test_embedrank_fp32_matches_sentence_transformers(tmp_path):
-    """The exporter handles MPNet (relative position bias: onnxruntime's attention, not
-    embedrank's fused kernel), and embedrank's fp32 vectors are sentence-transformers' to 1e-4."""
+    """The exporter handles MPNet, its attention (relative position bias included) runs on
+    embedrank's fused kernel, and embedrank's fp32 vectors are sentence-transformers' to 1e-4."""
     _require_parts()
     for module in ("torch", "transformers", "sentence_transformers"):
         pytest.importorskip(module, reason=f"needs {module}: pip install 'embedrank[export,dev]'")
@@ -127,7 +127,7 @@ def test_embedrank_fp32_matches_sentence_transformers(tmp_path):
     assert config["dimension"] == 768 and config["token_type_ids"] is False
     assert config["verification"]["fp32"]["max_abs_diff"] <= 1e-4
     encoder = embedrank.Encoder.load(folder)
-    assert encoder.native_attention_layers == 0  # MPNet's attention has a position bias the kernel does not take
+    assert encoder.native_attention_layers == 12  # the relative position bias goes to the kernel as its bias input
     ours = encoder.encode(TEXTS, batch_size=4)
     st = SentenceTransformer(str(source), device="cpu")
     theirs = st.encode(TEXTS, batch_size=4, normalize_embeddings=True)
