@@ -167,7 +167,7 @@ class _Probes:
     def __init__(self, model, producer):
         self.model, self.producer = model, producer
         self.mask_kinds: dict[str, str] = {}
-        self.bias_heads: dict[str, int | None] = {}
+        self.bias_heads: dict[tuple[str, bool], int | None] = {}
 
     def mask_kind(self, name: str) -> str:
         if name not in self.mask_kinds:
@@ -175,7 +175,7 @@ class _Probes:
         return self.mask_kinds[name]
 
     def heads(self, name: str, batch_one: bool = False) -> int | None:
-        key = f"{name}\0{batch_one}"
+        key = (name, batch_one)
         if key not in self.bias_heads:
             self.bias_heads[key] = _bias_heads(self.model, self.producer, name, batch_one)
         return self.bias_heads[key]
@@ -527,15 +527,15 @@ def _ancestors(producer, name: str) -> tuple[list, set[str]]:
     return nodes, inputs
 
 
-def _subgraph_session(model, producer, mask_name: str, needs_mask: bool = True):
-    """(onnxruntime session computing the tensor `mask_name` from the graph inputs it reads, those
+def _subgraph_session(model, producer, name: str, needs_mask: bool = True):
+    """(onnxruntime session computing the tensor `name` from the graph inputs it reads, those
     inputs' names), or None when it reads anything but int64 graph inputs (attention_mask among
     them, when `needs_mask`), or needs ops that cannot run on their own."""
     import onnx
     from onnx import helper
 
     graph = model.graph
-    nodes, inputs = _ancestors(producer, mask_name)
+    nodes, inputs = _ancestors(producer, name)
     graph_inputs = {i.name: i for i in graph.input}
     initializers = {i.name: i for i in graph.initializer}
     read = sorted(i for i in inputs if i not in initializers)
@@ -548,7 +548,7 @@ def _subgraph_session(model, producer, mask_name: str, needs_mask: bool = True):
     order = {id(n): i for i, n in enumerate(graph.node)}
     nodes.sort(key=lambda n: order[id(n)])
     sub = helper.make_graph(nodes, "embedrank_mask_probe", [graph_inputs[i] for i in read],
-                            [helper.make_tensor_value_info(mask_name, onnx.TensorProto.FLOAT, None)],
+                            [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)],
                             [initializers[i] for i in inputs if i in initializers])
     probe_model = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     try:
