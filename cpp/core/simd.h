@@ -14,6 +14,7 @@
 #define EMBEDRANK_TARGET_AVX512 __attribute__((target(EMBEDRANK_AVX512_BASE)))
 // Optional extensions within Isa::avx512 (CpuFeatures bits of the same names).
 #define EMBEDRANK_TARGET_AVX512_VNNI __attribute__((target(EMBEDRANK_AVX512_BASE ",avx512vnni")))
+#define EMBEDRANK_TARGET_AVX512_BF16 __attribute__((target(EMBEDRANK_AVX512_BASE ",avx512bf16")))
 #define EMBEDRANK_TARGET_AVX512_VPOPCNTDQ __attribute__((target(EMBEDRANK_AVX512_BASE ",avx512vpopcntdq")))
 #define EMBEDRANK_TARGET_AMX_INT8 __attribute__((target(EMBEDRANK_AVX512_BASE ",amx-tile,amx-int8")))
 

@@ -1,5 +1,6 @@
 // ISA level, CPU features and thread count.
 #include "core/dispatch.h"
+#include "core/peak.h"
 #include "core/thread_pool.h"
 #include "python/common.h"
 
@@ -13,6 +14,18 @@ void register_dispatch(py::module_& m) {
   // EMBEDRANK_ISA applied (ValueError naming the variable when unknown or above the CPU).
   m.def("apply_environment", &apply_environment);
   m.def("default_num_threads", &default_num_threads);
+  // Sustained multiply-add throughput of one precision (embedrank/bench/roofline.py).
+  m.def(
+      "measure_peak",
+      [](const std::string& precision, int threads, long long iterations) {
+        const PeakMeasurement m = without_gil([&] { return measure_peak(precision, threads, iterations); });
+        py::dict out;
+        out["gops"] = m.gops;
+        out["seconds"] = m.seconds;
+        out["instruction"] = m.instruction;
+        return out;
+      },
+      py::arg("precision"), py::arg("threads"), py::arg("iterations"));
 }
 
 }  // namespace embedrank

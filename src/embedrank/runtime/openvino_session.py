@@ -15,6 +15,7 @@ module checks the CPU itself and refuses there.
 from __future__ import annotations
 
 import queue
+import threading
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -78,9 +79,12 @@ class OpenVinoSession:
     never views of a request's buffers that the next run overwrites.
     Raises InvalidValueError on a CPU without AMX-BF16 or AVX512-BF16 (naming what it has),
     MissingDependencyError without openvino.
+    perf_counts=True: OpenVINO's per-node timers run, and ``node_times()`` sums them over every
+    run so far (embedrank.bench.roofline's time breakdown).
     """
 
-    def __init__(self, model_path: Path, num_threads: int, detected: Sequence[str] | None = None):
+    def __init__(self, model_path: Path, num_threads: int, detected: Sequence[str] | None = None,
+                 perf_counts: bool = False):
         feature = bf16_feature(detected)
         if feature is None:
             raise InvalidValueError("variant 'bf16' needs a CPU with AMX-BF16 or AVX512-BF16 (Intel Sapphire Rapids "
@@ -100,6 +104,7 @@ class OpenVinoSession:
                 # one stream: a call's batch uses every thread (embedrank batches; OpenVINO
                 # should not split the cores between requests)
                 "PERFORMANCE_HINT": "LATENCY",
+                "PERF_COUNT": bool(perf_counts),
             })
         except Exception as error:  # OpenVINO raises RuntimeError subclasses for bad files
             raise InvalidValueError(f"{model_path} could not be compiled by OpenVINO: {_reason(error)}") from None
@@ -111,6 +116,23 @@ class OpenVinoSession:
         self._outputs = [_describe(port) for port in self._compiled.outputs]
         self._ports = {value.name: port for value, port in zip(self._outputs, self._compiled.outputs)}
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._perf_counts = bool(perf_counts)
+        self._node_times: dict[tuple[str, str], float] = {}
+        self._node_times_lock = threading.Lock()
+
+    def node_times(self) -> dict[tuple[str, str], float]:
+        """(node type, kernel OpenVINO chose) -> seconds, summed over every run since this
+        session was made with perf_counts=True; InvalidValueError otherwise."""
+        if not self._perf_counts:
+            raise InvalidValueError("node_times() needs an OpenVinoSession made with perf_counts=True")
+        with self._node_times_lock:
+            return dict(self._node_times)
+
+    def _add_node_times(self, request) -> None:
+        with self._node_times_lock:
+            for node in request.get_profiling_info():
+                key = (node.node_type, node.exec_type)
+                self._node_times[key] = self._node_times.get(key, 0.0) + node.real_time.total_seconds()
 
     def get_inputs(self) -> list[_Value]:
         return list(self._inputs)
@@ -147,6 +169,8 @@ class OpenVinoSession:
             request = self._compiled.create_infer_request()
         try:
             result = request.infer(feeds)
+            if self._perf_counts:
+                self._add_node_times(request)
             return [np.array(result[self._ports[name]], dtype=np.float32, copy=True) for name in names]
         finally:
             self._idle.put(request)

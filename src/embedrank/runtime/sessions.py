@@ -72,7 +72,7 @@ def disabled_fusions(providers: Sequence[str]) -> list[str]:
 
 
 def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None,
-                 native_attention: bool | None = None, bf16: bool = False):
+                 native_attention: bool | None = None, bf16: bool = False, profile_prefix: str | None = None):
     """(InferenceSession, number of attention cores run by embedrank's fused kernel).
 
     bf16=True: an OpenVinoSession instead (embedrank.runtime.openvino_session: the graph in
@@ -84,6 +84,9 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     graph has recognisable ones, and falls back to the graph as it is, with a AttentionFallbackWarning,
     if the rewritten one cannot be loaded or run; False never rewrites; True requires it (a
     ValueError if the provider is not the CPU alone or no core is recognised or it fails).
+    profile_prefix: onnxruntime's per-node trace is recorded and written under this prefix by
+    ``session.end_profiling()`` (embedrank.bench.roofline's time breakdown); bf16 sessions
+    take no prefix (OpenVinoSession has its own ``perf_counts``).
     """
     import onnxruntime as ort
 
@@ -91,6 +94,8 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     if native_attention is not None and not isinstance(native_attention, bool):
         raise InvalidValueError(f"native_attention must be True, False or None, got {native_attention!r}")
     if bf16:
+        if profile_prefix is not None:
+            raise InvalidValueError("profile_prefix is for onnxruntime sessions; a bf16 session records OpenVINO's perf_counts")
         return _bf16_session(model_path, providers, threads, native_attention), 0
     chosen = choose_providers(providers)
     if native_attention and chosen != [CPU]:
@@ -102,6 +107,9 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if profile_prefix is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile_prefix)
         return opts
 
     def open_session(source, opts):
