@@ -144,6 +144,39 @@ EMBEDRANK_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(poly, n);
 }
 
+// Softmax of the score rows of one block of query rows, in place: rows [0, rows) hold
+// exp(score - row max) over the n_keys attended columns (zeros up to `padded`) and get
+// inv_sum[r] = 1 / their sum; rows [rows, block_rows) are zeroed (inv_sum 0).
+EMBEDRANK_TARGET_AVX512 inline void softmax_rows_avx512(float* scores, size_t padded, size_t n_keys, int rows,
+                                                        int block_rows, float* inv_sum) {
+  const size_t full = n_keys & ~size_t{15};
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n_keys - full)) - 1);
+  for (int r = 0; r < block_rows; ++r) {
+    float* row = scores + r * padded;
+    if (r >= rows) {
+      std::memset(row, 0, padded * sizeof(float));
+      inv_sum[r] = 0.0f;
+      continue;
+    }
+    __m512 max_v = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (size_t j = 0; j < full; j += 16) max_v = _mm512_max_ps(max_v, _mm512_loadu_ps(row + j));
+    if (tail) max_v = _mm512_mask_max_ps(max_v, tail, max_v, _mm512_loadu_ps(row + full));
+    const __m512 max_b = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+    __m512 sum = _mm512_setzero_ps();
+    for (size_t j = 0; j < full; j += 16) {
+      __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j), max_b));
+      _mm512_storeu_ps(row + j, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+      __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + full), max_b)));
+      _mm512_storeu_ps(row + full, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
+  }
+}
+
 // head_dim = 16 * kVectors. Query rows go in blocks of kRows: scores for the block against
 // all keys (K^T packed and pre-scaled once per head), softmax per row, then P V with the
 // block's output rows held in registers.
@@ -157,8 +190,6 @@ EMBEDRANK_TARGET_AVX512 void head_avx512(const AttentionProblem& p, const HeadVi
   const float* keys_t = scratch.keys_t.data();
   const float* values = scratch.values.data();
   float* scores = scratch.scores.data();
-  const size_t full = n_keys & ~size_t{15};
-  const __mmask16 tail = static_cast<__mmask16>((1u << (n_keys - full)) - 1);
 
   alignas(64) float block_q[kRows * kDim];
   for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
@@ -175,30 +206,7 @@ EMBEDRANK_TARGET_AVX512 void head_avx512(const AttentionProblem& p, const HeadVi
     }
     if (view.bias) add_bias(p, view, i0, static_cast<size_t>(rows), keys, scores, padded);
     float inv_sum[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      float* row = scores + r * padded;
-      if (r >= rows) {
-        std::memset(row, 0, padded * sizeof(float));
-        inv_sum[r] = 0.0f;
-        continue;
-      }
-      __m512 max_v = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-      for (size_t j = 0; j < full; j += 16) max_v = _mm512_max_ps(max_v, _mm512_loadu_ps(row + j));
-      if (tail) max_v = _mm512_mask_max_ps(max_v, tail, max_v, _mm512_loadu_ps(row + full));
-      const __m512 max_b = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
-      __m512 sum = _mm512_setzero_ps();
-      for (size_t j = 0; j < full; j += 16) {
-        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j), max_b));
-        _mm512_storeu_ps(row + j, e);
-        sum = _mm512_add_ps(sum, e);
-      }
-      if (tail) {
-        __m512 e = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + full), max_b)));
-        _mm512_storeu_ps(row + full, e);
-        sum = _mm512_add_ps(sum, e);
-      }
-      inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
-    }
+    softmax_rows_avx512(scores, padded, n_keys, rows, kRows, inv_sum);
     __m512 out[kRows][kVectors];
     for (int r = 0; r < kRows; ++r)
       for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_setzero_ps();
@@ -208,6 +216,91 @@ EMBEDRANK_TARGET_AVX512 void head_avx512(const AttentionProblem& p, const HeadVi
       for (int r = 0; r < kRows; ++r) {
         __m512 weight = _mm512_set1_ps(scores[r * padded + j]);
         for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_fmadd_ps(weight, vj[c], out[r][c]);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      float* oi = view.out + (i0 + r) * p.width();
+      __m512 inv = _mm512_set1_ps(inv_sum[r]);
+      for (int c = 0; c < kVectors; ++c) _mm512_storeu_ps(oi + 16 * c, _mm512_mul_ps(out[r][c], inv));
+    }
+  }
+}
+
+// Two floats per 32-bit word as bf16 (round to nearest even), `even` in the low half: the
+// operand layout of vdpbf16ps, which multiplies each word's two halves with the other's.
+EMBEDRANK_TARGET_AVX512_BF16 inline __m512i bf16_pairs(__m512 even, __m512 odd) {
+  const __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
+  const __m512i high = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
+  return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+}
+
+// x[0, n) as n / 2 words of consecutive pairs (x[2i] low, x[2i + 1] high); n a multiple of 16.
+EMBEDRANK_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* x, size_t n, uint32_t* out) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm512_storeu_si512(out + i / 2, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+  if (i < n) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+}
+
+// head_avx512 with both products on vdpbf16ps (see bf16_dots in attention.h): K^T is paired
+// along head_dim, V and the softmax weights along the keys; the softmax is the fp32 one.
+template <int kVectors>
+EMBEDRANK_TARGET_AVX512_BF16 void head_avx512_bf16(const AttentionProblem& p, const HeadView& view,
+                                                   const std::vector<uint32_t>& keys, AttentionScratch& scratch) {
+  constexpr int kDim = 16 * kVectors, kPairs = kDim / 2;
+  constexpr int kRows = kVectors <= 2 ? 8 : 4;
+  const size_t n_keys = keys.size();
+  const size_t padded = pack_head(p, view, keys, kDim, 16, kRows, scratch), half = padded / 2;
+  const float* keys_t = scratch.keys_t.data();
+  const float* values = scratch.values.data();
+  float* scores = scratch.scores.data();
+  scratch.keys_bf16.resize(kPairs * padded);
+  scratch.values_bf16.resize(half * kDim);
+  scratch.probs_bf16.resize(kRows * half);
+  uint32_t* keys2 = scratch.keys_bf16.data();
+  uint32_t* values2 = scratch.values_bf16.data();
+  uint32_t* probs2 = scratch.probs_bf16.data();
+  for (int d2 = 0; d2 < kPairs; ++d2)
+    for (size_t j = 0; j < padded; j += 16)
+      _mm512_storeu_si512(keys2 + d2 * padded + j, bf16_pairs(_mm512_loadu_ps(keys_t + 2 * d2 * padded + j),
+                                                               _mm512_loadu_ps(keys_t + (2 * d2 + 1) * padded + j)));
+  for (size_t j2 = 0; j2 < half; ++j2)
+    for (int c = 0; c < kVectors; ++c) {
+      const size_t even = 2 * j2, odd = even + 1;
+      const __m512 ve = even < n_keys ? _mm512_loadu_ps(values + even * kDim + 16 * c) : _mm512_setzero_ps();
+      const __m512 vo = odd < n_keys ? _mm512_loadu_ps(values + odd * kDim + 16 * c) : _mm512_setzero_ps();
+      _mm512_storeu_si512(values2 + j2 * kDim + 16 * c, bf16_pairs(ve, vo));
+    }
+
+  alignas(64) float block_q[kRows * kDim];
+  alignas(64) uint32_t block_q2[kRows * kPairs];
+  for (size_t i0 = 0; i0 < p.tokens; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<size_t>(kRows, p.tokens - i0));
+    load_query_block(p, view, i0, rows, kRows, kDim, block_q);
+    for (int r = 0; r < kRows; ++r) to_bf16_pairs(block_q + r * kDim, kDim, block_q2 + r * kPairs);
+    for (size_t j = 0; j < padded; j += 16) {
+      __m512 acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+      for (int d2 = 0; d2 < kPairs; ++d2) {
+        const __m512bh kv = (__m512bh)_mm512_loadu_si512(keys2 + d2 * padded + j);
+        for (int r = 0; r < kRows; ++r)
+          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(block_q2[r * kPairs + d2])), kv);
+      }
+      for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(scores + r * padded + j, acc[r]);
+    }
+    if (view.bias) add_bias(p, view, i0, static_cast<size_t>(rows), keys, scores, padded);
+    float inv_sum[kRows];
+    softmax_rows_avx512(scores, padded, n_keys, rows, kRows, inv_sum);
+    for (int r = 0; r < kRows; ++r) to_bf16_pairs(scores + r * padded, padded, probs2 + r * half);
+    __m512 out[kRows][kVectors];
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_setzero_ps();
+    for (size_t j2 = 0; j2 < half; ++j2) {
+      __m512bh vj[kVectors];
+      for (int c = 0; c < kVectors; ++c) vj[c] = (__m512bh)_mm512_loadu_si512(values2 + j2 * kDim + 16 * c);
+      for (int r = 0; r < kRows; ++r) {
+        const __m512bh weight = (__m512bh)_mm512_set1_epi32(static_cast<int>(probs2[r * half + j2]));
+        for (int c = 0; c < kVectors; ++c) out[r][c] = _mm512_dpbf16_ps(out[r][c], weight, vj[c]);
       }
     }
     for (int r = 0; r < rows; ++r) {
@@ -327,6 +420,14 @@ void run_head(const AttentionProblem& p, const HeadView& view, const std::vector
   static const IsaTables<AttentionOps> tables({head_scalar, head_scalar, head_scalar},
                                               {head_avx2<2>, head_avx2<4>, head_avx2<8>},
                                               {head_avx512<1>, head_avx512<2>, head_avx512<4>});
+  if (p.bf16_dots && bf16_dots_supported()) {
+    switch (p.head_dim) {
+      case 16: return head_avx512_bf16<1>(p, view, keys, scratch);
+      case 32: return head_avx512_bf16<2>(p, view, keys, scratch);
+      case 64: return head_avx512_bf16<4>(p, view, keys, scratch);
+      default: break;  // the fp32 kernels below
+    }
+  }
   const AttentionOps& ops = tables.active();
   switch (p.head_dim) {
     case 16: return ops.head16(p, view, keys, scratch);
@@ -341,6 +442,8 @@ void require(bool ok, const std::string& message) {
 }
 
 }  // namespace
+
+bool bf16_dots_supported() { return active_isa() == Isa::avx512 && cpu_features().avx512_bf16; }
 
 void check_attention_problem(const AttentionProblem& p) {
   require(p.heads >= 1, "attention: heads must be >= 1");

@@ -7,6 +7,11 @@
 // so the result equals the unfused graph's (QK^T, additive mask, Softmax, PV) on every row.
 // A sequence whose mask is all zero attends to all of its keys with equal weight, as the
 // additive large-negative mask of exported transformers does.
+//
+// bf16_dots: Q K^T and P V in bf16 (vdpbf16ps: q, the scaled k, v and the unnormalized
+// softmax weights rounded to bf16 to nearest even, products summed in fp32), twice the fp32
+// FMA rate; the softmax and its sum stay fp32. Runs where bf16_dots_supported(); elsewhere,
+// and for head sizes other than 16, 32 and 64, the fp32 kernels run instead.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +34,7 @@ struct AttentionProblem {
   float* out = nullptr;           // [batch, tokens, heads * head_dim]
   size_t batch = 0, tokens = 0, heads = 0, head_dim = 0;
   float scale = 1.0f;
+  bool bf16_dots = false;
 
   size_t width() const { return heads * head_dim; }  // floats between consecutive tokens
 };
@@ -39,7 +45,14 @@ struct AttentionScratch {
   std::vector<float> values;     // [keys, head_dim]
   std::vector<float> scores;     // [query rows in a block, padded keys]
   std::vector<uint32_t> key_index;
+  // bf16_dots: pairs of bf16 per 32-bit word, as vdpbf16ps reads them
+  std::vector<uint32_t> keys_bf16;    // [head_dim / 2, padded keys]
+  std::vector<uint32_t> values_bf16;  // [padded keys / 2, head_dim]
+  std::vector<uint32_t> probs_bf16;   // [query rows in a block, padded keys / 2]
 };
+
+// True when bf16_dots takes effect: the active ISA level is avx512 and the CPU has AVX512-BF16.
+bool bf16_dots_supported();
 
 // Throws std::invalid_argument naming the first bad field (null pointer, zero heads or head_dim,
 // a bias batch other than 1 or batch).

@@ -7,7 +7,9 @@
 //            attention_mask     int64   [batch, tokens] (nonzero = attended key)
 //            bias (optional)    float32 [1 or batch, heads, tokens, tokens], added to the scaled
 //                               scores (MPNet's relative position bias)
-//   attributes: head_dim (int; heads = hidden / head_dim), scale (float: multiplies q . k)
+//   attributes: head_dim (int; heads = hidden / head_dim), scale (float: multiplies q . k),
+//               bf16_dots (int, optional, default 0: nonzero runs both products in bf16 where
+//               the CPU has AVX512-BF16; see core/attention.h)
 //   output:  float32 [batch, tokens, heads * head_dim]
 //
 // Work is split into (sequence, head) tasks and run on the session's own intra-op thread pool
@@ -34,6 +36,7 @@ const ort::Api* g_api = nullptr;
 struct AttentionKernel {
   int64_t head_dim = 0;
   float scale = 1.0f;
+  int64_t bf16_dots = 0;  // optional attribute: nonzero = AttentionProblem::bf16_dots
 };
 
 // A failed call's status is passed on unchanged.
@@ -140,6 +143,7 @@ ort::Status* compute_unguarded(void* kernel_data, ort::KernelContext* context) {
   p.head_dim = static_cast<size_t>(kernel.head_dim);
   p.heads = static_cast<size_t>(heads);
   p.scale = kernel.scale;
+  p.bf16_dots = kernel.bf16_dots != 0;
   if (bias) {
     void* bias_data = nullptr;
     RETURN_IF_ERROR(g_api->tensor_mutable_data(const_cast<ort::Value*>(bias), &bias_data));
@@ -163,6 +167,12 @@ ort::Status* create_kernel_unguarded(const ort::KernelInfo* info, void** out) {
   if (!kernel) return g_api->create_status(ort::kFail, "embedrank Attention: out of memory");
   ort::Status* status = g_api->attribute_int64(info, "head_dim", &kernel->head_dim);
   if (!status) status = g_api->attribute_float(info, "scale", &kernel->scale);
+  if (!status) {  // bf16_dots is optional: a graph without it runs the fp32 products
+    if (ort::Status* missing = g_api->attribute_int64(info, "bf16_dots", &kernel->bf16_dots)) {
+      g_api->release_status(missing);
+      kernel->bf16_dots = 0;
+    }
+  }
   if (!status && kernel->head_dim < 1)
     status = invalid("head_dim must be >= 1, got " + std::to_string(kernel->head_dim));
   if (status) {

@@ -192,6 +192,9 @@ def run_attention(K) -> dict:
         for bias in ("bias", "batch_bias"):
             out[key("attention_" + bias, name, 0, 0)] = K.attention(x["q"], x["k"], x["v"], x["mask"], shape[3],
                                                                      x["scale"], bias=x[bias])
+        if K.bf16_dots_supported():  # the avx512 level on a CPU with AVX512-BF16; refused below it
+            out[key("attention_bf16", name, 0, 0)] = K.attention(x["q"], x["k"], x["v"], x["mask"], shape[3],
+                                                                 x["scale"], bias=x["bias"], bf16_dots=True)
     return out
 
 

@@ -220,3 +220,36 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, hea
     weights = np.exp(scores)
     weights /= weights.sum(axis=-1, keepdims=True)
     return (weights @ vh).transpose(0, 2, 1, 3).reshape(b, t, width)
+
+
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (to nearest, ties to even), returned as float32."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def attention_bf16(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, head_dim: int, scale: float,
+                   bias: np.ndarray | None = None) -> np.ndarray:
+    """attention with bf16 products, as the kernel's bf16_dots computes them: q, the float32
+    product k * scale and v rounded to bf16; the softmax weights exp(s - max) rounded to bf16
+    for P V and divided by the sum of the unrounded ones. Sequences with no attended key take
+    the float32 path (the mean of their value rows)."""
+    b, t, width = q.shape
+    heads = width // head_dim
+    split = lambda x: x.astype(np.float64).reshape(b, t, heads, head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+    qh = split(round_bf16(q))
+    kh = split(round_bf16((k * np.float32(scale)).astype(np.float32)))
+    vh = split(round_bf16(v))
+    scores = qh @ kh.transpose(0, 1, 3, 2)
+    if bias is not None:
+        scores = scores + bias.astype(np.float64)
+    scores = np.where(mask[:, None, None, :] != 0, scores, -np.inf)
+    attended = (mask != 0).any(axis=1)
+    scores = np.where(attended[:, None, None, None], scores, 0.0)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    rounded = round_bf16(weights.astype(np.float32)).astype(np.float64)
+    out = (rounded @ vh) / weights.sum(axis=-1, keepdims=True)
+    out = out.transpose(0, 2, 1, 3).reshape(b, t, width)
+    plain = attention(q, k, v, mask, head_dim, scale, bias)
+    return np.where(attended[:, None, None], out, plain)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embedrank.kernels import attention
+from embedrank import _kernels
+from embedrank.kernels import attention, bf16_dots_supported
 from tests.kernels import reference as ref
 
 EXAMPLES = int(os.environ.get("EMBEDRANK_TEST_EXAMPLES", "60"))
@@ -43,6 +44,62 @@ def test_attention_matches_the_reference(case, threads):
     # each output is a convex combination of value rows: float32 rounding scales with their size
     atol = 1e-5 * max(1.0, float(np.abs(v).max(initial=0.0)))
     np.testing.assert_allclose(got, ref.attention(q, k, v, mask, head_dim, scale, bias), rtol=1e-4, atol=atol)
+
+
+needs_bf16_dots = pytest.mark.skipif(not bf16_dots_supported(), reason="needs AVX512-BF16 at the avx512 ISA level")
+
+
+def bf16_tolerance(v: np.ndarray) -> float:
+    # A weight whose float32 exp differs from the reference's in the last bit can round to the
+    # neighbouring bf16 (a relative step of 2^-8); a wrong pairing or layout errs by whole values.
+    return 2.0**-8 * max(1.0, float(np.abs(v).max(initial=0.0)))
+
+
+@needs_bf16_dots
+@PROPERTY
+@given(attention_case(), st.sampled_from([None, 1, 2]))
+def test_bf16_dots_match_the_bf16_reference(case, threads):
+    q, k, v, mask, head_dim, bias = case
+    scale = 1 / np.sqrt(head_dim)
+    got = attention(q, k, v, mask, head_dim, num_threads=threads, bias=bias, bf16_dots=True)
+    assert got.shape == q.shape and got.dtype == np.float32
+    if head_dim in (16, 32, 64):
+        expected, atol = ref.attention_bf16(q, k, v, mask, head_dim, scale, bias), bf16_tolerance(v)
+    else:  # other head sizes run the fp32 products
+        expected, atol = ref.attention(q, k, v, mask, head_dim, scale, bias), 1e-5 * max(1.0, float(np.abs(v).max(initial=0.0)))
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=atol)
+
+
+@needs_bf16_dots
+def test_bf16_dots_stay_close_to_fp32_on_encoder_sized_heads():
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 77, 12 * 32)).astype(np.float32) for _ in range(3))
+    mask = np.ones((2, 77), bool)
+    mask[1, 50:] = False
+    fp32 = attention(q, k, v, mask, 32)
+    bf16 = attention(q, k, v, mask, 32, bf16_dots=True)
+    assert not np.array_equal(fp32, bf16)  # the bf16 products really ran
+    cosine = (fp32 * bf16).sum(-1) / np.linalg.norm(fp32, axis=-1) / np.linalg.norm(bf16, axis=-1)
+    assert cosine.min() > 0.999
+
+
+def test_bf16_dots_where_the_cpu_or_level_lacks_them_are_refused_by_name():
+    q = np.ones((1, 3, 32), np.float32)
+    mask = np.ones((1, 3), np.int64)
+    with pytest.raises(TypeError, match="bf16_dots must be True or False"):
+        attention(q, q, q, mask, 32, bf16_dots="yes")
+    highest = _kernels.highest_isa()
+    try:
+        _kernels.set_isa("scalar")
+        assert not bf16_dots_supported()
+        with pytest.raises(ValueError, match=r"bf16_dots=True needs AVX512-BF16 .* \(scalar\) lacks it"):
+            attention(q, q, q, mask, 32, bf16_dots=True)
+        # the C++ kernel itself runs the fp32 products there (the onnxruntime op's fallback)
+        out = np.empty_like(q)
+        _kernels.attention(q, q, q, mask, out, 1, 0.5, 1, None, True)
+        np.testing.assert_allclose(out, attention(q, q, q, mask, 32, scale=0.5), rtol=1e-6)
+    finally:
+        _kernels.set_isa(highest)
 
 
 def test_a_bias_moves_the_weights_and_a_shared_bias_equals_its_copies():

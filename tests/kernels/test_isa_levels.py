@@ -154,6 +154,26 @@ def test_attention(outputs, level, shape, bias):
                                err_msg=f"{level} vs scalar, {kind} {name}")
 
 
+@pytest.mark.parametrize("level", LEVEL_PARAMS)
+@pytest.mark.parametrize("shape", grid.ATTENTION_SHAPES, ids=["-".join(map(str, s)) for s in grid.ATTENTION_SHAPES])
+def test_attention_bf16_dots(outputs, level, shape):
+    """bf16 products run at the avx512 level of a CPU with AVX512-BF16; every other level has
+    no result (embedrank.kernels.attention refuses there, tests/kernels/test_attention.py)."""
+    x = grid.attention_inputs(*shape)
+    name = "-".join(map(str, shape))
+    k = grid.key("attention_bf16", name, 0, 0)
+    if level != "avx512" or "avx512_bf16" not in _kernels.detected_features():
+        assert k not in outputs[level]
+        return
+    got = outputs[level][k]
+    if shape[3] in (16, 32, 64):
+        expected = ref.attention_bf16(x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"], x["bias"])
+        atol = 2.0**-8 * max(1.0, float(np.abs(x["v"]).max()))
+    else:
+        expected, atol = ref.attention(x["q"], x["k"], x["v"], x["mask"], shape[3], x["scale"], x["bias"]), 1e-5
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=atol, err_msg=f"{level} bf16 {name}")
+
+
 # ---- quantization ------------------------------------------------------------------------------
 @pytest.mark.parametrize("level", LEVEL_PARAMS)
 @pytest.mark.parametrize("dim,batch", CELLS, ids=CELL_IDS)

@@ -429,3 +429,66 @@ def test_nan_spreads_as_in_the_unfused_graph():
     assert np.isnan(expected[0]).all() == np.isnan(got[0]).all()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# bf16 products (the op's bf16_dots attribute)
+# --------------------------------------------------------------------------- #
+
+from embedrank.kernels import bf16_dots_supported  # noqa: E402
+
+needs_bf16_dots = pytest.mark.skipif(not bf16_dots_supported(), reason="needs AVX512-BF16 at the avx512 ISA level")
+
+
+@needs_bf16_dots
+@pytest.mark.parametrize("width,head_dim", [(64, 32), (64, 16), (128, 64), (48, 24)])
+def test_bf16_dots_attribute_runs_the_bf16_products(width, head_dim):
+    model = attention_graph(width, head_dim)
+    plain = plain_session(model)
+    fused_model = attention_graph(width, head_dim)
+    assert attention_fusion.fuse_attention(fused_model, bf16_dots=True) == 1
+    node = next(n for n in fused_model.graph.node if n.op_type == "Attention")
+    assert {a.name: a.i for a in node.attribute if a.name == "bf16_dots"} == {"bf16_dots": 1}
+    fused = fused_session(fused_model)
+    x = feeds(3, 37, width, all_masked_row=True)
+    got, expected = fused.run(None, x)[0], plain.run(None, x)[0]
+    if head_dim == 24:  # no bf16 kernel for this head size: the fp32 one
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    else:
+        assert not np.allclose(got, expected, rtol=1e-6, atol=1e-7)  # rounded to bf16 somewhere
+        np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.02 * float(np.abs(expected).max()))
+
+
+def test_a_graph_without_the_attribute_runs_fp32_products():
+    fused_model = attention_graph(64, 32)
+    attention_fusion.fuse_attention(fused_model)
+    node = next(n for n in fused_model.graph.node if n.op_type == "Attention")
+    assert "bf16_dots" not in {a.name for a in node.attribute}
+
+
+def test_minilm_bf16_attention_is_opt_in_and_stays_close(minilm_export):
+    from embedrank import Encoder
+    from embedrank.errors import InvalidValueError
+
+    texts = ["a short query", "a longer document about protein folding " * 12, "", "x y z", "one more text"]
+    assert Encoder.load(minilm_export, variant="int8").bf16_attention_layers == 0  # off by default
+    assert Encoder.load(minilm_export).bf16_attention_layers == 0
+    with pytest.raises(InvalidValueError, match="bf16_attention must be True or False"):
+        Encoder.load(minilm_export, bf16_attention="yes")
+    with pytest.raises(InvalidValueError, match="native_attention=False turns it off"):
+        Encoder.load(minilm_export, native_attention=False, bf16_attention=True)
+    with pytest.raises(InvalidValueError, match="variant 'bf16' runs all of the graph in bf16"):
+        Encoder.load(minilm_export, variant="bf16", bf16_attention=True)
+    if not bf16_dots_supported():
+        with pytest.raises(InvalidValueError, match="needs a CPU with AVX512-BF16"):
+            Encoder.load(minilm_export, bf16_attention=True)
+        return
+    fp32 = Encoder.load(minilm_export).encode(texts)
+    bf16 = Encoder.load(minilm_export, bf16_attention=True)
+    assert bf16.bf16_attention_layers == 6
+    vectors = bf16.encode(texts)
+    assert not np.array_equal(vectors, fp32) and (vectors * fp32).sum(axis=1).min() > 0.9999
+    int8 = Encoder.load(minilm_export, variant="int8", bf16_attention=True)
+    assert int8.bf16_attention_layers == 6
+    plain_int8 = Encoder.load(minilm_export, variant="int8").encode(texts)
+    assert abs((int8.encode(texts) * fp32).sum(axis=1).mean() - (plain_int8 * fp32).sum(axis=1).mean()) < 0.005

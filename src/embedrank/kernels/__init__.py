@@ -7,7 +7,7 @@ the CPU supports, or the level named by the environment variable ``EMBEDRANK_ISA
 """
 
 from embedrank.kernels._isa import ISA_ENV_VAR, ISA_LEVELS, capabilities
-from embedrank.kernels.attention import attention
+from embedrank.kernels.attention import attention, bf16_dots_supported
 from embedrank.kernels.pooling import cls_pool, mean_pool_normalize, normalize, truncate_normalize
 from embedrank.kernels.quantization import Int8Quantizer, binarize
 from embedrank.kernels.search import quantize_queries, rescore, topk_float32, topk_hamming, topk_int8
@@ -17,6 +17,7 @@ __all__ = [
     "ISA_LEVELS",
     "Int8Quantizer",
     "attention",
+    "bf16_dots_supported",
     "binarize",
     "capabilities",
     "cls_pool",

@@ -10,7 +10,7 @@ from embedrank.errors import InvalidTypeError, InvalidValueError
 
 
 def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_threads: int | None = None,
-              bias=None) -> np.ndarray:
+              bias=None, bf16_dots: bool = False) -> np.ndarray:
     """softmax(scale * Q K^T + bias over attended keys) V for every head, in one pass per head.
 
     q, k, v: [B, T, heads * head_dim] float32 (head h in columns h*head_dim:(h+1)*head_dim);
@@ -20,7 +20,16 @@ def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_thre
     [B, T, heads * head_dim] float32. Every query row is computed, padded ones too; a sequence
     with no attended key averages all its value rows (the bias is then ignored, as an additive
     mask of float32's minimum absorbs it).
+    bf16_dots=True: Q K^T and P V on bf16 (q, the scaled k, v and the softmax weights rounded
+    to bf16, sums in fp32; twice the fp32 rate), softmax in fp32. It needs AVX512-BF16 at the
+    avx512 ISA level (``bf16_dots_supported()``): InvalidValueError elsewhere. Head sizes other
+    than 16, 32 and 64 run the fp32 products.
     """
+    if not isinstance(bf16_dots, (bool, np.bool_)):
+        raise InvalidTypeError(f"bf16_dots must be True or False, got {bf16_dots!r}")
+    if bf16_dots and not bf16_dots_supported():
+        raise InvalidValueError("bf16_dots=True needs AVX512-BF16 at the avx512 ISA level; this CPU or ISA level "
+                                f"({_kernels.active_isa()}) lacks it: use bf16_dots=False")
     arrays = []
     for name, x in (("q", q), ("k", k), ("v", v)):
         a = as_array(x, name)
@@ -61,5 +70,10 @@ def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_thre
     out = np.empty_like(qa)
     if qa.size:
         _kernels.attention(qa, ka, va, np.ascontiguousarray(m != 0, dtype=np.int64), out, heads,
-                           scale, check_num_threads(num_threads), bias_array)
+                           scale, check_num_threads(num_threads), bias_array, bool(bf16_dots))
     return out
+
+
+def bf16_dots_supported() -> bool:
+    """True when attention(bf16_dots=True) runs here: AVX512-BF16 at the active ISA level (avx512)."""
+    return bool(_kernels.attention_bf16_supported())

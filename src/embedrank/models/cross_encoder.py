@@ -79,9 +79,9 @@ class CrossEncoder(OnnxModel):
     _width_field = "num_labels"
 
     def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
-                 native_attention: bool | None = None):
+                 native_attention: bool | None = None, bf16_attention: bool = False):
         super().__init__(config, variant=variant, providers=providers, num_threads=num_threads,
-                         native_attention=native_attention)
+                         native_attention=native_attention, bf16_attention=bf16_attention)
         self.num_labels = self._output_width()
         self._pair_specials = self.tokenizer.tokenizer.num_special_tokens_to_add(True)
 
@@ -99,11 +99,13 @@ class CrossEncoder(OnnxModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None,
-             num_threads: int | None = None, native_attention: bool | None = None) -> CrossEncoder:
+             num_threads: int | None = None, native_attention: bool | None = None,
+             bf16_attention: bool = False) -> CrossEncoder:
         """Opens an embedrank cross-encoder folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
-        "bf16" (OpenVINO, see Encoder.load) or "fp16" (float16, for the CUDA provider). native_attention: as for Encoder.load."""
+        "bf16" (OpenVINO, see Encoder.load) or "fp16" (float16, for the CUDA provider). native_attention and
+        bf16_attention: as for Encoder.load."""
         return super().load(path, variant=variant, providers=providers, num_threads=num_threads,
-                            native_attention=native_attention)
+                            native_attention=native_attention, bf16_attention=bf16_attention)
 
     # -- scoring -------------------------------------------------------------------------
     def predict(self, pairs, batch_size: int = 32, activation: str | None = "sigmoid",

@@ -75,9 +75,9 @@ class Encoder(OnnxModel):
     OTHER_KIND_HINT = "use CrossEncoder for cross-encoders"
 
     def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
-                 cache=None, native_attention: bool | None = None):
+                 cache=None, native_attention: bool | None = None, bf16_attention: bool = False):
         super().__init__(config, variant=variant, providers=providers, num_threads=num_threads,
-                         native_attention=native_attention)
+                         native_attention=native_attention, bf16_attention=bf16_attention)
         # pooling, Dense layers and normalization after the graph (see embedrank.models.head)
         # ("pooled": the graph pools; its [batch, hidden] output only meets the normalization)
         self.head = Head(pooling="mean" if config.pooling == "pooled" else config.pooling, dense=load_dense(config),
@@ -99,16 +99,18 @@ class Encoder(OnnxModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike, variant: str = "fp32", providers=None, num_threads: int | None = None,
-             cache=None, native_attention: bool | None = None) -> Encoder:
+             cache=None, native_attention: bool | None = None, bf16_attention: bool = False) -> Encoder:
         """Opens an embedrank model folder. variant: "fp32", "opt" (ORT-fused), "int8" (dynamic int8),
         "pooled" (pooling inside the graph), "fp16" or "pooled_fp16" (float16, for the CUDA
         provider; "pooled_fp16" is the one to use there: only [B, H] leaves the device), "bf16"
         (model.onnx in bf16 on OpenVINO: CPUs with AMX-BF16 or AVX512-BF16, the openvino extra).
         native_attention: None runs the attention of a CPU session through embedrank's fused
         kernel where the graph allows (``encoder.native_attention_layers`` says how many
-        layers), False never, True or an error (see embedrank.runtime.attention_fusion)."""
+        layers), False never, True or an error (see embedrank.runtime.attention_fusion).
+        bf16_attention: True runs that kernel's two products in bf16 (CPUs with AVX512-BF16;
+        off by default, see OnnxModel)."""
         return super().load(path, variant=variant, providers=providers, num_threads=num_threads,
-                            native_attention=native_attention, cache=cache)
+                            native_attention=native_attention, cache=cache, bf16_attention=bf16_attention)
 
     @staticmethod
     def _open_cache(cache):

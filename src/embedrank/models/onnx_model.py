@@ -23,6 +23,24 @@ from embedrank.utils.threads import check_num_threads
 
 __all__ = ["MODEL_INPUTS", "OnnxModel"]
 
+
+def _resolve_bf16_attention(requested, variant: str, native_attention) -> bool:
+    """OnnxModel's bf16_attention, checked against the variant and the CPU."""
+    from embedrank.kernels import bf16_dots_supported
+
+    if not isinstance(requested, (bool, np.bool_)):
+        raise InvalidValueError(f"bf16_attention must be True or False, got {requested!r}")
+    if requested and variant == "bf16":
+        raise InvalidValueError("bf16_attention is for onnxruntime variants; variant 'bf16' runs all of the graph "
+                                "in bf16 on OpenVINO already")
+    if requested and native_attention is False:
+        raise InvalidValueError("bf16_attention=True needs embedrank's fused attention, and native_attention=False "
+                                "turns it off")
+    if requested and not bf16_dots_supported():
+        raise InvalidValueError("bf16_attention=True needs a CPU with AVX512-BF16 (and the avx512 ISA level); "
+                                "this one lacks it: use bf16_attention=False")
+    return bool(requested)
+
 # The inputs an exported graph may take, each [batch, tokens] int64.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -34,7 +52,12 @@ class OnnxModel:
     when onnxruntime-gpu offers it, else the CPU; num_threads: intra-op threads (None: all
     cores this process may use); native_attention: None runs a CPU session's attention on
     embedrank's fused kernel where the graph allows (``native_attention_layers`` says how
-    many layers), False never, True or an error (see embedrank.runtime.attention_fusion).
+    many layers), False never, True or an error (see embedrank.runtime.attention_fusion);
+    bf16_attention: True runs that fused attention's two products in bf16 (see
+    embedrank.kernels.attention; it needs AVX512-BF16, else an error names it);
+    ``bf16_attention_layers`` says how many layers do. Off by default: on all-MiniLM-L6-v2
+    int8 it gave +5% documents/s, but SciFact's NDCG@10 moved by up to 0.009, beyond the
+    0.005 that int8 is allowed (benchmarks/results/bf16_attention.md).
 
     One instance may be shared by any number of threads: the tokenizers are never
     reconfigured after load (see embedrank.models.tokenization) and onnxruntime's run is
@@ -48,15 +71,21 @@ class OnnxModel:
     OTHER_KIND_HINT: ClassVar[str] = ""
 
     def __init__(self, config: ModelConfig, variant: str = "fp32", providers=None, num_threads: int | None = None,
-                 native_attention: bool | None = None):
+                 native_attention: bool | None = None, bf16_attention: bool = False):
         if config.kind != self.KIND:
             raise InvalidValueError(f"{config.path} holds a {config.kind!r} model; {self.OTHER_KIND_HINT}")
         self.config = config
         self.variant = variant
         self.num_threads = check_num_threads(num_threads)
         model_path = config.variant_path(variant)
+        bf16_dots = _resolve_bf16_attention(bf16_attention, variant, native_attention)
         self.session, self.native_attention_layers = sessions.make_session(model_path, providers, self.num_threads,
-                                                                             native_attention, bf16=variant == "bf16")
+                                                                             native_attention, bf16=variant == "bf16",
+                                                                             bf16_attention=bf16_dots)
+        if bf16_attention and not self.native_attention_layers:
+            raise InvalidValueError(f"bf16_attention=True needs embedrank's fused attention, and {model_path.name} "
+                                    "runs none (see native_attention)")
+        self.bf16_attention_layers = self.native_attention_layers if bf16_dots else 0
         # the provider that runs the graph decides the batching: token cap and padding granularity
         self._provider = self.session.get_providers()[0]
         self._pad_multiple = sessions.pad_multiple(self._provider)

@@ -63,9 +63,11 @@ def library_path() -> Path:
     return path
 
 
-def fuse_attention(model) -> int:
+def fuse_attention(model, bf16_dots: bool = False) -> int:
     """Rewrites every recognised attention core of ``model`` (an onnx.ModelProto, changed in
-    place) into one ai.embedrank::Attention node; returns how many were rewritten."""
+    place) into one ai.embedrank::Attention node; returns how many were rewritten.
+    bf16_dots: the nodes run Q K^T and P V in bf16 (their bf16_dots attribute; see
+    embedrank.kernels.attention)."""
     graph = model.graph
     if MASK_INPUT not in {i.name for i in graph.input}:
         return 0
@@ -80,7 +82,7 @@ def fuse_attention(model) -> int:
         core = _match_core(softmax, producer, consumers, constants, default_opset)
         if core is None or _resolve_addends(core, probes) is not None:
             continue
-        replacements.append(_attention_node(core, softmax.name))
+        replacements.append(_attention_node(core, softmax.name, bf16_dots))
         dead.update(id(n) for n in core["nodes"])
     if not replacements:
         return 0
@@ -325,21 +327,21 @@ def _has_near(producer, name: str, op_type: str, depth: int) -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def fused_model_bytes(path: str, mtime_ns: int, size: int) -> tuple[bytes | None, int]:
+def fused_model_bytes(path: str, mtime_ns: int, size: int, bf16_dots: bool = False) -> tuple[bytes | None, int]:
     """(serialized model with fused attention, number of cores fused), or (None, 0) when no
     core was recognised. The last two file versions (path, mtime, size) are kept, so that
     opening several sessions of one model rewrites it once; each holds the model's bytes."""
     import onnx
 
     model = onnx.load(path)
-    count = fuse_attention(model)
+    count = fuse_attention(model, bf16_dots)
     return (model.SerializeToString(), count) if count else (None, 0)
 
 
-def load_fused(path: Path) -> tuple[bytes | None, int]:
+def load_fused(path: Path, bf16_dots: bool = False) -> tuple[bytes | None, int]:
     """fused_model_bytes for the file at ``path``, as it is now."""
     stat = path.stat()
-    return fused_model_bytes(str(path), stat.st_mtime_ns, stat.st_size)
+    return fused_model_bytes(str(path), stat.st_mtime_ns, stat.st_size, bool(bf16_dots))
 
 
 # --------------------------------------------------------------------------- #
@@ -502,12 +504,13 @@ def _merge_reshape(t_out, consumers):
     return r_out
 
 
-def _attention_node(core: dict, name: str):
+def _attention_node(core: dict, name: str, bf16_dots: bool = False):
     from onnx import helper
 
     inputs = [core["q"], core["k"], core["v"], MASK_INPUT] + ([core["bias"]] if core["bias"] else [])
+    extra = {"bf16_dots": 1} if bf16_dots else {}
     return helper.make_node(OP_TYPE, inputs, [core["out"]], domain=DOMAIN,
-                            name=f"{name}/embedrank_attention", head_dim=core["head_dim"], scale=core["scale"])
+                            name=f"{name}/embedrank_attention", head_dim=core["head_dim"], scale=core["scale"], **extra)
 
 
 def _ancestors(producer, name: str) -> tuple[list, set[str]]:

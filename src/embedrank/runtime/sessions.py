@@ -72,7 +72,8 @@ def disabled_fusions(providers: Sequence[str]) -> list[str]:
 
 
 def make_session(model_path: Path, providers: Sequence[str] | str | None, num_threads: int | None,
-                 native_attention: bool | None = None, bf16: bool = False, profile_prefix: str | None = None):
+                 native_attention: bool | None = None, bf16: bool = False, profile_prefix: str | None = None,
+                 bf16_attention: bool = False):
     """(InferenceSession, number of attention cores run by embedrank's fused kernel).
 
     bf16=True: an OpenVinoSession instead (embedrank.runtime.openvino_session: the graph in
@@ -84,6 +85,8 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     graph has recognisable ones, and falls back to the graph as it is, with a AttentionFallbackWarning,
     if the rewritten one cannot be loaded or run; False never rewrites; True requires it (a
     ValueError if the provider is not the CPU alone or no core is recognised or it fails).
+    bf16_attention: the fused attention runs its two products in bf16 (the caller checks
+    embedrank.kernels.bf16_dots_supported() first; see embedrank.kernels.attention).
     profile_prefix: onnxruntime's per-node trace is recorded and written under this prefix by
     ``session.end_profiling()`` (embedrank.bench.roofline's time breakdown); bf16 sessions
     take no prefix (OpenVinoSession has its own ``perf_counts``).
@@ -123,7 +126,7 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
 
     if native_attention is not False and chosen == [CPU]:
         try:
-            return _fused_session(Path(model_path), options(), open_session)
+            return _fused_session(Path(model_path), options(), open_session, bf16_attention)
         except _NotFused as why:
             if native_attention:
                 raise InvalidValueError(f"{model_path}: {why}") from None
@@ -151,11 +154,11 @@ class _NotFused(Exception):
         self.warn = warn
 
 
-def _fused_session(model_path: Path, opts, open_session):
+def _fused_session(model_path: Path, opts, open_session, bf16_dots: bool = False):
     """(session on the rewritten graph, cores fused), checked by one tiny run, or _NotFused."""
     from embedrank.runtime import attention_fusion
     try:
-        data, fused = attention_fusion.load_fused(model_path)
+        data, fused = attention_fusion.load_fused(model_path, bf16_dots)
     except Exception as error:  # an unreadable or invalid file: the plain load reports it
         raise _NotFused(f"cannot rewrite its attention: {error}", warn=False) from None
     if data is None:
