@@ -158,3 +158,17 @@ def test_a_bad_variant_and_a_profiled_bf16_session_are_refused(minilm_export, tm
         roofline.time_breakdown(minilm_export, "fp16", TEXTS, 1, MINILM_CONFIG)
     with pytest.raises(InvalidValueError, match="profile_prefix is for onnxruntime sessions"):
         sessions.make_session(tmp_path / "model.onnx", None, 1, bf16=True, profile_prefix=str(tmp_path / "t"))
+
+
+@pytest.mark.skipif(HIGHEST == "scalar", reason="this CPU has no AVX2")
+def test_measured_peaks_follow_the_active_isa_level_not_the_cpu_flags(isa_level):
+    from embedrank.bench.peers import cpu_info
+
+    info = cpu_info()
+    isa_level("avx2")
+    peaks = roofline.measured_peaks(1, info["flags"], info["vendor"], seconds=0.02)
+    assert peaks["fp32"]["how"].startswith("measured: vfmadd231ps ymm")
+    assert peaks["bf16"]["gops"] is None  # vdpbf16ps is an AVX-512 instruction
+    assert peaks["int8"]["how"].startswith("derived")
+    isa_level("scalar")
+    assert all(m["gops"] is None for m in roofline.measured_peaks(1, info["flags"], info["vendor"]).values())

@@ -612,3 +612,18 @@ def test_without_flock_saves_work_and_loads_keep_leftovers(saved, encoder, monke
     retriever.add(["one more"])
     retriever.save(saved)  # the next save still clears leftovers, as before
     assert len(Retriever.load(saved, encoder=encoder)) == 4 and leftovers(saved) == []
+
+
+@pytest.mark.skipif(not embedrank.kernels.bf16_dots_supported(), reason="needs AVX512-BF16 at the avx512 ISA level")
+def test_a_bf16_attention_encoder_is_saved_and_loaded_as_such(minilm_export, tmp_path):
+    encoder = embedrank.Encoder.load(minilm_export, bf16_attention=True)
+    retriever = Retriever(encoder, FlatIndex(encoder.dim))
+    retriever.add(["first document about lava", "second document about ice"])
+    before = retriever.search(["lava"])
+    config = json.loads((retriever.save(tmp_path / "r") / "retriever.json").read_text())
+    assert config["encoder"]["bf16_attention"] is True
+    loaded = Retriever.load(tmp_path / "r")
+    assert loaded.encoder.bf16_attention_layers == 6 and loaded.search(["lava"]) == before
+    # an encoder without it writes no such field, so retrievers saved before it read the same
+    plain = Retriever(embedrank.Encoder.load(minilm_export), FlatIndex(encoder.dim))
+    assert "bf16_attention" not in json.loads((plain.save(tmp_path / "p") / "retriever.json").read_text())["encoder"]

@@ -492,3 +492,26 @@ def test_minilm_bf16_attention_is_opt_in_and_stays_close(minilm_export):
     assert int8.bf16_attention_layers == 6
     plain_int8 = Encoder.load(minilm_export, variant="int8").encode(texts)
     assert abs((int8.encode(texts) * fp32).sum(axis=1).mean() - (plain_int8 * fp32).sum(axis=1).mean()) < 0.005
+
+
+@needs_bf16_dots
+def test_the_embedding_cache_keeps_bf16_attention_vectors_apart(minilm_export, tmp_path):
+    from embedrank import Encoder
+
+    texts = ["a longer document about protein folding " * 12, "one more text"]
+    fp32 = Encoder.load(minilm_export, cache=tmp_path / "cache").encode(texts)
+    bf16 = Encoder.load(minilm_export, cache=tmp_path / "cache", bf16_attention=True).encode(texts)
+    fresh = Encoder.load(minilm_export, bf16_attention=True).encode(texts)
+    np.testing.assert_array_equal(bf16, fresh)
+    assert not np.array_equal(bf16, fp32)
+
+
+def test_bf16_attention_on_another_provider_is_refused_before_a_session_is_built(minilm_export, monkeypatch):
+    from embedrank import Encoder
+    from embedrank.errors import InvalidValueError
+
+    monkeypatch.setattr(sessions, "choose_providers", lambda providers: ["CUDAExecutionProvider", CPU])
+    monkeypatch.setattr(sessions, "make_session", lambda *a, **k: pytest.fail("a session was built"))
+    monkeypatch.setattr("embedrank.kernels.bf16_dots_supported", lambda: True)
+    with pytest.raises(InvalidValueError, match="runs on the CPU provider alone"):
+        Encoder.load(minilm_export, bf16_attention=True)

@@ -71,9 +71,17 @@ def measured_peaks(threads: int, flags: dict, vendor: str, seconds: float = 0.2)
     "how": what gave the figure}. fp32 is timed always (the FMA), and bf16 / int8 where
     AVX512-BF16 / AVX512-VNNI run them; with AMX the tiles set the peak, taken as the clock
     implied by the fp32 timing times the tile's operations per cycle; elsewhere the same
-    implied clock times peak_ops_per_cycle."""
+    implied clock times peak_ops_per_cycle. flags: the CPU's (cpu_info); features above the
+    active ISA level (EMBEDRANK_ISA) are left out, since the kernels cannot use them."""
+    from embedrank import _kernels
+
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise InvalidValueError(f"threads must be an integer >= 1, got {threads!r}")
+    level = _kernels.active_isa()
+    if level == "scalar":
+        return {p: {"gops": None, "how": "the scalar ISA level has no vector multiply-add to time"} for p in PRECISIONS}
+    if level != "avx512":
+        flags = {name: on for name, on in flags.items() if not name.startswith(("avx512", "amx"))}
     per_cycle = peak_ops_per_cycle(flags, vendor)
     out = {"fp32": _timed_peak("fp32", threads, seconds)}
     ghz = out["fp32"]["gops"] / threads / per_cycle["fp32"]
@@ -149,10 +157,15 @@ class _TimedSession:
         return out
 
 
-def _ort_node_seconds(trace_path: str) -> dict:
+def _ort_node_seconds(trace_path: str, timed_runs: int) -> dict:
+    """Node seconds per category over the last `timed_runs` runs of the trace (the runs before
+    them, such as the fused session's smoke run, were not timed)."""
+    events = json.loads(Path(trace_path).read_text())
+    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    start = runs[len(runs) - timed_runs] if 0 < timed_runs <= len(runs) else 0
     per_category = defaultdict(float)
-    for event in json.loads(Path(trace_path).read_text()):
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= start:
             per_category[ort_category(event["args"]["op_name"])] += event["dur"] / 1e6
     return per_category
 
@@ -179,7 +192,10 @@ def time_breakdown(model_folder, variant: str, texts: list[str], threads: int, c
         if variant == "bf16":
             profiled = OpenVinoSession(path, threads, perf_counts=True)
         else:
-            profiled, _ = sessions.make_session(path, None, threads, profile_prefix=str(Path(work) / "trace"))
+            # native_attention=True: an unfused graph would put attention's products among the
+            # matrix products (or fail here, which says why)
+            profiled, _ = sessions.make_session(path, "cpu", threads, native_attention=True,
+                                                profile_prefix=str(Path(work) / "trace"))
         encoder.session = timed = _TimedSession(profiled)
         start = time.perf_counter()
         encoder.encode(texts)
@@ -189,7 +205,7 @@ def time_breakdown(model_folder, variant: str, texts: list[str], threads: int, c
             for (node_type, exec_type), seconds in profiled.node_times().items():
                 nodes[ov_category(node_type, exec_type)] += seconds
         else:
-            nodes = _ort_node_seconds(profiled.end_profiling())
+            nodes = _ort_node_seconds(profiled.end_profiling(), len(timed.shapes))
     # the nodes run one after another (one inter-op thread), so their sum fits in the graph's time;
     # a profiler's rounding could still overshoot it, and then the nodes are scaled to fit
     scale = min(1.0, timed.seconds / (sum(nodes.values()) or 1.0))

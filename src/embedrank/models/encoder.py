@@ -371,6 +371,8 @@ class Encoder(OnnxModel):
         }
         if not self.head.include_prompt:
             settings["pooled_after_prompt_tokens"] = prompt_length
+        if self.bf16_attention_layers:  # (only when on: the caches written before it keep their keys)
+            settings["bf16_attention"] = True
         return settings
 
     def _encode_float(self, texts: list[str], batch_size, normalize, truncate_dim, show_progress,

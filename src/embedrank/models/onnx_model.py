@@ -56,7 +56,7 @@ class OnnxModel:
     bf16_attention: True runs that fused attention's two products in bf16 (see
     embedrank.kernels.attention; it needs AVX512-BF16, else an error names it);
     ``bf16_attention_layers`` says how many layers do. Off by default: on all-MiniLM-L6-v2
-    int8 it gave +5% documents/s, but SciFact's NDCG@10 moved by up to 0.009, beyond the
+    int8 it gave +7% documents/s, but SciFact's NDCG@10 moved by up to 0.009, beyond the
     0.005 that int8 is allowed (benchmarks/results/bf16_attention.md).
 
     One instance may be shared by any number of threads: the tokenizers are never
@@ -79,6 +79,9 @@ class OnnxModel:
         self.num_threads = check_num_threads(num_threads)
         model_path = config.variant_path(variant)
         bf16_dots = _resolve_bf16_attention(bf16_attention, variant, native_attention)
+        if bf16_dots and sessions.choose_providers(providers) != [sessions.CPU]:
+            raise InvalidValueError(f"bf16_attention=True runs on the CPU provider alone (embedrank's fused attention), "
+                                    f"not on {sessions.choose_providers(providers)}: pass providers='cpu'")
         self.session, self.native_attention_layers = sessions.make_session(model_path, providers, self.num_threads,
                                                                              native_attention, bf16=variant == "bf16",
                                                                              bf16_attention=bf16_dots)

@@ -561,10 +561,12 @@ class Retriever:
             raise RetrieverFormatError(f"{path / CONFIG_FILE}: {error}") from None
         encoder_ref, reranker_ref = config["encoder"], config.get("reranker")
         if encoder is None:
-            encoder = Encoder.load(encoder_ref["path"], variant=encoder_ref["variant"], num_threads=num_threads)
+            encoder = Encoder.load(encoder_ref["path"], variant=encoder_ref["variant"], num_threads=num_threads,
+                                   bf16_attention=encoder_ref.get("bf16_attention") is True)
         _check_fingerprint("encoder", encoder, encoder_ref)
         if reranker is None and reranker_ref is not None:
-            reranker = CrossEncoder.load(reranker_ref["path"], variant=reranker_ref["variant"], num_threads=num_threads)
+            reranker = CrossEncoder.load(reranker_ref["path"], variant=reranker_ref["variant"], num_threads=num_threads,
+                                         bf16_attention=reranker_ref.get("bf16_attention") is True)
         if reranker is not None and reranker_ref is not None:
             _check_fingerprint("reranker", reranker, reranker_ref)
         store = DocumentStore.read(path, config.get("files"))
@@ -653,8 +655,11 @@ def _check_lexical(lexical):
 
 
 def _model_reference(model) -> dict:
-    return {"path": str(Path(model.config.path).absolute()), "variant": model.variant,
-            "fingerprint": model.config.fingerprint, "kind": model.config.kind}
+    reference = {"path": str(Path(model.config.path).absolute()), "variant": model.variant,
+                 "fingerprint": model.config.fingerprint, "kind": model.config.kind}
+    if model.bf16_attention_layers:  # (only when on: retrievers saved before it read the same)
+        reference["bf16_attention"] = True
+    return reference
 
 
 def _check_fingerprint(role: str, model, reference: dict) -> None:
