@@ -657,7 +657,7 @@ def _check_lexical(lexical):
 def _model_reference(model) -> dict:
     reference = {"path": str(Path(model.config.path).absolute()), "variant": model.variant,
                  "fingerprint": model.config.fingerprint, "kind": model.config.kind}
-    if model.bf16_attention_layers:  # (only when on: retrievers saved before it read the same)
+    if getattr(model, "bf16_attention_layers", 0):  # only when on: retrievers saved before it read the same
         reference["bf16_attention"] = True
     return reference
 
