@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 import embedrank
-from embedrank.bench.encoder import exported_model, interleaved_passes, model_cache_dir, retrieval_quality
+from embedrank.bench.encoder import exported_model, interleaved_passes, model_cache_dir, retrieval_quality, timed
 from embedrank.bench.peers import cpu_info
 from embedrank.bench.roofline import measured_peaks
 from embedrank.kernels import attention, bf16_dots_supported
@@ -47,16 +46,11 @@ def kernel_timings(threads: int, peaks: dict) -> list[dict]:
         row = {"tokens": tokens}
         for name, bf16 in (("fp32", False), ("bf16", True)):
             attention(q, k, v, mask, 32, num_threads=threads, bf16_dots=bf16)
-            best = min(_timed(lambda: attention(q, k, v, mask, 32, num_threads=threads, bf16_dots=bf16)) for _ in range(20))
+            best = min(timed(lambda: attention(q, k, v, mask, 32, num_threads=threads, bf16_dots=bf16))[1]
+                       for _ in range(20))
             row[name] = {"ms": best * 1e3, "gflops": flops / best / 1e9, "of_peak": flops / best / 1e9 / peaks[name]}
         rows.append(row)
     return rows
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:

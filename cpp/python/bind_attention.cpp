@@ -46,7 +46,7 @@ void register_attention(py::module_& m) {
     without_gil([&] { attention(p, num_threads); });
   }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("out"), py::arg("num_heads"), py::arg("scale"),
         py::arg("num_threads"), py::arg("bias") = py::none(), py::arg("bf16_dots") = false);
-  m.def("attention_bf16_supported", &bf16_dots_supported);
+  m.def("bf16_dots_supported", &bf16_dots_supported);
 }
 
 }  // namespace embedrank

@@ -511,7 +511,7 @@ def test_bf16_attention_on_another_provider_is_refused_before_a_session_is_built
     from embedrank.errors import InvalidValueError
 
     monkeypatch.setattr(sessions, "choose_providers", lambda providers: ["CUDAExecutionProvider", CPU])
-    monkeypatch.setattr(sessions, "make_session", lambda *a, **k: pytest.fail("a session was built"))
+    monkeypatch.setattr(sessions, "_fused_session", lambda *a, **k: pytest.fail("a session was built"))
     monkeypatch.setattr("embedrank.kernels.bf16_dots_supported", lambda: True)
-    with pytest.raises(InvalidValueError, match="runs on the CPU provider alone"):
+    with pytest.raises(InvalidValueError, match=r"bf16_attention=True needs the CPU provider alone"):
         Encoder.load(minilm_export, bf16_attention=True)

@@ -31,13 +31,12 @@ def flops_per_text(tokens: int, layers: int, hidden: int, intermediate: int) -> 
     """Multiply-adds x 2 of one BERT-style text of `tokens` tokens: per layer, the Q/K/V/output
     projections (4 h^2 per token), the FFN (2 h i per token) and attention's QK^T and PV
     (2 T h per token). Embeddings, softmax, LayerNorm and GELU are left out (not GEMM work)."""
-    per_token = 4 * hidden * hidden + 2 * hidden * intermediate + 2 * tokens * hidden
-    return 2.0 * layers * tokens * per_token
+    return sum(gemm_flops(tokens, layers, hidden, intermediate))
 
 
 def gemm_flops(tokens: int, layers: int, hidden: int, intermediate: int) -> tuple[float, float]:
-    """(linear layers, attention) FLOPs of one padded sequence of `tokens` tokens, as the graph
-    computes them: padding included."""
+    """(linear layers, attention) FLOPs of one sequence of `tokens` tokens (padded ones count
+    when the graph computes them)."""
     linear = 2.0 * layers * tokens * (4 * hidden * hidden + 2 * hidden * intermediate)
     return linear, 2.0 * layers * 2 * tokens * tokens * hidden
 

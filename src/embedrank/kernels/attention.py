@@ -76,4 +76,4 @@ def attention(q, k, v, mask, head_dim: int, scale: float | None = None, num_thre
 
 def bf16_dots_supported() -> bool:
     """True when attention(bf16_dots=True) runs here: AVX512-BF16 at the active ISA level (avx512)."""
-    return bool(_kernels.attention_bf16_supported())
+    return bool(_kernels.bf16_dots_supported())

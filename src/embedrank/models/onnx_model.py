@@ -24,23 +24,6 @@ from embedrank.utils.threads import check_num_threads
 __all__ = ["MODEL_INPUTS", "OnnxModel"]
 
 
-def _resolve_bf16_attention(requested, variant: str, native_attention) -> bool:
-    """OnnxModel's bf16_attention, checked against the variant and the CPU."""
-    from embedrank.kernels import bf16_dots_supported
-
-    if not isinstance(requested, (bool, np.bool_)):
-        raise InvalidValueError(f"bf16_attention must be True or False, got {requested!r}")
-    if requested and variant == "bf16":
-        raise InvalidValueError("bf16_attention is for onnxruntime variants; variant 'bf16' runs all of the graph "
-                                "in bf16 on OpenVINO already")
-    if requested and native_attention is False:
-        raise InvalidValueError("bf16_attention=True needs embedrank's fused attention, and native_attention=False "
-                                "turns it off")
-    if requested and not bf16_dots_supported():
-        raise InvalidValueError("bf16_attention=True needs a CPU with AVX512-BF16 (and the avx512 ISA level); "
-                                "this one lacks it: use bf16_attention=False")
-    return bool(requested)
-
 # The inputs an exported graph may take, each [batch, tokens] int64.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -78,17 +61,10 @@ class OnnxModel:
         self.variant = variant
         self.num_threads = check_num_threads(num_threads)
         model_path = config.variant_path(variant)
-        bf16_dots = _resolve_bf16_attention(bf16_attention, variant, native_attention)
-        if bf16_dots and sessions.choose_providers(providers) != [sessions.CPU]:
-            raise InvalidValueError(f"bf16_attention=True runs on the CPU provider alone (embedrank's fused attention), "
-                                    f"not on {sessions.choose_providers(providers)}: pass providers='cpu'")
         self.session, self.native_attention_layers = sessions.make_session(model_path, providers, self.num_threads,
                                                                              native_attention, bf16=variant == "bf16",
-                                                                             bf16_attention=bf16_dots)
-        if bf16_attention and not self.native_attention_layers:
-            raise InvalidValueError(f"bf16_attention=True needs embedrank's fused attention, and {model_path.name} "
-                                    "runs none (see native_attention)")
-        self.bf16_attention_layers = self.native_attention_layers if bf16_dots else 0
+                                                                             bf16_attention=bf16_attention)
+        self.bf16_attention_layers = self.native_attention_layers if bf16_attention else 0
         # the provider that runs the graph decides the batching: token cap and padding granularity
         self._provider = self.session.get_providers()[0]
         self._pad_multiple = sessions.pad_multiple(self._provider)

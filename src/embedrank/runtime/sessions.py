@@ -85,8 +85,9 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     graph has recognisable ones, and falls back to the graph as it is, with a AttentionFallbackWarning,
     if the rewritten one cannot be loaded or run; False never rewrites; True requires it (a
     ValueError if the provider is not the CPU alone or no core is recognised or it fails).
-    bf16_attention: the fused attention runs its two products in bf16 (the caller checks
-    embedrank.kernels.bf16_dots_supported() first; see embedrank.kernels.attention).
+    bf16_attention=True: the fused attention runs its two products in bf16 (see
+    embedrank.kernels.attention); it requires the rewrite as native_attention=True does, and a
+    CPU with AVX512-BF16 at the avx512 ISA level (a ValueError naming what is missing).
     profile_prefix: onnxruntime's per-node trace is recorded and written under this prefix by
     ``session.end_profiling()`` (embedrank.bench.roofline's time breakdown); bf16 sessions
     take no prefix (OpenVinoSession has its own ``perf_counts``).
@@ -96,13 +97,19 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
     threads = check_session_threads(num_threads)
     if native_attention is not None and not isinstance(native_attention, bool):
         raise InvalidValueError(f"native_attention must be True, False or None, got {native_attention!r}")
+    if not isinstance(bf16_attention, (bool, np.bool_)):
+        raise InvalidValueError(f"bf16_attention must be True or False, got {bf16_attention!r}")
+    if bf16_attention:
+        _check_bf16_attention(bf16, native_attention)
+        native_attention = True  # the bf16 products are the fused kernel's
     if bf16:
         if profile_prefix is not None:
             raise InvalidValueError("profile_prefix is for onnxruntime sessions; a bf16 session records OpenVINO's perf_counts")
         return _bf16_session(model_path, providers, threads, native_attention), 0
     chosen = choose_providers(providers)
     if native_attention and chosen != [CPU]:
-        raise InvalidValueError(f"native_attention=True needs the CPU provider alone, got {chosen}")
+        what = "bf16_attention=True" if bf16_attention else "native_attention=True"
+        raise InvalidValueError(f"{what} needs the CPU provider alone (providers='cpu'), got {chosen}")
 
     def options():
         opts = ort.SessionOptions()
@@ -133,6 +140,20 @@ def make_session(model_path: Path, providers: Sequence[str] | str | None, num_th
             if why.warn:
                 warnings.warn(f"{model_path}: {why}; running onnxruntime's own attention", AttentionFallbackWarning, stacklevel=3)
     return open_session(str(model_path), options()), 0
+
+
+def _check_bf16_attention(bf16: bool, native_attention: bool | None) -> None:
+    from embedrank.kernels import bf16_dots_supported
+
+    if bf16:
+        raise InvalidValueError("bf16_attention is for onnxruntime variants; variant 'bf16' runs all of the graph "
+                                "in bf16 on OpenVINO already")
+    if native_attention is False:
+        raise InvalidValueError("bf16_attention=True needs embedrank's fused attention, and native_attention=False "
+                                "turns it off")
+    if not bf16_dots_supported():
+        raise InvalidValueError("bf16_attention=True needs a CPU with AVX512-BF16 (and the avx512 ISA level); "
+                                "this one lacks it: use bf16_attention=False")
 
 
 def _bf16_session(model_path: Path, providers, threads: int, native_attention: bool | None):
